@@ -1,0 +1,72 @@
+"""The feature-cache format, written down once. Every writer and reader in vtm uses these names.
+
+    CACHE/
+      cache.json              what built the cache (CacheSettings + format version)
+      manifest.parquet        one row per input video (MANIFEST_SCHEMA)
+      scores/<video_id>.parquet   one row per sampled frame (SCORES_SCHEMA)
+      features/<video_id>.h5      per-frame features of one video (HDF5 layout below)
+
+One file per video under scores/ and features/ keeps every write atomic (temp name, then rename),
+lets a killed run resume video by video, and lets a reader open one video's window without touching
+the rest. `polars.read_parquet(CACHE / "scores" / "*.parquet")` reads the whole archive's scores.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+
+CACHE_JSON = "cache.json"
+MANIFEST_FILE = "manifest.parquet"
+SCORES_DIR = "scores"
+FEATURES_DIR = "features"
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),  # stable: derived from the relative path
+        pa.field("path", pa.string(), nullable=False),  # POSIX path relative to the dataset root
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("mtime_ns", pa.int64(), nullable=False),
+        pa.field("digest", pa.string(), nullable=False),  # sampled content digest (see pipeline.discover)
+        pa.field("duration_s", pa.float64()),
+        pa.field("native_fps", pa.float64()),
+        pa.field("width", pa.int32()),  # as displayed, after rotation
+        pa.field("height", pa.int32()),
+        pa.field("rotation", pa.int32()),  # degrees applied to decoded frames
+        pa.field("frames_sampled", pa.int32()),
+        pa.field("decoder", pa.string()),  # "decord" or "pyav" (fallback)
+        pa.field("status", pa.string(), nullable=False),  # STATUS_OK / STATUS_FAILED
+        pa.field("error", pa.string()),  # why it failed, for a person to read
+        pa.field("fingerprint", pa.string(), nullable=False),  # CacheSettings.fingerprint at write time
+    ]
+)
+
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("sample_index", pa.int32(), nullable=False),  # 0..frames_sampled-1
+        pa.field("frame_index", pa.int64(), nullable=False),  # index in the source video's frames
+        pa.field("timestamp_s", pa.float64(), nullable=False),  # presentation time of that frame
+        pa.field("change_score", pa.float32(), nullable=False),  # training-free trigger score, ~0..1
+        pa.field("feature_change", pa.float32(), nullable=False),  # components of change_score
+        pa.field("color_change", pa.float32(), nullable=False),
+        pa.field("local_change", pa.float32(), nullable=False),
+        pa.field("trigger_score", pa.float32()),  # learned trigger score; null without a checkpoint
+        pa.field("label", pa.string()),  # annotation label where one exists
+    ]
+)
+
+# HDF5 layout of features/<video_id>.h5 (float16 features, chunked along time so a window of
+# frames reads without loading the whole video):
+H5_FEATURES = "features"  # (n_frames, feature_dim) float16
+H5_TIMESTAMPS = "timestamps"  # (n_frames,) float64 seconds
+H5_FRAME_INDEX = "frame_index"  # (n_frames,) int64
+# Cheap pixel statistics kept beside the features so the change score can be recomputed with new
+# settings without decoding again (see vtm.stages.change_score).
+H5_COLOR_HIST = "color_hist"  # (n_frames, 64) float16: joint RGB histogram, 4 levels per channel
+H5_COLOR_GRID = "color_grid"  # (n_frames, 16, 16, 3) float16: mean colour of each grid cell
+H5_CHUNK_FRAMES = 256

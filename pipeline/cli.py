@@ -1,0 +1,141 @@
+"""The `vtm` command line: each command turns flags into a config and calls one library function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import polars as pl
+
+from vtm.cache import schema
+from vtm.cache.atomic import write_json
+from vtm.cache.store import CacheError, FeatureCache
+from vtm.models.visual_encoder import EncoderLoadError
+from vtm.pipeline.config import ConfigError, load_config
+
+CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML config (see pipeline/default_config.yaml); flags override it.")
+
+
+def _fail(message: str, code: int = 2):
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+def main(verbose: bool) -> None:
+    """vtm — find the moments that matter in video archives."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Feature cache directory (created if missing).")
+@click.option("--fps", type=float, help="Frames sampled per second of video [3].")
+@click.option("--encoder", help="resnet18 | resnet50 | efficientnet_b0 | efficientnet_lite0 | Hugging Face model path or id.")
+@click.option("--weights", help="Local weights file (.pth or .safetensors) for a torchvision/timm encoder.")
+@click.option("--max-frames", type=int, help="Cap on sampled frames per video.")
+@click.option("--device", help="auto | cpu | cuda.")
+@click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
+@click.option("--rebuild", is_flag=True, default=None, help="Delete a cache built with other settings and start over.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@CONFIG_OPTION
+def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, address, rebuild, no_progress, config_path):
+    """Decode, encode and score every video under DATASET_DIR into the feature cache."""
+    from vtm.pipeline.extract import run_extract
+
+    try:
+        cfg = load_config(config_path, {
+            "extract": {"fps": fps, "encoder": encoder, "weights": weights, "max_frames": max_frames, "device": device, "rebuild": rebuild},
+            "ray": {"address": address},
+        })
+        summary = run_extract(dataset_dir, cache_dir, cfg, progress=not no_progress)
+    except (ConfigError, CacheError, EncoderLoadError) as e:
+        _fail(str(e))
+    click.echo(
+        f"{summary.videos} videos: {summary.ok} extracted, {summary.skipped} already in the cache, "
+        f"{len(summary.failed)} failed; {summary.frames} frames in {summary.seconds:.1f} s "
+        f"({summary.frames / max(summary.seconds, 1e-9):.1f} frames/s) -> {summary.cache_dir}"
+    )
+    if not summary.pretrained:
+        click.secho("warning: the encoder had no pretrained weights; features come from random weights (pass --weights).", fg="yellow", err=True)
+    for path, reason in summary.failed:
+        click.secho(f"  failed: {path}: {reason}", fg="red", err=True)
+    sys.exit(0 if summary.all_ok else 1)
+
+
+@main.command()
+@click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--threshold", type=float, help="Score a trigger must reach (0..1).")
+@click.option("--min-gap", "min_gap_s", type=float, help="Seconds between two triggers; nearer peaks merge into the strongest.")
+@click.option("--max-triggers", type=int, help="At most this many triggers per video (the strongest).")
+@click.option("--score", type=click.Choice(["auto", "change", "learned"]), default="auto", show_default=True, help="Which score to pick from.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write {video_path: [seconds, ...]} here.")
+@CONFIG_OPTION
+def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, config_path):
+    """Print the trigger moments found in each video of a cache."""
+    from vtm.pipeline.triggers import find_triggers, trigger_times
+
+    try:
+        cfg = load_config(config_path, {"triggers": {"threshold": threshold, "min_gap_s": min_gap_s, "max_triggers": max_triggers}})
+        cache = FeatureCache.open(cache_dir)
+        found = find_triggers(cache, cfg.triggers, score)
+    except (ConfigError, CacheError, ValueError) as e:
+        _fail(str(e))
+    width = max([len(p) for p in found] + [5])
+    click.echo(f"{'video':<{width}}  triggers (seconds, score)")
+    for path, ts in found.items():
+        moments = ", ".join(f"{t['time']:.1f}s ({t['score']:.2f})" for t in ts) or "-"
+        click.echo(f"{path:<{width}}  {moments}")
+    click.echo(f"{sum(map(len, found.values()))} triggers in {len(found)} videos (threshold {cfg.triggers.threshold})")
+    if json_out:
+        write_json(json_out, trigger_times(found, cache.dataset_root))
+        click.echo(f"wrote {json_out}")
+
+
+@main.group()
+def cache() -> None:
+    """Inspect a feature cache."""
+
+
+@cache.command("info")
+@click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def cache_info(cache_dir):
+    """What is in a cache, what failed and why."""
+    try:
+        c = FeatureCache.open(cache_dir)
+    except CacheError as e:
+        _fail(str(e))
+    s = c.settings
+    m = c.manifest()
+    ok = m.filter(pl.col("status") == schema.STATUS_OK)
+    failed = m.filter(pl.col("status") == schema.STATUS_FAILED)
+    click.echo(f"cache       {c.root}")
+    click.echo(f"dataset     {c.dataset_root}")
+    click.echo(f"encoder     {s.encoder} ({'pretrained' if s.pretrained else 'RANDOM weights'}: {s.weights}), {s.feature_dim}-d {s.feature_dtype}")
+    click.echo(f"sampling    {s.sample_fps} fps, {s.image_size}px" + (f", at most {s.max_frames} frames" if s.max_frames else ""))
+    click.echo(f"fingerprint {s.fingerprint}")
+    hours = (ok["duration_s"].sum() or 0) / 3600
+    click.echo(f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), {len(failed)} failed")
+    for row in failed.sort("path").iter_rows(named=True):
+        click.secho(f"  failed: {row['path']}: {row['error']}", fg="red")
+
+
+@main.command("sample")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-broken", is_flag=True, help="Leave out the deliberately broken files.")
+def sample(out_dir, seed, no_broken):
+    """Write a small sample archive (with ground truth) to OUT_DIR."""
+    from vtm.pipeline.sample_data import make_sample_dataset
+
+    make_sample_dataset(out_dir, seed=seed, include_broken=not no_broken)
+    truth = json.loads((out_dir / "ground_truth.json").read_text())
+    click.echo(f"wrote {len(truth['events'])} videos and {len(truth.get('broken', {}))} broken files to {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Typed configuration: frozen dataclasses with defaults, loaded from YAML, overridden by CLI flags.
+
+Each YAML section maps onto one dataclass; an unknown key or a contradictory value stops the run
+at load time with a message naming it. The stages' own dataclass fields are their settings, so a
+stage's section (`change_score`, `triggers`) lists exactly the stage's fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from vtm.models.visual_encoder import DEFAULT_ENCODER
+from vtm.stages.change_score import ChangeScoreStage
+from vtm.stages.decode import GRID
+from vtm.stages.select_windows import SelectWindowsStage
+
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.yaml")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    fps: float = 3.0  # frames sampled per second of video
+    encoder: str = DEFAULT_ENCODER  # resnet18 | resnet50 | efficientnet_b0 | efficientnet_lite0 | HF path or id
+    weights: str | None = None  # local weights file for torchvision/timm encoders
+    allow_random_weights: bool = True  # without pretrained weights, use seeded random ones (recorded)
+    image_size: int = 224  # frames are resized to image_size x image_size before encoding
+    max_frames: int | None = None  # cap on sampled frames per video
+    segment_frames: int = 64  # sampled frames per decode task (and per encoder call)
+    device: str = "auto"  # auto | cpu | cuda
+    num_encoders: int | None = None  # encoder actors; default one per GPU, or one on CPU
+    rebuild: bool = False  # delete an existing cache built with other settings
+
+    def __post_init__(self):
+        if self.fps <= 0:
+            raise ConfigError(f"extract.fps must be > 0, got {self.fps}")
+        if self.image_size < GRID or self.image_size % GRID:
+            raise ConfigError(f"extract.image_size must be a positive multiple of {GRID}, got {self.image_size}")
+        if self.max_frames is not None and self.max_frames < 2:
+            raise ConfigError(f"extract.max_frames must be at least 2 (changes need two frames), got {self.max_frames}")
+        if self.segment_frames < 1:
+            raise ConfigError(f"extract.segment_frames must be >= 1, got {self.segment_frames}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"extract.device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.num_encoders is not None and self.num_encoders < 1:
+            raise ConfigError(f"extract.num_encoders must be >= 1, got {self.num_encoders}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started for this run
+
+
+@dataclass(frozen=True)
+class Config:
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    change_score: ChangeScoreStage = field(default_factory=ChangeScoreStage)
+    triggers: SelectWindowsStage = field(default_factory=SelectWindowsStage)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self):
+        t = self.triggers
+        if not 0 <= t.threshold <= 1:
+            raise ConfigError(f"triggers.threshold must be within 0..1, got {t.threshold}")
+        if t.min_gap_s < 0 or t.before_s < 0 or t.after_s < 0:
+            raise ConfigError("triggers.min_gap_s, before_s and after_s must be >= 0")
+        if t.max_fraction is not None and not 0 < t.max_fraction <= 1:
+            raise ConfigError(f"triggers.max_fraction must be within (0, 1], got {t.max_fraction}")
+
+    def to_dict(self) -> dict:
+        return {name: _section_dict(getattr(self, name)) for name in _SECTIONS}
+
+
+_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+_NOT_SETTINGS = {"resources"}  # stage fields that are not user settings
+
+
+def _section_dict(obj) -> dict:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name not in _NOT_SETTINGS}
+
+
+def _build_section(name: str, values: Mapping[str, Any]):
+    cls = _SECTIONS[name]
+    known = {f.name for f in dataclasses.fields(cls)} - _NOT_SETTINGS
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in section {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    return cls(**values)
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Defaults <- YAML file <- overrides (CLI flags; a None value means 'not given')."""
+    data: dict[str, dict] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping of sections")
+        unknown = set(loaded) - set(_SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown section(s) in {path}: {', '.join(sorted(unknown))}; known: {', '.join(_SECTIONS)}")
+        data = {k: dict(v or {}) for k, v in loaded.items()}
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    try:
+        return Config(**{name: _build_section(name, data.get(name, {})) for name in _SECTIONS})
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

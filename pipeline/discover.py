@@ -1,0 +1,72 @@
+"""Find the videos under a dataset directory and identify them stably across runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".wmv", ".flv", ".3gp", ".ogv", ".mxf", ".m4a",
+)  # .m4a: often mislabelled video; if it has no video stream it is reported as such
+DIGEST_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    path: Path  # absolute
+    relpath: str  # POSIX, relative to the dataset root
+    size_bytes: int
+    mtime_ns: int
+
+    @property
+    def video_id(self) -> str:
+        return video_id_for(self.relpath)
+
+
+def video_id_for(relpath: str) -> str:
+    """Stable id: derived from the path inside the dataset, so it survives moving the dataset root."""
+    return hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:16]
+
+
+def discover_videos(root: Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[VideoFile]:
+    """Every file (or directory named like one, to be reported) with a video extension, sorted by path."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset directory {root} does not exist or is not a directory")
+    exts = {e.lower() for e in extensions}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames + [d for d in dirnames if Path(d).suffix.lower() in exts]:
+            if Path(name).suffix.lower() not in exts or name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            try:
+                st = p.stat()
+            except OSError:
+                continue  # vanished or a dangling link: nothing to record
+            found.append(VideoFile(p, p.relative_to(root).as_posix(), st.st_size if p.is_file() else 0, st.st_mtime_ns))
+    return sorted(found, key=lambda v: v.relpath)
+
+
+def content_digest(path: Path) -> str:
+    """Digest of the size and three sampled chunks (start, middle, end).
+
+    Reading whole files would cost as much I/O as decoding them; a re-encoded or replaced video
+    changes its size or these bytes. Directories and unreadable files get a digest of their size.
+    """
+    h = hashlib.sha256()
+    try:
+        size = path.stat().st_size if path.is_file() else 0
+        h.update(str(size).encode())
+        if size:
+            with open(path, "rb") as f:
+                for offset in sorted({0, max(0, size // 2 - DIGEST_CHUNK // 2), max(0, size - DIGEST_CHUNK)}):
+                    f.seek(offset)
+                    h.update(f.read(DIGEST_CHUNK))
+    except OSError as e:
+        h.update(f"unreadable:{e.errno}".encode())
+    return h.hexdigest()[:24]

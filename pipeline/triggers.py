@@ -1,0 +1,54 @@
+"""Trigger moments per video from the cache's scores (no decoding, no model)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import polars as pl
+
+from vtm.cache import schema
+from vtm.cache.store import FeatureCache
+from vtm.stages.select_windows import SelectWindowsStage
+
+SCORE_COLUMNS = {"change": "change_score", "learned": "trigger_score"}
+
+
+def find_triggers(cache: FeatureCache, select: SelectWindowsStage, score: str = "auto") -> dict[str, list[dict]]:
+    """{video path: [{"time": s, "score": x, "frame_index": i}, ...]} for every `ok` video.
+
+    score: "change" (training-free), "learned" (a trained checkpoint's scores), or "auto" (learned
+    where the cache has it, else change).
+    """
+    manifest = cache.manifest().filter(pl.col("status") == schema.STATUS_OK).sort("path")
+    scores = cache.read_scores(manifest["video_id"].to_list())
+    select = dataclasses.replace(select)
+    out: dict[str, list[dict]] = {}
+    for video_id, path in zip(manifest["video_id"], manifest["path"]):
+        rows = scores.filter(pl.col("video_id") == video_id).sort("sample_index")
+        column = _score_column(rows, score)
+        picked = select({"timestamps": rows["timestamp_s"].to_numpy(), "score": rows[column].fill_null(0.0).to_numpy()})
+        frame_index = rows["frame_index"].to_numpy()
+        out[path] = [
+            {"time": round(float(t), 3), "score": round(float(s), 4), "frame_index": int(frame_index[i])}
+            for i, t, s in zip(picked["trigger_index"], picked["trigger_time"], picked["trigger_score"])
+        ]
+    return out
+
+
+def _score_column(rows: pl.DataFrame, score: str) -> str:
+    if score == "auto":
+        learned = rows["trigger_score"]
+        return "trigger_score" if len(learned) and learned.null_count() == 0 else "change_score"
+    if score not in SCORE_COLUMNS:
+        raise ValueError(f"score must be one of auto, {', '.join(SCORE_COLUMNS)}; got {score!r}")
+    column = SCORE_COLUMNS[score]
+    if rows[column].null_count() == len(rows) and len(rows):
+        raise ValueError(f"the cache has no {score} scores (train a checkpoint and re-score first)")
+    return column
+
+
+def trigger_times(triggers: dict[str, list[dict]], dataset_root: Path | None = None) -> dict[str, list[float]]:
+    """The JSON written by `vtm triggers --json`: {video_path: [seconds, ...]}."""
+    return {(str(dataset_root / p) if dataset_root else p): [t["time"] for t in ts] for p, ts in triggers.items()}
+

@@ -1,0 +1,52 @@
+"""Encode decoded frames into per-frame features with a visual encoder held in memory."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vtm.models.visual_encoder import DEFAULT_ENCODER, build_visual_encoder
+from vtm.stages.base import Resources
+
+
+def pick_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+@dataclass
+class EncodeStage:
+    """Batch with `frames` (n, S, S, 3) uint8 -> the same batch with `features` (n, D) float16, frames dropped."""
+
+    encoder: str = DEFAULT_ENCODER
+    weights: str | None = None
+    device: str = "auto"
+    allow_random: bool = True  # without pretrained weights on disk, use seeded random ones
+    max_batch: int = 64  # frames per forward pass; a batch larger than this is split
+    threads: int | None = None  # torch CPU threads (Ray sets 1 per requested CPU by default)
+    resources: Resources = Resources(cpus=1)
+
+    def setup(self) -> None:
+        self.device = pick_device(self.device)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        model, self.info = build_visual_encoder(self.encoder, self.weights, allow_random=self.allow_random)
+        # Half precision on GPU doubles throughput; features are stored as float16 anyway.
+        dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.model = model.to(self.device, dtype)
+
+    def encoder_info(self) -> dict:
+        return dataclasses.asdict(self.info)
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict) -> dict:
+        frames = torch.from_numpy(np.array(batch["frames"]))  # a writable copy: Ray hands out read-only arrays
+        out = [self.model(chunk.to(self.device, non_blocking=True)).cpu() for chunk in frames.split(self.max_batch)]
+        features = torch.cat(out).numpy().astype(np.float16)
+        return {**{k: v for k, v in batch.items() if k != "frames"}, "features": features}
