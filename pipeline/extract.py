@@ -73,7 +73,13 @@ def failure_reason(err: BaseException) -> str:
     return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]
 
 
-def run_extract(dataset_dir: Path, cache_dir: Path, config: Config = Config(), progress: bool = True) -> ExtractSummary:
+def run_extract(
+    dataset_dir: Path, cache_dir: Path, config: Config = Config(), progress: bool = True, decode_stage: DecodeStage | None = None
+) -> ExtractSummary:
+    """Extract every video under `dataset_dir` into the cache at `cache_dir`; see the module docstring.
+
+    `decode_stage` replaces the default DecodeStage (e.g. another decoder implementation).
+    """
     ec = config.extract
     started = time.perf_counter()
     dataset_dir = Path(dataset_dir).resolve()
@@ -106,7 +112,10 @@ def run_extract(dataset_dir: Path, cache_dir: Path, config: Config = Config(), p
         tmp.write_text(dump_config(config))
 
     summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained)
-    rows = {r["video_id"]: r for r in cache.manifest().to_dicts()}  # videos gone from disk keep their rows
+    # Videos gone from disk keep their rows while they are ok (their features stay useful); a failure
+    # that no longer exists is forgotten.
+    found = {v.video_id for v in videos}
+    rows = {r["video_id"]: r for r in cache.manifest().to_dicts() if r["status"] == schema.STATUS_OK or r["video_id"] in found}
     todo = []
     for v in videos:
         prior = rows.get(v.video_id)
@@ -118,7 +127,8 @@ def run_extract(dataset_dir: Path, cache_dir: Path, config: Config = Config(), p
         base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint}
         todo.append(_Video(v, base))
 
-    _Extraction(cache, config, encoders, rows, summary, progress).run(todo)
+    decode_stage = decode_stage or DecodeStage(image_size=ec.image_size)
+    _Extraction(cache, config, decode_stage, encoders, rows, summary, progress).run(todo)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -126,12 +136,12 @@ def run_extract(dataset_dir: Path, cache_dir: Path, config: Config = Config(), p
 class _Extraction:
     """The streaming loop: keeps a bounded number of probes, decodes and encodes in flight."""
 
-    def __init__(self, cache: FeatureCache, config: Config, encoders: list, rows: dict, summary: ExtractSummary, progress: bool):
+    def __init__(self, cache: FeatureCache, config: Config, decode_stage: DecodeStage, encoders: list, rows: dict, summary: ExtractSummary, progress: bool):
         ec = config.extract
         self.cache, self.rows, self.summary = cache, rows, summary
         self.segment_frames = ec.segment_frames
         self.probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
-        self.decode = stage_task(DecodeStage(image_size=ec.image_size))
+        self.decode = stage_task(decode_stage)
         self.change_score = dataclasses.replace(config.change_score)
         self.encoders = encoders
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))

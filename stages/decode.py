@@ -32,7 +32,7 @@ class VideoPlan:
     native_fps: float
     width: int  # as displayed (after rotation)
     height: int
-    rotation: int  # degrees counter-clockwise to apply to decoded frames
+    rotation: int  # display rotation, degrees counter-clockwise (decord applies it; PyAV needs it applied)
     n_frames: int
     decoder: str  # "decord" or "pyav"
     frame_index: np.ndarray = field(repr=False)  # sampled frames, indices into presentation order
@@ -73,26 +73,33 @@ def _short(e: Exception) -> str:
     return str(msg)[:200]
 
 
-def _pyav_timestamps(path: Path) -> tuple[np.ndarray, float]:
-    """Presentation times of every frame, from packets (no decoding); and the stream's nominal fps."""
+def _pyav_timestamps(path: Path) -> np.ndarray:
+    """Presentation times of every frame, from packets (no decoding)."""
     container = _pyav_open(path)
     with container:
         stream = container.streams.video[0]
         tb = float(stream.time_base)
         pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
-        rate = float(stream.average_rate or stream.guessed_rate or 0)
-    return np.sort(np.asarray(pts, np.float64)) * tb, rate
+    return np.sort(np.asarray(pts, np.float64)) * tb
 
 
-def _pyav_rotation_and_size(path: Path) -> tuple[int, int, int]:
+def _pyav_first_frame(path: Path) -> tuple[int, int, int, float | None]:
+    """Rotation, stored width and height from the first frame; and the duration the file declares."""
     container = _pyav_open(path)
     with container:
+        stream = container.streams.video[0]
+        if stream.duration is not None:
+            declared = float(stream.duration * stream.time_base)
+        elif container.duration is not None and len(container.streams) == 1:
+            declared = container.duration / 1e6  # only trust the container's length if it is all video
+        else:
+            declared = None
         try:
             frame = next(container.decode(video=0))
         except (StopIteration, Exception) as e:  # noqa: BLE001
             raise DecodeError(f"no decodable video frame ({_short(e) if not isinstance(e, StopIteration) else 'stream is empty'})") from e
         rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
-        return rotation, frame.width, frame.height
+        return rotation, frame.width, frame.height, declared
 
 
 def probe(path: Path, fps: float, max_frames: int | None = None) -> VideoPlan:
@@ -104,7 +111,7 @@ def probe(path: Path, fps: float, max_frames: int | None = None) -> VideoPlan:
         raise DecodeError("file not found (moved or deleted since discovery?)")
     if os.path.getsize(path) == 0:
         raise DecodeError("empty file (0 bytes)")
-    rotation, w, h = _pyav_rotation_and_size(path)
+    rotation, w, h, declared = _pyav_first_frame(path)
     if rotation % 90:
         rotation = 0  # only right angles are meaningful for display; ignore odd matrices
     decoder = "decord"
@@ -114,11 +121,10 @@ def probe(path: Path, fps: float, max_frames: int | None = None) -> VideoPlan:
         vr = decord.VideoReader(str(path), num_threads=1)
         n = len(vr)
         pts = vr.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64) if n else np.zeros(0)
-        native_fps = float(vr.get_avg_fps())
         del vr
     except Exception:  # noqa: BLE001 - decord cannot read this file; PyAV may
         decoder = "pyav"
-        pts, native_fps = _pyav_timestamps(path)
+        pts = _pyav_timestamps(path)
         n = len(pts)
     if n == 0:
         raise DecodeError("no video frames in the stream")
@@ -126,15 +132,17 @@ def probe(path: Path, fps: float, max_frames: int | None = None) -> VideoPlan:
         raise DecodeError("only 1 frame: a still image, not a video (need at least 2 frames to score changes)")
     if not np.all(np.isfinite(pts)) or np.any(np.diff(pts) < 0):
         pts = np.sort(np.nan_to_num(pts))
+    frame_dur = (pts[-1] - pts[0]) / (n - 1)
+    if declared and pts[-1] + frame_dur < declared - max(1.0, 0.05 * declared):
+        raise DecodeError(f"truncated: the file declares {declared:.1f} s of video but its frames stop at {pts[-1] + frame_dur:.1f} s")
     idx = sample_by_time(pts, fps, max_frames)
     if len(idx) < 2:
         raise DecodeError(f"too short: {n} frames over {pts[-1] - pts[0]:.2f} s give fewer than 2 samples at {fps} fps")
-    frame_dur = (pts[-1] - pts[0]) / (n - 1)
     if rotation in (90, 270):
         w, h = h, w
     return VideoPlan(
         duration_s=float(pts[-1] - pts[0] + frame_dur),
-        native_fps=native_fps if native_fps > 0 else 1.0 / frame_dur,
+        native_fps=1.0 / frame_dur,  # the mean rate: right for VFR, where the nominal rate is a tick rate
         width=w,
         height=h,
         rotation=rotation,
@@ -146,15 +154,19 @@ def probe(path: Path, fps: float, max_frames: int | None = None) -> VideoPlan:
 
 
 def _decode_decord(path: Path, frame_index: np.ndarray, size: int) -> np.ndarray:
+    """decord applies the display rotation itself; frames come out as a player shows them."""
     import decord
 
     vr = decord.VideoReader(str(path), width=size, height=size, num_threads=1)
     return vr.get_batch(list(map(int, frame_index))).asnumpy()
 
 
-def _decode_pyav(path: Path, frame_index: np.ndarray, size: int) -> np.ndarray:
-    """Decode the wanted frames by presentation order, seeking to the first one."""
-    pts_all, _ = _pyav_timestamps(path)
+def _decode_pyav(path: Path, frame_index: np.ndarray, size: int, rotation: int) -> np.ndarray:
+    """Decode the wanted frames by presentation order, seeking to the first one.
+
+    Unlike decord, PyAV does not apply the display rotation, so it is applied here.
+    """
+    pts_all = _pyav_timestamps(path)
     container = _pyav_open(path)
     wanted = {round(float(pts_all[i]), 6): k for k, i in enumerate(frame_index)}
     out = np.zeros((len(frame_index), size, size, 3), np.uint8)
@@ -176,7 +188,8 @@ def _decode_pyav(path: Path, frame_index: np.ndarray, size: int) -> np.ndarray:
                 break
     if found < len(frame_index):
         raise DecodeError(f"decoded {found} of {len(frame_index)} wanted frames: the file is truncated or corrupted")
-    return out
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(out, k=k, axes=(1, 2))) if k else out
 
 
 def frame_statistics(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,15 +237,14 @@ class DecodeStage:
     def __call__(self, batch: dict) -> dict:
         path = Path(batch["path"])
         frame_index = np.asarray(batch["frame_index"], np.int64)
+        rotation = int(batch.get("rotation", 0))
+        frames = None
         if batch.get("decoder", "decord") == "decord":
             try:
                 frames = _decode_decord(path, frame_index, self.image_size)
-            except Exception:  # noqa: BLE001 - fall back to the plain decoder
-                frames = _decode_pyav(path, frame_index, self.image_size)
-        else:
-            frames = _decode_pyav(path, frame_index, self.image_size)
-        k = (int(batch.get("rotation", 0)) // 90) % 4
-        if k:
-            frames = np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2)))
+            except Exception:  # noqa: BLE001 - fall back to the plain decoder below
+                frames = None
+        if frames is None:
+            frames = _decode_pyav(path, frame_index, self.image_size, rotation)
         hist, grid = frame_statistics(frames)
         return {**batch, "frames": frames, "hist": hist, "grid": grid}

@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine (see README):
+#   make demo   set up, make a small sample archive, extract it, print the triggers found
+#   make test   set up, run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO   := demo
+
+.PHONY: demo test setup clean
+
+setup: $(VENV)/.installed
+
+# torch/torchvision are pinned in pyproject.toml; pip takes them from the machine's local wheel cache.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: setup
+	rm -rf $(DEMO)
+	$(BIN)/vtm sample $(DEMO)/videos
+	-$(BIN)/vtm extract $(DEMO)/videos --cache $(DEMO)/cache
+	$(BIN)/vtm cache info $(DEMO)/cache
+	$(BIN)/vtm triggers $(DEMO)/cache --json $(DEMO)/triggers.json
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO)

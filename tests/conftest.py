@@ -1,0 +1,46 @@
+"""Shared fixtures: a sample archive made on the fly, one local Ray for the session, tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local Ray for tests needs no token
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: fail fast instead of retrying
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    from vtm.pipeline.sample_data import make_sample_dataset
+
+    return make_sample_dataset(tmp_path_factory.mktemp("sample"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def ground_truth(sample_dir) -> dict:
+    return json.loads((sample_dir / "ground_truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole session (2 CPUs, like the CI machine)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def extracted(sample_dir, ray_local, tmp_path_factory):
+    """The sample archive extracted once with the default settings: (summary, cache)."""
+    from vtm.cache.store import FeatureCache
+    from vtm.pipeline.config import Config
+    from vtm.pipeline.extract import run_extract
+
+    cache_dir = tmp_path_factory.mktemp("cache")
+    summary = run_extract(sample_dir, cache_dir, Config(), progress=False)
+    return summary, FeatureCache.open(cache_dir)

@@ -1,0 +1,218 @@
+"""End to end: `vtm extract` on real files, a real local Ray, real Parquet and HDF5."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import polars as pl
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from vtm.cache.store import CacheError, FeatureCache
+from vtm.pipeline.cli import main as cli
+from vtm.pipeline.config import Config, load_config
+from vtm.pipeline.evaluation import event_scores
+from vtm.pipeline.extract import run_extract
+from vtm.pipeline.sample_data import make_archive
+from vtm.pipeline.triggers import find_triggers
+from vtm.stages.decode import DecodeStage
+
+
+def test_every_good_video_ok_every_broken_one_failed_with_a_reason(extracted, ground_truth):
+    summary, cache = extracted
+    manifest = cache.manifest()
+    status = dict(zip(manifest["path"], manifest["status"]))
+    assert {p for p, s in status.items() if s == "ok"} == set(ground_truth["videos"])
+    assert {p for p, s in status.items() if s == "failed"} == set(ground_truth["broken"])
+    assert sorted(p for p, _ in summary.failed) == sorted(ground_truth["broken"])
+    failed = manifest.filter(pl.col("status") == "failed")
+    assert all(len(reason) > 10 for reason in failed["error"])
+    reasons = dict(zip(failed["path"], failed["error"]))
+    assert "no video stream" in reasons["broken/audio_only.mp4"]
+    assert "directory" in reasons["broken/folder.mp4"]
+    assert "empty" in reasons["broken/empty.mp4"]
+    assert not summary.all_ok and summary.ok == len(ground_truth["videos"])
+
+
+def test_cache_holds_what_design_md_promises(extracted, ground_truth):
+    _, cache = extracted
+    meta = json.loads((cache.root / "cache.json").read_text())
+    assert meta["settings"]["encoder"] == "efficientnet_lite0" and meta["settings"]["pretrained"]
+    manifest = cache.manifest().filter(pl.col("status") == "ok")
+    scores = pl.read_parquet(cache.root / "scores" / "*.parquet")  # any Parquet reader, whole archive
+    for row in manifest.iter_rows(named=True):
+        truth = ground_truth["videos"][row["path"]]
+        assert row["duration_s"] == pytest.approx(truth["seconds"], abs=0.1)
+        assert row["native_fps"] == pytest.approx(truth["fps"], rel=0.02)
+        per_video = scores.filter(pl.col("video_id") == row["video_id"])
+        assert len(per_video) == row["frames_sampled"] == pytest.approx(truth["seconds"] * 3, abs=1)
+        with h5py.File(cache.root / "features" / f"{row['video_id']}.h5") as f:
+            assert f["features"].shape == (row["frames_sampled"], 1280) and f["features"].dtype == np.float16
+            np.testing.assert_allclose(f["timestamps"][:], per_video.sort("sample_index")["timestamp_s"].to_numpy())
+    portrait = manifest.filter(pl.col("path") == "phone/portrait.mp4").row(0, named=True)
+    assert (portrait["rotation"], portrait["width"], portrait["height"]) == (90, 240, 320)
+    assert (cache.root / "extract_config.yaml").is_file()
+
+
+def test_triggers_find_the_events_better_than_pyscenedetect(extracted, ground_truth, sample_dir):
+    from scenedetect import ContentDetector, detect
+
+    _, cache = extracted
+    ours = {p: [t["time"] for t in ts] for p, ts in find_triggers(cache, Config().triggers).items()}
+    theirs = {p: [start.seconds for start, _ in detect(str(sample_dir / p), ContentDetector())[1:]] for p in ground_truth["videos"]}
+    truth = ground_truth["events"]
+    our_f1, their_f1 = event_scores(ours, truth)["f1"], event_scores(theirs, truth)["f1"]
+    assert our_f1 >= 0.95, ours
+    assert our_f1 > their_f1
+    assert ours["quiet/empty room.avi"] == [] and ours["quiet/pasillo vacío.mov"] == []
+
+
+def _small_dataset(sample_dir: Path, dest: Path, names=("cuts/street shots.mp4", "transitions/dissolve.mp4", "broken/notes.mp4")) -> Path:
+    for rel in names:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(sample_dir / rel, dest / rel)
+    return dest
+
+
+def test_rerun_skips_done_videos_redoes_changed_ones_and_retries_failures(sample_dir, ray_local, tmp_path):
+    data = _small_dataset(sample_dir, tmp_path / "data")
+    cache = tmp_path / "cache"
+    first = run_extract(data, cache, progress=False)
+    assert (first.ok, first.skipped, len(first.failed)) == (2, 0, 1)
+    before = (cache / "scores").stat().st_mtime_ns, FeatureCache.open(cache).manifest()
+
+    again = run_extract(data, cache, progress=False)
+    assert (again.ok, again.skipped, len(again.failed)) == (2 - 2, 2, 1)  # failures are retried
+    assert FeatureCache.open(cache).manifest().equals(before[1])
+
+    shutil.copy2(sample_dir / "cuts/interview.mkv", data / "cuts/street shots.mp4")  # new content, same name
+    changed = run_extract(data, cache, progress=False)
+    assert (changed.ok, changed.skipped) == (1, 1)
+    row = FeatureCache.open(cache).manifest().filter(pl.col("path") == "cuts/street shots.mp4").row(0, named=True)
+    assert row["duration_s"] == pytest.approx(9.0, abs=0.1)  # the interview's length now
+
+
+def test_other_settings_need_rebuild(sample_dir, ray_local, tmp_path):
+    data = _small_dataset(sample_dir, tmp_path / "data", names=("transitions/dissolve.mp4",))
+    cache = tmp_path / "cache"
+    run_extract(data, cache, progress=False)
+    two_fps = load_config(None, {"extract": {"fps": 2.0}})
+    with pytest.raises(CacheError, match="sample_fps.*--rebuild"):
+        run_extract(data, cache, two_fps, progress=False)
+    rebuilt = run_extract(data, cache, dataclasses.replace(two_fps, extract=dataclasses.replace(two_fps.extract, rebuild=True)), progress=False)
+    assert rebuilt.ok == 1 and FeatureCache.open(cache).settings.sample_fps == 2.0
+
+
+def test_a_decoder_crash_fails_only_that_video(sample_dir, ray_local, tmp_path):
+    data = _small_dataset(sample_dir, tmp_path / "data", names=("cuts/street shots.mp4", "transitions/dissolve.mp4"))
+
+    @dataclasses.dataclass
+    class SegfaultingDecoder(DecodeStage):  # stands in for a decoder bug hit by a corrupt file
+        def __call__(self, batch):
+            if "dissolve" in batch["path"]:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return super().__call__(batch)
+
+    summary = run_extract(data, tmp_path / "cache", progress=False, decode_stage=SegfaultingDecoder())
+    assert summary.ok == 1
+    assert summary.failed == [("transitions/dissolve.mp4", "the decoder process crashed on this file (corrupted stream?)")]
+
+
+def test_a_killed_encoder_worker_is_replaced_and_nothing_is_lost(sample_dir, ray_local, tmp_path):
+    data = make_archive(tmp_path / "data", 6, seconds=4.0, seed=3)
+    killed = []
+
+    def kill_an_encoder():
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            for p in psutil.process_iter(["cmdline"]):
+                if any("StageActor" in part for part in (p.info["cmdline"] or [])) and (tmp_path / "cache" / "scores").is_dir() and any((tmp_path / "cache" / "scores").iterdir()):
+                    p.kill()
+                    killed.append(p.pid)
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_an_encoder)
+    killer.start()
+    summary = run_extract(data, tmp_path / "cache", progress=False)
+    killer.join()
+    assert killed, "no encoder actor was found to kill"
+    assert summary.all_ok and summary.ok == 6
+
+
+def _extract_subprocess(data: Path, cache: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "vtm.pipeline.cli", "extract", str(data), "--cache", str(cache), "--no-progress"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_killed_run_resumes_to_the_same_cache_as_an_uninterrupted_one(ray_local, tmp_path):
+    data = make_archive(tmp_path / "data", 10, seconds=4.0, seed=5)
+    straight = tmp_path / "straight"
+    assert run_extract(data, straight, progress=False).all_ok
+
+    resumed = tmp_path / "resumed"
+    proc = _extract_subprocess(data, resumed)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        done = list((resumed / "scores").glob("*.parquet")) if (resumed / "scores").is_dir() else []
+        if len(done) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed:\n" + proc.stdout.read()
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        child.kill()
+    proc.kill()  # like a power cut: no clean-up runs
+    proc.wait()
+    partial = len(list((resumed / "scores").glob("*.parquet")))
+    assert 2 <= partial < 10
+
+    finish = _extract_subprocess(data, resumed)
+    out, _ = finish.communicate(timeout=300)
+    assert finish.returncode == 0, out
+    assert "10 videos" in out
+    assert _tree_bytes(resumed).keys() == _tree_bytes(straight).keys()
+    differing = [k for k, v in _tree_bytes(resumed).items() if v != _tree_bytes(straight)[k]]
+    assert differing == []
+
+
+def test_cli_extract_triggers_and_info(sample_dir, ray_local, tmp_path):
+    data = _small_dataset(sample_dir, tmp_path / "data")
+    cache = tmp_path / "cache"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["extract", str(data), "--cache", str(cache), "--no-progress"])
+    assert res.exit_code == 1, res.output  # one video failed: the exit status says so
+    assert "2 extracted" in res.output and "broken/notes.mp4" in res.output
+
+    res = runner.invoke(cli, ["triggers", str(cache), "--json", str(tmp_path / "t.json")])
+    assert res.exit_code == 0, res.output
+    times = json.loads((tmp_path / "t.json").read_text())
+    assert set(times) == {str(data.resolve() / "cuts/street shots.mp4"), str(data.resolve() / "transitions/dissolve.mp4")}
+    assert len(times[str(data.resolve() / "cuts/street shots.mp4")]) == 3
+
+    res = runner.invoke(cli, ["cache", "info", str(cache)])
+    assert res.exit_code == 0 and "2 ok" in res.output and "1 failed" in res.output and "not a video" in res.output
+
+    (data / "broken/notes.mp4").unlink()
+    res = runner.invoke(cli, ["extract", str(data), "--cache", str(cache), "--no-progress"])
+    assert res.exit_code == 0, res.output  # every video now succeeded
+    assert "2 already in the cache" in res.output
+
+    res = runner.invoke(cli, ["extract", str(data), "--cache", str(cache), "--fps", "1"])
+    assert res.exit_code == 2 and "--rebuild" in res.output
