@@ -7,15 +7,14 @@ import decord
 import numpy as np
 import pytest
 
-from vtm.pipeline.sample_data import make_archive, make_sample_dataset, read_ground_truth
+from vtm.pipeline.sample_data import make_archive, read_ground_truth
 
 READ_ERRORS = (av.FFmpegError, OSError, RuntimeError, decord.DECORDError)
 
 
 @pytest.fixture(scope="session")
-def sample(tmp_path_factory) -> tuple[Path, dict]:
-    root = make_sample_dataset(tmp_path_factory.mktemp("sample"), seed=0)
-    return root, read_ground_truth(root)
+def sample(sample_dir, ground_truth) -> tuple[Path, dict]:
+    return sample_dir, ground_truth  # the archive made once for the whole session (tests/conftest.py)
 
 
 def _pyav_frames(path: Path) -> tuple[list[np.ndarray], list[float], av.VideoFrame]:
