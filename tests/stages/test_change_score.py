@@ -65,7 +65,7 @@ def test_small_object_entering_a_still_scene_is_found_and_light_drift_is_not():
 
 def test_steady_motion_is_a_baseline_not_a_trigger():
     rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(2, 32))
+    a, b = np.linalg.qr(rng.normal(size=(32, 2)))[0].T  # orthonormal: the turn below is uniform
     angle = 0.15 * np.arange(N)[:, None]  # the view turns steadily, like a long pan
     pan = np.cos(angle) * a + np.sin(angle) * b + rng.normal(0, 0.01, (N, 32))
     out = ChangeScoreStage()(_batch(pan))
