@@ -19,6 +19,8 @@ DIR/bench_extract.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import platform
@@ -43,12 +45,13 @@ CHILD_ENV = {
 # --------------------------------------------------------------------------------------------
 
 
-def child_extract(dataset: Path, cache: Path, result: Path) -> None:
+def child_extract(dataset: Path, cache: Path, result: Path, probe_threads: bool = False) -> None:
     """Run extract as a user of the library would, timing its phases from the outside.
 
     Ray is started here (the same call run_extract makes; it skips its own when Ray is up) so that
     start-up is timed on its own; and the encoder actors are waited for as soon as they are created,
-    so that model load is timed on its own too. Neither changes what extract does.
+    so that model load is timed on its own too. Neither changes what extract does. With
+    `probe_threads` it also asks Ray, after the run, how many torch threads the encoder actor got.
     """
     t_process = time.perf_counter()
     import ray
@@ -70,6 +73,8 @@ def child_extract(dataset: Path, cache: Path, result: Path) -> None:
         actors = make_actors(stage, n, *args, **kwargs)
         ray.get([a.invoke.remote("encoder_info") for a in actors])
         marks["encoders_ready"] = time.perf_counter()
+        marks["encode_stage"] = dataclasses.asdict(stage)  # the baseline rebuilds exactly this stage
+        marks["n_encoders"] = n
         return actors
 
     extract.stage_actors = stage_actors_ready
@@ -87,28 +92,49 @@ def child_extract(dataset: Path, cache: Path, result: Path) -> None:
         "failed": summary.failed,
         "frames": summary.frames,
         "cluster_cpus": ray.cluster_resources().get("CPU", 0),
+        "encode_stage": marks["encode_stage"],
+        "n_encoders": marks["n_encoders"],
     }
+    if probe_threads:
+        out["actor_torch_threads"] = actor_torch_threads(marks["encode_stage"]["resources"]["cpus"])
     t = time.perf_counter()
     ray.shutdown()
     out["ray_shutdown_s"] = time.perf_counter() - t
     result.write_text(json.dumps(out))
 
 
-def child_encoder(dataset: Path, result: Path) -> None:
+def actor_torch_threads(cpus: float) -> int:
+    """The torch threads Ray gives a worker that asks for `cpus` CPUs (it sets OMP_NUM_THREADS)."""
+    import ray
+
+    @ray.remote(num_cpus=cpus)
+    def threads() -> int:
+        import torch
+
+        return torch.get_num_threads()
+
+    return ray.get(threads.remote())
+
+
+def child_encoder(dataset: Path, stage_json: Path, result: Path) -> None:
     """Decode every sampled frame of every video (timed apart), then time the encoder alone on them.
 
-    The encoder is set up as extract sets it up on this machine: one actor, on CPU, with the one
-    torch thread that Ray gives an actor asking for one CPU, fed one extract segment per call.
+    The encoder is the stage extract built (its settings come from the extract child), with the
+    torch threads Ray gives an actor (OMP_NUM_THREADS = the CPUs it asks for, set by the parent),
+    fed one extract segment per call, in one process: one encoder actor's work without Ray.
     """
     import numpy as np
     import torch
 
     from vtm.pipeline.config import Config
     from vtm.pipeline.discover import discover_videos
+    from vtm.stages.base import Resources
     from vtm.stages.decode import DecodeStage, probe
     from vtm.stages.encode import EncodeStage
 
     ec = Config().extract
+    settings = json.loads(Path(stage_json).read_text())
+    settings["resources"] = Resources(**settings["resources"])
     t = time.perf_counter()
     plans = [probe(v.path, ec.fps, ec.max_frames) for v in discover_videos(dataset)]
     probe_s = time.perf_counter() - t
@@ -124,8 +150,7 @@ def child_encoder(dataset: Path, result: Path) -> None:
             segments.append(decode(batch)["frames"])
     decode_s = time.perf_counter() - t
 
-    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    encode = EncodeStage(encoder=ec.encoder, weights=ec.weights, device="cpu", allow_random=ec.allow_random_weights, threads=threads)
+    encode = EncodeStage(**settings)
     t = time.perf_counter()
     encode.setup()
     model_load_s = time.perf_counter() - t
@@ -146,6 +171,8 @@ def child_encoder(dataset: Path, result: Path) -> None:
         "encode_s": encode_s,
         "encode_call_s_median": float(np.median(per_call)),
         "pretrained": encode.info.pretrained,
+        "device": encode.device,
+        "max_batch": encode.max_batch,
     }))
 
 
@@ -173,7 +200,12 @@ def child_scenedetect(dataset: Path, result: Path) -> None:
     }))
 
 
-CHILDREN = {"extract": child_extract, "encoder": child_encoder, "scenedetect": child_scenedetect}
+CHILDREN = {
+    "extract": child_extract,
+    "extract_probe_threads": functools.partial(child_extract, probe_threads=True),
+    "encoder": child_encoder,
+    "scenedetect": child_scenedetect,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,12 +214,16 @@ CHILDREN = {"extract": child_extract, "encoder": child_encoder, "scenedetect": c
 
 
 class TreeMemory:
-    """Peak memory of a process and all its descendants, sampled every MEMORY_SAMPLE_S seconds.
+    """Peak memory of a process and all its descendants, sampled from another process.
 
     RSS summed over processes counts shared pages (torch's libraries, Ray's object store) once per
     process that maps them; PSS divides each shared page among its users, so its sum is what the
-    tree really holds. Both are reported; RSS is what people usually quote.
+    tree really holds. Both are reported; RSS is what people usually quote. RSS is cheap to read
+    (every MEMORY_SAMPLE_S); PSS costs the kernel a page-table walk (~30 ms for a Ray tree, which
+    on two cores would slow the run it measures), so it is read every PSS_EVERY-th sample.
     """
+
+    PSS_EVERY = 5
 
     def __init__(self, pid: int):
         import psutil
@@ -202,20 +238,27 @@ class TreeMemory:
     def _run(self) -> None:
         import psutil
 
+        sample = 0
         while not self._stop.is_set():
             try:
                 procs = [self.root] + self.root.children(recursive=True)
             except psutil.Error:
                 return
+            with_pss = sample % self.PSS_EVERY == 0
             rss = pss = 0
             for p in procs:
                 try:
-                    info = p.memory_full_info()
-                    rss, pss = rss + info.rss, pss + info.pss
+                    if with_pss:
+                        info = p.memory_full_info()
+                        pss += info.pss
+                    else:
+                        info = p.memory_info()
+                    rss += info.rss
                 except psutil.Error:
                     pass  # exited between listing and reading
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self.peak_procs = max(self.peak_procs, len(procs))
+            sample += 1
             self._stop.wait(MEMORY_SAMPLE_S)
 
     def stop(self) -> None:
@@ -260,10 +303,11 @@ def make_data(work: Path, quick: bool) -> dict:
     make_sample_dataset(throughput / "sample", include_broken=False)
     n_long, long_s = (2, 20.0) if quick else (8, 60.0)
     make_archive(throughput / "long", n_long, seconds=long_s, width=320, height=240, fps=30, seed=1)
+    make_archive(work / "warmup", 2, seed=2)
     archive10 = make_archive(work / "archive10", 10)
     archive100 = make_archive(work / "archive100", 100)
     log(f"data generated in {time.perf_counter() - t:.0f} s ({n_long} x {long_s:.0f} s long videos)")
-    return {"throughput": throughput, "archive10": archive10, "archive100": archive100, "long_videos": f"{n_long} x {long_s:.0f} s 320x240 30 fps"}
+    return {"warmup": work / "warmup", "throughput": throughput, "archive10": archive10, "archive100": archive100, "long_videos": f"{n_long} x {long_s:.0f} s 320x240 30 fps"}
 
 
 def ratio(a: float, b: float) -> float:
@@ -275,13 +319,21 @@ def run_bench(quick: bool, out_dir: Path, keep_data: bool) -> dict:
     try:
         data = make_data(work, quick)
 
+        # The first Ray start and torch import on a fresh machine read ~1 GB of libraries from disk;
+        # a small untimed extract first keeps that out of every number below. It also finds out
+        # how many torch threads Ray gives the encoder actor, for the encoder-alone baseline.
+        log("warm-up extract (untimed) ...")
+        warm = run_child("extract_probe_threads", data["warmup"], work / "cache_warmup")
         log("extract (throughput archive) ...")
         ext = run_child("extract", data["throughput"], work / "cache_throughput", sample_memory=True)
         log(f"  {ext['frames']} frames, steady {ext['steady_s']:.1f} s, process {ext['process_s']:.1f} s")
 
-        # Ray gives an actor that asks for N CPUs N torch threads (OMP_NUM_THREADS); extract's encoder asks for 1.
         log("encoder alone (same frames, decoded first, untimed) ...")
-        enc = run_child("encoder", data["throughput"], threads=1)
+        if ext["n_encoders"] != 1:
+            log(f"WARNING: extract used {ext['n_encoders']} encoders; the baseline times one")
+        stage_json = work / "encode_stage.json"
+        stage_json.write_text(json.dumps(ext["encode_stage"]))
+        enc = run_child("encoder", data["throughput"], stage_json, threads=warm["actor_torch_threads"])
         log(f"  {enc['frames']} frames in {enc['encode_s']:.1f} s with {enc['torch_threads']} torch thread(s)")
         if enc["frames"] != ext["frames"]:
             log(f"WARNING: extract encoded {ext['frames']} frames, the baseline {enc['frames']}")
@@ -313,7 +365,7 @@ def run_bench(quick: bool, out_dir: Path, keep_data: bool) -> dict:
         "quick": quick,
         "data": {"throughput": f"make_sample_dataset (12 videos) + {data['long_videos']}"},
         "extract": {**ext, "run_s": run_s, "frames_per_s_steady": ratio(ext["frames"], ext["steady_s"]), "frames_per_s_run": ratio(ext["frames"], run_s), "frames_per_s_process": ratio(ext["frames"], ext["process_s"])},
-        "encoder_alone": {**enc, "frames_per_s": ratio(enc["frames"], enc["encode_s"])},
+        "encoder_alone": {**enc, "ray_actor_torch_threads": warm["actor_torch_threads"], "frames_per_s": ratio(enc["frames"], enc["encode_s"])},
         "scenedetect": psd,
         "scale": {"archive10": s10, "archive100": s100},
         "ratios": {

@@ -74,16 +74,24 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
 @click.option("--max-triggers", type=int, help="At most this many triggers per video (the strongest).")
 @click.option("--score", type=click.Choice(["auto", "change", "learned"]), default="auto", show_default=True, help="Which score to pick from.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write {video_path: [seconds, ...]} here.")
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Re-score the cache with this trained trigger model (no decoding).")
+@click.option("--strict", is_flag=True, help="Refuse a checkpoint trained on other features.")
 @CONFIG_OPTION
-def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, config_path):
+def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, checkpoint, strict, config_path):
     """Print the trigger moments found in each video of a cache."""
-    from vtm.pipeline.triggers import find_triggers, trigger_times
+    from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model
+    from vtm.pipeline.triggers import find_triggers, learned_scores, trigger_times
 
     try:
         cfg = load_config(config_path, {"triggers": {"threshold": threshold, "min_gap_s": min_gap_s, "max_triggers": max_triggers}})
         cache = FeatureCache.open(cache_dir)
-        found = find_triggers(cache, cfg.triggers, score)
-    except (ConfigError, CacheError, ValueError) as e:
+        learned = None
+        if checkpoint is not None:
+            model, _, report = load_trigger_model(checkpoint, cache.settings, strict=strict)
+            _warn_report(report)
+            learned = learned_scores(cache, model)
+        found = find_triggers(cache, cfg.triggers, score, learned)
+    except (ConfigError, CacheError, CheckpointError, ValueError) as e:
         _fail(str(e))
     width = max([len(p) for p in found] + [5])
     click.echo(f"{'video':<{width}}  triggers (seconds, score)")
@@ -94,6 +102,95 @@ def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, con
     if json_out:
         write_json(json_out, trigger_times(found, cache.dataset_root))
         click.echo(f"wrote {json_out}")
+
+
+def _warn_report(report) -> None:
+    for line in report.lines():
+        click.secho(f"warning: checkpoint {line}", fg="yellow", err=True)
+
+
+@main.command()
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--cache", "cache_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Annotation file to write (JSONL).")
+@click.option("--half-width", default=0.5, show_default=True, help="Seconds before and after each trigger the event spans.")
+@CONFIG_OPTION
+def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
+    """Write a starting annotation file from the triggers found, to correct by hand.
+
+    Format: pipeline/annotations.py (one JSON object per line: video, start, end, label, description).
+    """
+    from vtm.pipeline.annotations import write_annotations
+    from vtm.pipeline.triggers import find_triggers
+
+    try:
+        cfg = load_config(config_path)
+        cache = FeatureCache.open(cache_dir)
+        if cache.dataset_root and cache.dataset_root.resolve() != dataset_dir.resolve():
+            _fail(f"the cache was extracted from {cache.dataset_root}, not {dataset_dir}")
+        found = find_triggers(cache, cfg.triggers, "change")
+    except (ConfigError, CacheError) as e:
+        _fail(str(e))
+    rows = []
+    for path, ts in found.items():
+        rows += [{"video": path, "start": round(max(0.0, t["time"] - half_width), 3), "end": round(t["time"] + half_width, 3), "label": "event", "description": ""} for t in ts]
+        if not ts:
+            rows.append({"video": path})
+    write_annotations(out_path, rows)
+    click.echo(f"wrote {sum(1 for r in rows if 'start' in r)} events in {len(found)} videos to {out_path}; correct the times, labels and descriptions, then train")
+
+
+@main.command("train-from-cache")
+@click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory (checkpoints, TensorBoard logs).")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A checkpoint directory of this run to continue from.")
+@click.option("--epochs", type=int)
+@click.option("--device", help="auto | cpu | cuda.")
+@click.option("--llm", help="LLaVA (or causal LM) path or hub id: also train the adapter.")
+@click.option("--workers", type=int, help="Data-parallel Ray Train workers.")
+@click.option("--address", help="Ray cluster address (with --workers).")
+@click.option("--no-progress", is_flag=True)
+@CONFIG_OPTION
+def train_from_cache(cache_dir, annotations, out_dir, resume, epochs, device, llm, workers, address, no_progress, config_path):
+    """Train the trigger model (and LLaVA adapter) from cached features; never decodes video."""
+    from vtm.pipeline.annotations import AnnotationError
+    from vtm.pipeline.checkpoint import CheckpointError
+    from vtm.pipeline.train import run_train
+
+    try:
+        cfg = load_config(config_path, {"train": {"epochs": epochs, "device": device, "workers": workers}, "model": {"llm": llm}, "ray": {"address": address}})
+        result = run_train(cache_dir, annotations, out_dir, cfg, resume=resume, progress=not no_progress)
+    except (ConfigError, CacheError, CheckpointError, AnnotationError) as e:
+        _fail(str(e))
+    shown = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in result.metrics.items())
+    click.echo(f"trained {result.epochs} epochs -> {result.final}\n{shown}")
+
+
+@main.command()
+@click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True, help="Refuse a checkpoint trained on other features.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the metrics here.")
+def evaluate(cache_dir, checkpoint, annotations, strict, json_out):
+    """Score a checkpoint against annotations: frame and event metrics, beside the change score's."""
+    from vtm.pipeline.annotations import AnnotationError, load_annotations
+    from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model
+    from vtm.pipeline.train import evaluate_model
+
+    try:
+        cache = FeatureCache.open(cache_dir)
+        model, _, report = load_trigger_model(checkpoint, cache.settings, strict=strict)
+        _warn_report(report)
+        ann = load_annotations(annotations, cache, model.config.labels)
+        metrics = evaluate_model(model, cache, ann, sorted(ann.events))
+    except (CacheError, CheckpointError, AnnotationError) as e:
+        _fail(str(e))
+    for k, v in metrics.items():
+        click.echo(f"{k.split('/')[-1]:<26} {v:.3f}")
+    if json_out:
+        write_json(json_out, metrics)
 
 
 @main.group()

@@ -55,6 +55,76 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The learned trigger model and the LLaVA adapter (see models/)."""
+
+    encoder_kind: str = "transformer"  # time-aware encoder: transformer | lstm
+    d_model: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    dropout: float = 0.1
+    detector_hidden: tuple[int, ...] = (128,)
+    window: int = 32  # clip_window_size: sampled frames the model sees at once
+    threshold: float = 0.5  # the detector's decision threshold on the trigger score
+    llm: str | None = None  # LLaVA (or causal LM) path or hub id; None: no adapter is trained
+    llm_kind: str = "auto"  # auto | llava | causal_lm (the text-only fallback)
+    num_soft_tokens: int = 4
+    adapter_hidden: int = 512
+    lora_rank: int = 0  # 0: no LoRA; the LLM base stays frozen either way
+
+    def __post_init__(self):
+        object.__setattr__(self, "detector_hidden", tuple(self.detector_hidden))
+        if self.encoder_kind not in ("transformer", "lstm"):
+            raise ConfigError(f"model.encoder_kind must be transformer or lstm, got {self.encoder_kind!r}")
+        if self.encoder_kind == "transformer" and self.d_model % self.num_heads:
+            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})")
+        if self.window < 2:
+            raise ConfigError(f"model.window must be at least 2 frames, got {self.window}")
+        if self.llm_kind not in ("auto", "llava", "causal_lm"):
+            raise ConfigError(f"model.llm_kind must be auto, llava or causal_lm, got {self.llm_kind!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3  # trigger model
+    adapter_lr: float = 1e-4  # projector and LoRA
+    weight_decay: float = 0.01
+    warmup_steps: int = 50  # linear warm-up, then linear decay to 0
+    grad_accum: int = 1  # batches per optimizer step
+    grad_clip: float = 1.0  # max gradient norm; 0 = off
+    mixed_precision: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
+    gradient_checkpointing: bool = False
+    freeze_visual_backbone: bool = True  # always: training reads cached features
+    freeze_temporal_encoder: bool = False
+    freeze_trigger_detector: bool = False
+    freeze_llm: bool = True  # the LLM base (LoRA, when on, still trains)
+    windows_per_event: int = 4  # jittered windows around each annotated event per epoch
+    negatives_per_positive: float = 2.0  # random windows per window around an event
+    val_fraction: float = 0.2  # share of annotated videos held out (split by video)
+    adapter_loss_weight: float = 1.0
+    save_every: int = 5  # checkpoint every N epochs (and always at the end)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    workers: int = 1  # >1: data-parallel Ray Train workers (one GPU each when there are GPUs)
+    data_workers: int = 2  # DataLoader processes reading HDF5 windows
+
+    def __post_init__(self):
+        if not self.freeze_visual_backbone:
+            raise ConfigError("train.freeze_visual_backbone must be true: the visual backbone runs in `vtm extract`; training reads its cached features")
+        if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigError(f"train.mixed_precision must be auto, bf16, fp16 or off, got {self.mixed_precision!r}")
+        for name in ("epochs", "batch_size", "grad_accum", "save_every", "workers", "windows_per_event"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"train.val_fraction must be within [0, 1), got {self.val_fraction}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+@dataclass(frozen=True)
 class RayConfig:
     address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started for this run
 
@@ -64,6 +134,8 @@ class Config:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     change_score: ChangeScoreStage = field(default_factory=ChangeScoreStage)
     triggers: SelectWindowsStage = field(default_factory=SelectWindowsStage)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):
@@ -84,7 +156,8 @@ _NOT_SETTINGS = {"resources"}  # stage fields that are not user settings
 
 
 def _section_dict(obj) -> dict:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name not in _NOT_SETTINGS}
+    plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 - YAML has lists, not tuples
+    return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in _NOT_SETTINGS}
 
 
 def _build_section(name: str, values: Mapping[str, Any]):

@@ -515,3 +515,48 @@ def make_archive(
         _write_clip(truth, out_dir, relative, clip, rng, seconds=seconds, fps=fps)
     truth.write(out_dir)
     return out_dir
+
+
+RED = np.array([230, 35, 35], np.float32)
+NOT_RED = (np.array([35, 60, 230], np.float32), np.array([40, 200, 60], np.float32))
+
+
+def make_red_object_archive(out_dir: Path, n_videos: int, seconds: float = 10.0, seed: int = 0) -> Path:
+    """An archive where the event is a RED object entering; cuts and other colours are not events.
+
+    Each video has two hard cuts and three objects sliding in and out, each red or not at random.
+    The training-free change score fires on all of it; only a trained model can tell which moments
+    matter. Writes `annotations.jsonl` (the documented annotation format, with descriptions) and
+    `ground_truth.json` (events = red entries only) beside the videos.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    truth = GroundTruth()
+    lines = []
+    width, height = 160, 120
+    for i in range(n_videos):
+        starts = _shot_starts(rng, seconds, 3, min_gap=3.0)
+        shots = [Shot(random_scene(rng, width, height), s) for s in starts]
+        objects, red = [], []
+        for k, s in enumerate(starts):
+            end = starts[k + 1] if k + 1 < len(starts) else seconds
+            enter = s + float(rng.uniform(0.6, 1.0))
+            leave = min(end - 0.9, enter + float(rng.uniform(1.2, 1.6)))
+            is_red = bool(rng.random() < 0.5)
+            colour = RED if is_red else NOT_RED[int(rng.integers(0, 2))]
+            obj = random_object(rng, width, height, enter_s=enter, leave_s=leave, area=(0.05, 0.08), colour=colour * rng.uniform(0.9, 1.0))
+            objects.append(obj)
+            if is_red:
+                red.append(obj)
+        relative = f"red/clip_{i:04d}.mp4"
+        clip = Clip(width, height, shots, objects, noise_sigma=2.0)
+        _write_clip(truth, out_dir, relative, clip, rng, seconds=seconds, fps=25)
+        truth.events[relative] = [round(obj.enter_s + obj.slide_s / 2, 4) for obj in red]
+        for obj in red:
+            lines.append({"video": relative, "start": round(obj.enter_s, 3), "end": round(obj.enter_s + obj.slide_s, 3), "label": "red_object", "description": "a red object comes into view"})
+        if not red:
+            lines.append({"video": relative})
+    truth.write(out_dir)
+    (out_dir / "annotations.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return out_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from vtm.cache import schema
@@ -14,11 +15,14 @@ from vtm.stages.select_windows import SelectWindowsStage
 SCORE_COLUMNS = {"change": "change_score", "learned": "trigger_score"}
 
 
-def find_triggers(cache: FeatureCache, select: SelectWindowsStage, score: str = "auto") -> dict[str, list[dict]]:
+def find_triggers(
+    cache: FeatureCache, select: SelectWindowsStage, score: str = "auto", learned: dict[str, np.ndarray] | None = None
+) -> dict[str, list[dict]]:
     """{video path: [{"time": s, "score": x, "frame_index": i}, ...]} for every `ok` video.
 
-    score: "change" (training-free), "learned" (a trained checkpoint's scores), or "auto" (learned
-    where the cache has it, else change).
+    score: "change" (training-free), "learned" (a trained checkpoint's scores: `learned`, computed
+    by `learned_scores`, or else the cache's stored trigger_score), or "auto" (learned where there
+    is one, else change).
     """
     manifest = cache.manifest().filter(pl.col("status") == schema.STATUS_OK).sort("path")
     scores = cache.read_scores(manifest["video_id"].to_list())
@@ -26,8 +30,11 @@ def find_triggers(cache: FeatureCache, select: SelectWindowsStage, score: str = 
     out: dict[str, list[dict]] = {}
     for video_id, path in zip(manifest["video_id"], manifest["path"]):
         rows = scores.filter(pl.col("video_id") == video_id).sort("sample_index")
-        column = _score_column(rows, score)
-        picked = select({"timestamps": rows["timestamp_s"].to_numpy(), "score": rows[column].fill_null(0.0).to_numpy()})
+        if learned is not None and score != "change":
+            values = learned[video_id]
+        else:
+            values = rows[_score_column(rows, score)].fill_null(0.0).to_numpy()
+        picked = select({"timestamps": rows["timestamp_s"].to_numpy(), "score": values})
         frame_index = rows["frame_index"].to_numpy()
         out[path] = [
             {"time": round(float(t), 3), "score": round(float(s), 4), "frame_index": int(frame_index[i])}
@@ -46,6 +53,17 @@ def _score_column(rows: pl.DataFrame, score: str) -> str:
     if rows[column].null_count() == len(rows) and len(rows):
         raise ValueError(f"the cache has no {score} scores (train a checkpoint and re-score first)")
     return column
+
+
+def learned_scores(cache: FeatureCache, model, video_ids: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Re-score videos of a cache with a trained trigger model, from cached features only."""
+    if video_ids is None:
+        video_ids = cache.manifest().filter(pl.col("status") == schema.STATUS_OK)["video_id"].to_list()
+    out = {}
+    for video_id in video_ids:
+        feats, ts, _ = cache.read_features(video_id)
+        out[video_id], _ = model.score_video(feats.astype(np.float32), ts)
+    return out
 
 
 def trigger_times(triggers: dict[str, list[dict]], dataset_root: Path | None = None) -> dict[str, list[float]]:

@@ -1,0 +1,81 @@
+"""The time-aware encoder: a window of per-frame features -> per-frame vectors that know their context.
+
+Frames are sampled by timestamp, and a window may span a gap (a clip boundary, a dropped stretch,
+variable frame rate), so the encoder is told each frame's time, not just its position: a sinusoidal
+encoding of seconds since the window start is added to the projected features. Offline analysis
+can look both ways, so the Transformer is unmasked in time and the LSTM is bidirectional.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass(frozen=True)
+class TemporalEncoderConfig:
+    input_dim: int = 1280  # feature size of the visual encoder the cache was built with
+    d_model: int = 256
+    kind: str = "transformer"  # transformer | lstm
+    num_layers: int = 2
+    num_heads: int = 4
+    dropout: float = 0.1
+    max_period_s: float = 600.0  # longest period of the time encoding
+
+    def __post_init__(self):
+        if self.kind not in ("transformer", "lstm"):
+            raise ValueError(f"temporal encoder kind must be transformer or lstm, got {self.kind!r}")
+        if self.kind == "transformer" and self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if self.kind == "lstm" and self.d_model % 2:
+            raise ValueError(f"an LSTM's d_model must be even (two directions), got {self.d_model}")
+
+
+def time_encoding(seconds: torch.Tensor, dim: int, max_period_s: float) -> torch.Tensor:
+    """Sinusoidal encoding of times in seconds: (B, T) -> (B, T, dim). Periods from ~0.5 s to max."""
+    half = dim // 2
+    periods = torch.logspace(math.log10(0.5), math.log10(max_period_s), half, device=seconds.device)
+    angles = 2 * math.pi * seconds.unsqueeze(-1).float() / periods
+    enc = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return nn.functional.pad(enc, (0, dim - 2 * half))
+
+
+class TemporalEncoder(nn.Module):
+    def __init__(self, config: TemporalEncoderConfig):
+        super().__init__()
+        self.config = config
+        self.gradient_checkpointing = False
+        self.input = nn.Sequential(nn.LayerNorm(config.input_dim), nn.Linear(config.input_dim, config.d_model))
+        if config.kind == "transformer":
+            self.layers = nn.ModuleList(
+                nn.TransformerEncoderLayer(
+                    config.d_model, config.num_heads, 4 * config.d_model, config.dropout, batch_first=True, norm_first=True
+                )
+                for _ in range(config.num_layers)
+            )
+        else:
+            self.lstm = nn.LSTM(
+                config.d_model, config.d_model // 2, config.num_layers, batch_first=True, bidirectional=True,
+                dropout=config.dropout if config.num_layers > 1 else 0.0,
+            )
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """features (B, T, input_dim), timestamps (B, T) seconds, mask (B, T) True where a frame is real."""
+        relative = timestamps - timestamps[:, :1]
+        x = self.input(features.float()) + time_encoding(relative, self.config.d_model, self.config.max_period_s)
+        if self.config.kind == "transformer":
+            padding = None if mask is None else ~mask
+            for layer in self.layers:
+                if self.gradient_checkpointing and self.training:
+                    x = checkpoint(layer, x, None, padding, use_reentrant=False)
+                else:
+                    x = layer(x, src_key_padding_mask=padding)
+        else:
+            x, _ = self.lstm(x)
+        x = self.norm(x)
+        return x if mask is None else x * mask.unsqueeze(-1)

@@ -1,0 +1,99 @@
+"""Tiny random language models saved like real checkpoints, built fully offline, for tests and the demo.
+
+They are saved with `save_pretrained` and read back through `load_language_model`, the same code a
+user's llava-hf checkpoint goes through. The tokenizer is byte-level with no merges (one token per
+byte), so any text encodes without a trained vocabulary and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = ("<s>", "</s>", "<unk>", "<pad>", "<image>")
+HIDDEN = 32
+LAYERS = 2
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+INIT_STD = 0.02
+
+
+def make_tiny_tokenizer():
+    """A byte-level tokenizer with Llama's special tokens plus LLaVA's "<image>"; BOS is added like Llama's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + tuple(alphabet))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(list(SPECIAL_TOKENS))
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},  # LlavaProcessor reads tokenizer.image_token
+    )
+
+
+def _text_config(tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=LAYERS,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=INIT_STD,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _save_generation_config(model, tokenizer) -> None:
+    # Without these, generate() warns and guesses a pad token on every call.
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def make_tiny_llava(path: str | Path, seed: int = 0) -> Path:
+    """A LlavaForConditionalGeneration (tiny CLIP tower + tiny Llama) with its LlavaProcessor, saved to `path`."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    path = Path(path)
+    tokenizer = make_tiny_tokenizer()
+    vision = CLIPVisionConfig(
+        hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=HIDDEN,
+    )
+    num_patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    config = LlavaConfig(
+        vision_config=vision, text_config=_text_config(tokenizer), image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=num_patches, vision_feature_layer=-2, vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    _save_generation_config(model, tokenizer)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    )
+    # "default" drops CLIP's CLS token, and num_additional_image_tokens=1 counts it: 16 image tokens.
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def make_tiny_causal_lm(path: str | Path, seed: int = 0) -> Path:
+    """A LlamaForCausalLM with the same byte-level tokenizer, saved to `path` (the text-only fallback)."""
+    from transformers import LlamaForCausalLM
+
+    path = Path(path)
+    tokenizer = make_tiny_tokenizer()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(_text_config(tokenizer))
+    _save_generation_config(model, tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,92 @@
+"""The learned trigger model: time-aware encoder + trigger detector, and scoring of whole videos."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from vtm.models.temporal_encoder import TemporalEncoder, TemporalEncoderConfig
+from vtm.models.trigger_detector import TriggerDetector, TriggerDetectorConfig
+
+
+@dataclass(frozen=True)
+class TriggerModelConfig:
+    encoder: TemporalEncoderConfig = field(default_factory=TemporalEncoderConfig)
+    detector: TriggerDetectorConfig = field(default_factory=TriggerDetectorConfig)
+    window: int = 32  # frames the model sees at once (clip_window_size)
+    labels: tuple[str, ...] = ("event",)  # event class names; index i is detector class i + 1
+
+    def __post_init__(self):
+        if self.detector.input_dim != self.encoder.d_model:
+            raise ValueError(f"detector.input_dim ({self.detector.input_dim}) must equal encoder.d_model ({self.encoder.d_model})")
+        if len(self.labels) != self.detector.num_classes:
+            raise ValueError(f"{len(self.labels)} labels for {self.detector.num_classes} detector classes")
+        if self.window < 2:
+            raise ValueError(f"window must be at least 2 frames, got {self.window}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TriggerModelConfig":
+        det = dict(d["detector"])
+        det["hidden_sizes"] = tuple(det["hidden_sizes"])
+        return cls(
+            encoder=TemporalEncoderConfig(**d["encoder"]),
+            detector=TriggerDetectorConfig(**det),
+            window=d["window"],
+            labels=tuple(d["labels"]),
+        )
+
+
+class TriggerModel(nn.Module):
+    def __init__(self, config: TriggerModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = TemporalEncoder(config.encoder)
+        self.detector = TriggerDetector(config.detector)
+
+    def forward(self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (context (B, T, d_model), logits (B, T, 1 + classes))."""
+        context = self.encoder(features, timestamps, mask)
+        return context, self.detector(context)
+
+    @torch.inference_mode()
+    def score_video(self, features: np.ndarray, timestamps: np.ndarray, batch_windows: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Trigger score and class probabilities (n, classes) for every frame of one video.
+
+        Windows overlap by half and each frame's score is a weighted mean over the windows that
+        hold it, with weights falling towards a window's edges, where the model sees least context.
+        """
+        self.eval()
+        n, w = len(features), self.config.window
+        device = next(self.parameters()).device
+        if n == 0:
+            return np.zeros(0, np.float32), np.zeros((0, self.config.detector.num_classes), np.float32)
+        starts = list(range(0, max(n - w, 0) + 1, max(w // 2, 1)))
+        if starts[-1] + w < n:
+            starts.append(n - w)
+        weight = np.hanning(w + 2)[1:-1].astype(np.float32)
+        total = np.zeros(n, np.float32)
+        probs = np.zeros((n, self.config.detector.num_classes + 1), np.float32)
+        for b in range(0, len(starts), batch_windows):
+            chunk = starts[b : b + batch_windows]
+            feats = np.zeros((len(chunk), w, features.shape[1]), np.float32)
+            times = np.zeros((len(chunk), w), np.float64)
+            mask = np.zeros((len(chunk), w), bool)
+            for i, s in enumerate(chunk):
+                m = min(w, n - s)
+                feats[i, :m], times[i, :m], mask[i, :m] = features[s : s + m], timestamps[s : s + m], True
+                times[i, m:] = timestamps[s + m - 1]
+            _, logits = self(torch.from_numpy(feats).to(device), torch.from_numpy(times).float().to(device), torch.from_numpy(mask).to(device))
+            p = logits.float().softmax(-1).cpu().numpy()
+            for i, s in enumerate(chunk):
+                m = min(w, n - s)
+                probs[s : s + m] += p[i, :m] * weight[:m, None]
+                total[s : s + m] += weight[:m]
+        probs /= np.maximum(total, 1e-9)[:, None]
+        return (1.0 - probs[:, 0]).astype(np.float32), probs[:, 1:].astype(np.float32)

@@ -1,0 +1,206 @@
+"""Checkpoints: safetensors weights + JSON config + JSON metadata, never pickles.
+
+    DIR/config.json          model configuration (and the adapter's, with its language model)
+    DIR/meta.json            what it was trained on: feature encoder, cache fingerprint, epoch, metrics
+    DIR/model.safetensors    the trigger model (time-aware encoder + trigger detector)
+    DIR/adapter.safetensors  the LLaVA adapter's trainable weights (projector, LoRA), if trained
+    DIR/training_state/      optimizer, scheduler, step and RNG states, for an exact --resume
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from vtm.cache.atomic import write_json
+from vtm.cache.store import CacheSettings
+from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+
+FEATURE_KEYS = ("encoder", "weights_digest", "feature_dim", "sample_fps", "image_size")
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint cannot be used as asked; the message says what does not match and what to do."""
+
+
+@dataclass
+class LoadReport:
+    mismatches: list[str] = field(default_factory=list)  # settings that differ from what it was trained on
+    fresh: list[str] = field(default_factory=list)  # parameters initialised fresh (missing or other shape)
+    unused: list[str] = field(default_factory=list)  # tensors in the file the model has no place for
+
+    def lines(self) -> list[str]:
+        out = [f"mismatch: {m}" for m in self.mismatches]
+        out += [f"initialised fresh: {n}" for n in self.fresh]
+        out += [f"not used from checkpoint: {n}" for n in self.unused]
+        return out
+
+
+def feature_signature(settings: CacheSettings) -> dict:
+    return {k: getattr(settings, k) for k in FEATURE_KEYS}
+
+
+def save_checkpoint(
+    directory: Path,
+    model: TriggerModel,
+    meta: dict,
+    adapter_config: dict | None = None,
+    adapter_state: dict | None = None,
+    training_state: dict | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically: built under a temp name, then renamed into place."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp-writing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    if adapter_state is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in adapter_state.items()}, str(tmp / "adapter.safetensors"))
+    write_json(tmp / "config.json", {"model": model.config.to_dict(), "adapter": adapter_config})
+    write_json(tmp / "meta.json", meta)
+    if training_state is not None:
+        _save_training_state(tmp / "training_state", training_state)
+    old = directory.with_name(directory.name + ".tmp-old")
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def read_json(directory: Path, name: str) -> dict:
+    path = Path(directory) / name
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a vtm checkpoint (no {name}); give a directory written by `vtm train-from-cache`")
+    return json.loads(path.read_text())
+
+
+def load_trigger_model(
+    directory: Path,
+    settings: CacheSettings | None = None,
+    strict: bool = False,
+    config: TriggerModelConfig | None = None,
+) -> tuple[TriggerModel, dict, LoadReport]:
+    """Load the trigger model of a checkpoint and check it against the cache it will score.
+
+    `config` builds the model with another configuration and loads what fits (the rest is
+    initialised fresh and listed in the report). With `strict`, any mismatch is an error.
+    """
+    directory = Path(directory)
+    saved = TriggerModelConfig.from_dict(read_json(directory, "config.json")["model"])
+    meta = read_json(directory, "meta.json")
+    report = LoadReport()
+    if settings is not None:
+        trained_on, here = meta.get("features", {}), feature_signature(settings)
+        report.mismatches += [f"{k}: trained on {trained_on.get(k)!r}, cache has {here[k]!r}" for k in FEATURE_KEYS if trained_on.get(k) != here[k]]
+    model = TriggerModel(config or saved)
+    state = load_file(str(directory / "model.safetensors"))
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    report.fresh = sorted(k for k in own if k not in fits)
+    report.unused = sorted(k for k in state if k not in fits)
+    if config is not None and config != saved:
+        report.mismatches.append("model configuration differs from the checkpoint's")
+    if strict and (report.mismatches or report.fresh or report.unused):
+        raise CheckpointError(f"checkpoint {directory} does not match (--strict): " + "; ".join(report.lines()))
+    if settings is not None and any(m.startswith("feature_dim") for m in report.mismatches):
+        raise CheckpointError(
+            f"checkpoint {directory} was trained on {meta['features']['feature_dim']}-d features from {meta['features']['encoder']}, "
+            f"the cache has {settings.feature_dim}-d features from {settings.encoder}: re-extract with that encoder or train on this cache"
+        )
+    model.load_state_dict(fits, strict=False)
+    model.eval()
+    return model, meta, report
+
+
+def _save_training_state(directory: Path, state: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors, layout = _flatten_optimizer(state["optimizer"])
+    tensors["torch_rng"] = state["torch_rng"]
+    if state.get("cuda_rng") is not None:
+        for i, t in enumerate(state["cuda_rng"]):
+            tensors[f"cuda_rng.{i}"] = t
+    save_file(tensors, str(directory / "state.safetensors"))
+    np_state = state["numpy_rng"]
+    write_json(
+        directory / "state.json",
+        {
+            "optimizer_layout": layout,
+            "scheduler": state["scheduler"],
+            "epoch": state["epoch"],
+            "step": state["step"],
+            "python_rng": [state["python_rng"][0], list(state["python_rng"][1]), state["python_rng"][2]],
+            "numpy_rng": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "best": state.get("best"),
+        },
+    )
+
+
+def load_training_state(directory: Path) -> dict:
+    directory = Path(directory) / "training_state"
+    if not (directory / "state.json").is_file():
+        raise CheckpointError(f"{directory.parent} has no training state to resume from (was it written by an older vtm?)")
+    info = json.loads((directory / "state.json").read_text())
+    tensors = load_file(str(directory / "state.safetensors"))
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda_rng.")), key=lambda k: int(k.split(".")[1]))]
+    py = info["python_rng"]
+    npr = info["numpy_rng"]
+    return {
+        "optimizer": _unflatten_optimizer(tensors, info["optimizer_layout"]),
+        "scheduler": info["scheduler"],
+        "epoch": info["epoch"],
+        "step": info["step"],
+        "torch_rng": tensors["torch_rng"],
+        "cuda_rng": cuda or None,
+        "python_rng": (py[0], tuple(py[1]), py[2]),
+        "numpy_rng": (npr[0], np.asarray(npr[1], dtype=np.uint32), npr[2], npr[3], npr[4]),
+        "best": info.get("best"),
+    }
+
+
+def capture_rng() -> dict:
+    return {
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "python_rng": random.getstate(),
+        "numpy_rng": np.random.get_state(),
+    }
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    random.setstate(state["python_rng"])
+    np.random.set_state(state["numpy_rng"])
+
+
+def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
+    """torch optimizer state_dict -> (tensors for safetensors, JSON layout)."""
+    tensors, scalars = {}, {}
+    for pid, entry in sd["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict, layout: dict) -> dict:
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for key, value in layout["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": layout["param_groups"]}
