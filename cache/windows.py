@@ -18,10 +18,24 @@ from vtm.cache.store import FeatureCache
 MAX_OPEN_FILES = 64
 
 
+COLOR_DIM = 64  # joint RGB histogram bins stored per frame
+
+
+def read_model_inputs(cache: FeatureCache, video_id: str, color: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A whole video's model inputs (features, with the colour histogram appended if `color`) and timestamps."""
+    feats, ts, _ = cache.read_features(video_id)
+    feats = feats.astype(np.float32)
+    if color:
+        hist, _ = cache.read_color_stats(video_id)
+        feats = np.concatenate([feats, hist.astype(np.float32)], axis=1)
+    return feats, ts
+
+
 class WindowReader:
-    def __init__(self, cache: FeatureCache, length: int):
+    def __init__(self, cache: FeatureCache, length: int, color: bool = False):
         self.cache = cache
         self.length = length
+        self.color = color
         self._files: OrderedDict[str, h5py.File] = OrderedDict()
 
     def _file(self, video_id: str) -> h5py.File:
@@ -43,6 +57,8 @@ class WindowReader:
         """(features (L, D) float32, timestamps (L,), mask (L,) bool), zero-padded past the video's end."""
         f = self._file(video_id)
         feats = f[schema.H5_FEATURES][start : start + self.length]
+        if self.color:
+            feats = np.concatenate([feats.astype(np.float32), f[schema.H5_COLOR_HIST][start : start + self.length].astype(np.float32)], axis=1)
         times = f[schema.H5_TIMESTAMPS][start : start + self.length]
         m = len(times)
         out_f = np.zeros((self.length, feats.shape[1]), np.float32)
@@ -57,4 +73,4 @@ class WindowReader:
         self._files.clear()
 
     def __getstate__(self):  # a copy sent to a worker process opens its own handles
-        return {"cache": self.cache, "length": self.length, "_files": OrderedDict()}
+        return {"cache": self.cache, "length": self.length, "color": self.color, "_files": OrderedDict()}

@@ -143,12 +143,15 @@ class VideoLanguageAdapter(nn.Module):
             # In place, so the model keeps its own class (and generate); only the LoRA weights train.
             language_model = inject_adapter_in_model(lora, language_model)
             for name, p in language_model.named_parameters():
-                p.requires_grad_("lora_" in name)
+                p.requires_grad_(".lora_" in name)
+                if ".lora_" in name:
+                    p.data = p.data.float()  # in a bf16/fp16 model, AdamW's small updates would round away
         self.language_model = language_model
         embeddings = language_model.get_input_embeddings()
         self.projector = SoftTokenProjector(config.input_dim, embeddings.embedding_dim, config.num_soft_tokens, config.hidden_dim)
         self.projector.to(embeddings.weight.device)
         self._gradient_checkpointing = False
+        self.eval()  # like from_pretrained; freshly injected LoRA layers would otherwise be left in train mode (dropout)
 
     @classmethod
     def load(cls, config: AdapterConfig, name_or_path: str, kind: str = "auto", dtype=None, device="cpu") -> VideoLanguageAdapter:
@@ -181,8 +184,11 @@ class VideoLanguageAdapter(nn.Module):
         pad = self.tokenizer.pad_token_id
         return self.tokenizer.eos_token_id if pad is None else pad
 
-    def _prefix(self, before: str, batch: int, images) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _prefix(self, before: str, after: str, batch: int, images) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token ids of the prompt before the soft tokens (B, L), and LLaVA's pixel values when images are given."""
+        image_token = getattr(self.processor, "image_token", None)
+        if image_token and (image_token in after or (images is None and image_token in before)):
+            raise ValueError(f"{image_token} in the prompt needs images, and must come before {VIDEO_PLACEHOLDER}")
         if images is None:
             return torch.tensor([self._ids(before, bos=True)] * batch), None
         if not self.is_llava:
@@ -190,7 +196,6 @@ class VideoLanguageAdapter(nn.Module):
         if len(images) != batch:
             raise ValueError(f"{len(images)} images for {batch} windows")
         # The key frame sits just before the soft tokens, unless the prompt places <image> itself.
-        image_token = self.processor.image_token
         text = before if image_token in before else before + image_token + "\n"
         # The processor expands <image> to as many tokens as the vision tower gives patches.
         inputs = self.processor(images=list(images), text=[text] * batch, return_tensors="pt")
@@ -203,16 +208,17 @@ class VideoLanguageAdapter(nn.Module):
         embed = self.language_model.get_input_embeddings()
         device = embed.weight.device
         before, after = prompt.split(VIDEO_PLACEHOLDER)
-        prefix_ids, pixel_values = self._prefix(before, batch, images)
+        prefix_ids, pixel_values = self._prefix(before, after, batch, images)
         soft = self.projector(context.to(device), None if mask is None else mask.to(device)).to(embed.weight.dtype)
-        n_after = len(self._ids(after, bos=False))
+        after_ids = self._ids(after, bos=False)
         if texts is None:
-            rest = [self._ids(after, bos=False)] * batch
+            rest = [after_ids] * batch
         else:
             if len(texts) != batch:
                 raise ValueError(f"{len(texts)} descriptions for {batch} windows")
             # Prompt end and description tokenized together, as the model will see them in generate.
-            rest = [ids + [self.tokenizer.eos_token_id] for ids in self._ids([after + " " + t.strip() for t in texts], bos=False)]
+            sep = "" if after[-1:].isspace() else " "
+            rest = [ids + [self.tokenizer.eos_token_id] for ids in self._ids([after + sep + t.strip() for t in texts], bos=False)]
         width = max(len(ids) for ids in rest)
         rest_ids = torch.full((batch, width), self._pad_id())
         rest_mask = torch.zeros(batch, width, dtype=torch.long)
@@ -226,7 +232,7 @@ class VideoLanguageAdapter(nn.Module):
         }
         if texts is not None:
             labels = rest_ids.masked_fill(rest_mask == 0, IGNORE_INDEX)
-            labels[:, :n_after] = IGNORE_INDEX  # the loss is on the description (and its EOS) only
+            labels[:, : len(after_ids)] = IGNORE_INDEX  # the loss is on the description (and its EOS) only
             out["labels"] = torch.cat([torch.full((batch, head), IGNORE_INDEX), labels], dim=1).to(device)
         if pixel_values is not None:
             # LLaVA finds its image slots in inputs_embeds by the <image> embedding and fills them itself.

@@ -25,6 +25,7 @@ class TemporalEncoderConfig:
     num_heads: int = 4
     dropout: float = 0.1
     max_period_s: float = 600.0  # longest period of the time encoding
+    use_deltas: bool = True  # also feed each frame's change from the previous one (onsets stand out)
 
     def __post_init__(self):
         if self.kind not in ("transformer", "lstm"):
@@ -49,7 +50,8 @@ class TemporalEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.gradient_checkpointing = False
-        self.input = nn.Sequential(nn.LayerNorm(config.input_dim), nn.Linear(config.input_dim, config.d_model))
+        width = config.input_dim * (2 if config.use_deltas else 1)
+        self.input = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.d_model))
         if config.kind == "transformer":
             self.layers = nn.ModuleList(
                 nn.TransformerEncoderLayer(
@@ -67,7 +69,10 @@ class TemporalEncoder(nn.Module):
     def forward(self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """features (B, T, input_dim), timestamps (B, T) seconds, mask (B, T) True where a frame is real."""
         relative = timestamps - timestamps[:, :1]
-        x = self.input(features.float()) + time_encoding(relative, self.config.d_model, self.config.max_period_s)
+        x = features.float()
+        if self.config.use_deltas:
+            x = torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
+        x = self.input(x) + time_encoding(relative, self.config.d_model, self.config.max_period_s)
         if self.config.kind == "transformer":
             padding = None if mask is None else ~mask
             for layer in self.layers:

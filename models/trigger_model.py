@@ -19,6 +19,7 @@ class TriggerModelConfig:
     detector: TriggerDetectorConfig = field(default_factory=TriggerDetectorConfig)
     window: int = 32  # frames the model sees at once (clip_window_size)
     labels: tuple[str, ...] = ("event",)  # event class names; index i is detector class i + 1
+    color_inputs: bool = True  # the cached colour histogram (64 values) is appended to each frame's features
 
     def __post_init__(self):
         if self.detector.input_dim != self.encoder.d_model:
@@ -40,6 +41,7 @@ class TriggerModelConfig:
             detector=TriggerDetectorConfig(**det),
             window=d["window"],
             labels=tuple(d["labels"]),
+            color_inputs=d.get("color_inputs", False),
         )
 
 

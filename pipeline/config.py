@@ -65,6 +65,7 @@ class ModelConfig:
     dropout: float = 0.1
     detector_hidden: tuple[int, ...] = (128,)
     window: int = 32  # clip_window_size: sampled frames the model sees at once
+    color_inputs: bool = True  # append the cached colour histogram to each frame's features
     threshold: float = 0.5  # the detector's decision threshold on the trigger score
     llm: str | None = None  # LLaVA (or causal LM) path or hub id; None: no adapter is trained
     llm_kind: str = "auto"  # auto | llava | causal_lm (the text-only fallback)
@@ -99,7 +100,7 @@ class TrainConfig:
     freeze_visual_backbone: bool = True  # always: training reads cached features
     freeze_temporal_encoder: bool = False
     freeze_trigger_detector: bool = False
-    freeze_llm: bool = True  # the LLM base (LoRA, when on, still trains)
+    freeze_llm: bool = True  # the LLM base must stay frozen; adapt it with LoRA (model.lora_rank)
     windows_per_event: int = 4  # jittered windows around each annotated event per epoch
     negatives_per_positive: float = 2.0  # random windows per window around an event
     val_fraction: float = 0.2  # share of annotated videos held out (split by video)
@@ -111,6 +112,8 @@ class TrainConfig:
     data_workers: int = 2  # DataLoader processes reading HDF5 windows
 
     def __post_init__(self):
+        if not self.freeze_llm:
+            raise ConfigError("train.freeze_llm: false (full fine-tuning of the LLM) is not supported; set model.lora_rank > 0 to adapt the LLM with LoRA")
         if not self.freeze_visual_backbone:
             raise ConfigError("train.freeze_visual_backbone must be true: the visual backbone runs in `vtm extract`; training reads its cached features")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):

@@ -541,7 +541,7 @@ def make_red_object_archive(out_dir: Path, n_videos: int, seconds: float = 10.0,
         objects, red = [], []
         for k, s in enumerate(starts):
             end = starts[k + 1] if k + 1 < len(starts) else seconds
-            enter = s + float(rng.uniform(0.6, 1.0))
+            enter = s + float(rng.uniform(0.6, max(0.7, end - s - 2.6)))
             leave = min(end - 0.9, enter + float(rng.uniform(1.2, 1.6)))
             is_red = bool(rng.random() < 0.5)
             colour = RED if is_red else NOT_RED[int(rng.integers(0, 2))]

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from vtm.cache.atomic import atomic_path
 from vtm.cache.store import FeatureCache
-from vtm.cache.windows import WindowReader
+from vtm.cache.windows import COLOR_DIM, WindowReader, read_model_inputs
 from vtm.models.temporal_encoder import TemporalEncoderConfig
 from vtm.models.trigger_detector import TriggerDetectorConfig
 from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
@@ -51,11 +51,13 @@ class TrainResult:
 
 def build_trigger_model_config(config: Config, feature_dim: int, labels: tuple[str, ...]) -> TriggerModelConfig:
     m = config.model
+    input_dim = feature_dim + (COLOR_DIM if m.color_inputs else 0)
     return TriggerModelConfig(
-        encoder=TemporalEncoderConfig(input_dim=feature_dim, d_model=m.d_model, kind=m.encoder_kind, num_layers=m.num_layers, num_heads=m.num_heads, dropout=m.dropout),
+        encoder=TemporalEncoderConfig(input_dim=input_dim, d_model=m.d_model, kind=m.encoder_kind, num_layers=m.num_layers, num_heads=m.num_heads, dropout=m.dropout),
         detector=TriggerDetectorConfig(input_dim=m.d_model, hidden_sizes=m.detector_hidden, num_classes=len(labels), dropout=m.dropout, threshold=m.threshold),
         window=m.window,
         labels=labels,
+        color_inputs=m.color_inputs,
     )
 
 
@@ -120,7 +122,7 @@ class TrainRecipe:
         self.train_ids, self.val_ids = split_by_video(sorted(self.annotations.events), tc.val_fraction)
         if not self.train_ids:
             raise ConfigError("no annotated videos left for training after the validation split; annotate more videos or lower train.val_fraction")
-        self.reader = WindowReader(self.cache, self.model_config.window)
+        self.reader = WindowReader(self.cache, self.model_config.window, color=self.model_config.color_inputs)
         self.timestamps = {v: self.reader.timestamps(v) for v in self.annotations.events}
         interval = 1.0 / self.cache.settings.sample_fps
         self.frame_labels = {v: self.annotations.frame_labels(v, ts, interval) for v, ts in self.timestamps.items()}
@@ -131,7 +133,7 @@ class TrainRecipe:
         self.adapter = self._build_adapter()
         self._freeze()
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr": tc.lr}]
-        if self.adapter is not None:
+        if self.adapter is not None:  # the LLM base is frozen; projector and LoRA train
             groups.append({"params": [p for p in self.adapter.parameters() if p.requires_grad], "lr": tc.adapter_lr})
         groups = [g for g in groups if g["params"]]
         if not groups:
@@ -159,14 +161,13 @@ class TrainRecipe:
         m = self.config.model
         if not m.llm:
             return None
-        from vtm.models.llava_adapter import AdapterConfig, VideoLanguageAdapter, load_language_model
+        from vtm.models.llava_adapter import AdapterConfig, VideoLanguageAdapter
 
-        lm, processor = load_language_model(m.llm, kind=m.llm_kind, device=self.device)
         cfg = AdapterConfig(input_dim=m.d_model, num_soft_tokens=m.num_soft_tokens, hidden_dim=m.adapter_hidden, lora_rank=m.lora_rank)
-        adapter = VideoLanguageAdapter(cfg, lm, processor).to(self.device)
-        if self.config.train.gradient_checkpointing:
-            adapter.enable_gradient_checkpointing()
-        self.adapter_config = {"llm": m.llm, "llm_kind": m.llm_kind, **dataclasses.asdict(cfg)}
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else None
+        adapter = VideoLanguageAdapter.load(cfg, m.llm, kind=m.llm_kind, dtype=dtype, device=self.device)
+        adapter.gradient_checkpointing = self.config.train.gradient_checkpointing
+        self.adapter_config = {"llm": m.llm, "llm_kind": adapter.kind, **dataclasses.asdict(cfg)}
         return adapter
 
     def _freeze(self) -> None:
@@ -174,9 +175,6 @@ class TrainRecipe:
         for module, frozen in ((self.model.encoder, tc.freeze_temporal_encoder), (self.model.detector, tc.freeze_trigger_detector)):
             for p in module.parameters():
                 p.requires_grad_(not frozen)
-        if self.adapter is not None and not tc.freeze_llm:
-            for p in self.adapter.language_model_parameters():
-                p.requires_grad_(True)
 
     def _class_weights(self) -> torch.Tensor:
         """Events are rare: weight each event class by how much rarer it is than 'no event' (capped)."""
@@ -347,8 +345,8 @@ def evaluate_model(model: TriggerModel, cache: FeatureCache, annotations: Annota
     scores, positives, learned, change, truth = [], [], {}, {}, {}
     change_scores = cache.read_scores(video_ids)
     for v in video_ids:
-        feats, ts, _ = cache.read_features(v)
-        s, _ = model.score_video(feats.astype(np.float32), ts)
+        feats, ts = read_model_inputs(cache, v, model.config.color_inputs)
+        s, _ = model.score_video(feats, ts)
         lab = annotations.frame_labels(v, ts, interval)
         scores.append(s)
         positives.append(lab > 0)

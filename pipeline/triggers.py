@@ -10,6 +10,7 @@ import polars as pl
 
 from vtm.cache import schema
 from vtm.cache.store import FeatureCache
+from vtm.cache.windows import read_model_inputs
 from vtm.stages.select_windows import SelectWindowsStage
 
 SCORE_COLUMNS = {"change": "change_score", "learned": "trigger_score"}
@@ -61,8 +62,8 @@ def learned_scores(cache: FeatureCache, model, video_ids: list[str] | None = Non
         video_ids = cache.manifest().filter(pl.col("status") == schema.STATUS_OK)["video_id"].to_list()
     out = {}
     for video_id in video_ids:
-        feats, ts, _ = cache.read_features(video_id)
-        out[video_id], _ = model.score_video(feats.astype(np.float32), ts)
+        feats, ts = read_model_inputs(cache, video_id, model.config.color_inputs)
+        out[video_id], _ = model.score_video(feats, ts)
     return out
 
 

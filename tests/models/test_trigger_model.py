@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from vtm.models.temporal_encoder import TemporalEncoderConfig
+from vtm.models.trigger_detector import TriggerDetectorConfig
+from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+
+
+def _config(kind="transformer", classes=1):
+    return TriggerModelConfig(
+        encoder=TemporalEncoderConfig(input_dim=12, d_model=16, kind=kind, num_layers=1, num_heads=2),
+        detector=TriggerDetectorConfig(input_dim=16, hidden_sizes=(8,), num_classes=classes),
+        window=8,
+        labels=tuple(f"c{i}" for i in range(classes)),
+    )
+
+
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_shapes_and_padding(kind):
+    torch.manual_seed(0)
+    model = TriggerModel(_config(kind, classes=3)).eval()
+    feats, times = torch.randn(2, 8, 12), torch.arange(8).float().repeat(2, 1) / 3
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+    context, logits = model(feats, times, mask)
+    assert context.shape == (2, 8, 16) and logits.shape == (2, 8, 4)
+    assert torch.all(context[1, 5:] == 0)
+
+
+def test_timestamps_matter():
+    """The same frames at other times give other outputs: the encoder is time-aware."""
+    torch.manual_seed(0)
+    model = TriggerModel(_config()).eval()
+    feats = torch.randn(1, 8, 12)
+    even = torch.arange(8).float()[None] / 3
+    gap = even.clone()
+    gap[0, 4:] += 60.0  # a minute-long gap in the middle
+    with torch.no_grad():
+        assert not torch.allclose(model(feats, even)[1], model(feats, gap)[1])
+
+
+def test_score_video_covers_every_frame_of_any_length():
+    torch.manual_seed(0)
+    model = TriggerModel(_config(classes=2))
+    for n in (1, 5, 8, 23):
+        score, probs = model.score_video(np.random.randn(n, 12).astype(np.float32), np.arange(n) / 3.0)
+        assert score.shape == (n,) and probs.shape == (n, 2)
+        assert np.all((score >= 0) & (score <= 1))
+        np.testing.assert_allclose(score, probs.sum(1), atol=1e-5)  # 1 - p(no event) = sum of event classes
+
+
+def test_config_round_trips_and_rejects_contradictions():
+    cfg = _config(classes=2)
+    assert TriggerModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="labels"):
+        TriggerModelConfig(encoder=cfg.encoder, detector=cfg.detector, window=8, labels=("only one",))
+    with pytest.raises(ValueError, match="input_dim"):
+        TriggerModelConfig(encoder=cfg.encoder, detector=TriggerDetectorConfig(input_dim=99, num_classes=2), labels=cfg.labels)
