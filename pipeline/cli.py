@@ -14,6 +14,7 @@ from vtm.cache import schema
 from vtm.cache.atomic import write_json
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.models.visual_encoder import EncoderLoadError
+from vtm.pipeline.checkpoint import CheckpointError
 from vtm.pipeline.config import ConfigError, load_config
 
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML config (see pipeline/default_config.yaml); flags override it.")
@@ -41,19 +42,20 @@ def main(verbose: bool) -> None:
 @click.option("--device", help="auto | cpu | cuda.")
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
 @click.option("--rebuild", is_flag=True, default=None, help="Delete a cache built with other settings and start over.")
+@click.option("--trigger-checkpoint", type=click.Path(exists=True, file_okay=False), help="A trained checkpoint: store its learned trigger score too.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @CONFIG_OPTION
-def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, address, rebuild, no_progress, config_path):
+def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, address, rebuild, trigger_checkpoint, no_progress, config_path):
     """Decode, encode and score every video under DATASET_DIR into the feature cache."""
     from vtm.pipeline.extract import run_extract
 
     try:
         cfg = load_config(config_path, {
-            "extract": {"fps": fps, "encoder": encoder, "weights": weights, "max_frames": max_frames, "device": device, "rebuild": rebuild},
+            "extract": {"fps": fps, "encoder": encoder, "weights": weights, "max_frames": max_frames, "device": device, "rebuild": rebuild, "trigger_checkpoint": trigger_checkpoint},
             "ray": {"address": address},
         })
         summary = run_extract(dataset_dir, cache_dir, cfg, progress=not no_progress)
-    except (ConfigError, CacheError, EncoderLoadError) as e:
+    except (ConfigError, CacheError, EncoderLoadError, CheckpointError) as e:
         _fail(str(e))
     click.echo(
         f"{summary.videos} videos: {summary.ok} extracted, {summary.skipped} already in the cache, "
@@ -79,7 +81,7 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
 @CONFIG_OPTION
 def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, checkpoint, strict, config_path):
     """Print the trigger moments found in each video of a cache."""
-    from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model
+    from vtm.pipeline.checkpoint import load_trigger_model
     from vtm.pipeline.triggers import find_triggers, learned_scores, trigger_times
 
     try:
@@ -155,7 +157,6 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
 def train_from_cache(cache_dir, annotations, out_dir, resume, epochs, device, llm, workers, address, no_progress, config_path):
     """Train the trigger model (and LLaVA adapter) from cached features; never decodes video."""
     from vtm.pipeline.annotations import AnnotationError
-    from vtm.pipeline.checkpoint import CheckpointError
     from vtm.pipeline.train import run_train
 
     try:
@@ -176,7 +177,7 @@ def train_from_cache(cache_dir, annotations, out_dir, resume, epochs, device, ll
 def evaluate(cache_dir, checkpoint, annotations, strict, json_out):
     """Score a checkpoint against annotations: frame and event metrics, beside the change score's."""
     from vtm.pipeline.annotations import AnnotationError, load_annotations
-    from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model
+    from vtm.pipeline.checkpoint import load_trigger_model
     from vtm.pipeline.train import evaluate_model
 
     try:

@@ -38,6 +38,7 @@ class ExtractConfig:
     device: str = "auto"  # auto | cpu | cuda
     num_encoders: int | None = None  # encoder actors; default one per GPU, or one on CPU
     rebuild: bool = False  # delete an existing cache built with other settings
+    trigger_checkpoint: str | None = None  # a trained checkpoint: its learned trigger score is stored too
 
     def __post_init__(self):
         if self.fps <= 0:

@@ -111,6 +111,14 @@ def run_extract(
     with atomic_path(cache.root / "extract_config.yaml") as tmp:
         tmp.write_text(dump_config(config))
 
+    trigger_model = None
+    if ec.trigger_checkpoint:
+        from vtm.pipeline.checkpoint import load_trigger_model
+
+        trigger_model, _, report = load_trigger_model(Path(ec.trigger_checkpoint), settings)
+        for line in report.lines():
+            log.warning("trigger checkpoint %s", line)
+
     summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained)
     # Videos gone from disk keep their rows while they are ok (their features stay useful); a failure
     # that no longer exists is forgotten.
@@ -128,7 +136,7 @@ def run_extract(
         todo.append(_Video(v, base))
 
     decode_stage = decode_stage or DecodeStage(image_size=ec.image_size)
-    _Extraction(cache, config, decode_stage, encoders, rows, summary, progress).run(todo)
+    _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -136,7 +144,7 @@ def run_extract(
 class _Extraction:
     """The streaming loop: keeps a bounded number of probes, decodes and encodes in flight."""
 
-    def __init__(self, cache: FeatureCache, config: Config, decode_stage: DecodeStage, encoders: list, rows: dict, summary: ExtractSummary, progress: bool):
+    def __init__(self, cache: FeatureCache, config: Config, decode_stage: DecodeStage, encoders: list, rows: dict, summary: ExtractSummary, progress: bool, trigger_model=None):
         ec = config.extract
         self.cache, self.rows, self.summary = cache, rows, summary
         self.segment_frames = ec.segment_frames
@@ -149,6 +157,7 @@ class _Extraction:
         self.max_probes = cpus
         self.per_encoder_queue = 2
         self.progress = progress
+        self.trigger_model = trigger_model
 
     def run(self, todo: list[_Video]) -> None:
         waiting = deque(todo)
@@ -227,6 +236,12 @@ class _Extraction:
         joined = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "hist", "grid")}
         plan = v.plan
         scored = self.change_score({**joined, "timestamps": plan.timestamps})
+        if self.trigger_model is not None:
+            inputs = joined["features"].astype(np.float32)
+            if self.trigger_model.config.color_inputs:
+                # rounded as stored, so this equals re-scoring from the cache later
+                inputs = np.concatenate([inputs, joined["hist"].astype(np.float16).astype(np.float32)], axis=1)
+            scored["trigger_score"], _ = self.trigger_model.score_video(inputs, plan.timestamps)
         self.cache.write_video(
             v.row["video_id"], joined["features"], plan.timestamps, plan.frame_index, scored, color_hist=joined["hist"], color_grid=joined["grid"]
         )

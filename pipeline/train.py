@@ -387,6 +387,8 @@ def _amp_dtype(mode: str, device: str) -> torch.dtype | None:
 
 
 def run_train(cache_dir: Path, annotations: Path, out_dir: Path, config: Config = Config(), resume: Path | None = None, progress: bool = True) -> TrainResult:
+    if config.train.workers > 1:
+        raise ConfigError("train.workers > 1 (data-parallel Ray Train) is not available yet; train with one worker")
     recipe = TrainRecipe(cache_dir, annotations, out_dir, config, resume, progress)
     recipe.setup()
     try:

@@ -165,3 +165,23 @@ def test_adapter_trains_with_a_tiny_llava_and_lands_in_the_checkpoint(red, tmp_p
 
     texts = adapter.generate(torch.randn(2, 16, 64))
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_extract_with_a_trigger_checkpoint_stores_the_learned_score(red, trained, tmp_path):
+    import polars as pl
+
+    from vtm.pipeline.triggers import find_triggers, learned_scores
+
+    result, _ = trained
+    cfg = load_config(None, {"extract": {"trigger_checkpoint": str(result.final)}})
+    assert run_extract(red / "test_videos", tmp_path / "cache", cfg, progress=False).all_ok
+    cache = FeatureCache.open(tmp_path / "cache")
+    scores = pl.read_parquet(tmp_path / "cache" / "scores" / "*.parquet")
+    assert scores["trigger_score"].null_count() == 0
+    model, _, _ = ckpt.load_trigger_model(result.final, cache.settings)
+    on_the_fly = learned_scores(cache, model)
+    for vid, values in on_the_fly.items():  # stored at extract == re-scored later from the cache
+        stored = scores.filter(pl.col("video_id") == vid).sort("sample_index")["trigger_score"].to_numpy()
+        np.testing.assert_allclose(stored, values, atol=1e-5)
+    stored_picks = find_triggers(cache, load_config().triggers, "learned")
+    assert stored_picks == find_triggers(cache, load_config().triggers, "learned", on_the_fly)

@@ -1,0 +1,50 @@
+"""Training throughput from the cache: samples/s and the share of step time spent waiting for data.
+
+    python bench/bench_train.py [--videos 40] [--epochs 3] [--out DIR]
+
+Makes a red-object archive, extracts it once (untimed), then trains the default model for a few
+epochs twice in the same run: with DataLoader worker processes reading HDF5 windows (the default),
+and with reading in the training process (the baseline). Prints both and their ratio.
+Target: under 10 % of step time waiting for data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from vtm.pipeline.config import load_config  # noqa: E402
+from vtm.pipeline.extract import run_extract  # noqa: E402
+from vtm.pipeline.sample_data import make_red_object_archive  # noqa: E402
+from vtm.pipeline.train import run_train  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="vtm-bench-train-"))
+    data = make_red_object_archive(out / "videos", args.videos, seed=0)
+    run_extract(data, out / "cache", progress=False)
+    results = {}
+    for name, workers in (("data workers", 2), ("in-process reads", 0)):
+        cfg = load_config(None, {"train": {"epochs": args.epochs, "data_workers": workers, "save_every": args.epochs, "val_fraction": 0.1}})
+        r = run_train(out / "cache", data / "annotations.jsonl", out / f"run-{workers}", cfg, progress=False)
+        results[name] = {"samples_per_s": r.samples_per_s, "data_wait_share": r.data_wait_share}
+    print(f"{'':<18} {'samples/s':>10} {'waiting for data':>17}")
+    for name, r in results.items():
+        print(f"{name:<18} {r['samples_per_s']:>10.1f} {r['data_wait_share']:>16.1%}")
+    ratio = results["data workers"]["samples_per_s"] / results["in-process reads"]["samples_per_s"]
+    print(f"speed-up of data workers over in-process reads: {ratio:.2f}x (target: waiting < 10 %)")
+    (out / "bench_train.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
