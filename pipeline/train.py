@@ -99,16 +99,20 @@ def _event_runs(labels: np.ndarray) -> list[tuple[int, int]]:
 
 
 class TrainRecipe:
-    def __init__(self, cache_dir: Path, annotations_path: Path, out_dir: Path, config: Config, resume: Path | None = None, progress: bool = True):
+    def __init__(
+        self, cache_dir: Path, annotations_path: Path, out_dir: Path, config: Config, resume: Path | None = None, progress: bool = True, rank: int = 0, world: int = 1
+    ):
         self.cache_dir, self.annotations_path, self.out_dir = Path(cache_dir), Path(annotations_path), Path(out_dir)
-        self.config, self.resume, self.progress = config, resume, progress
+        self.config, self.resume = config, resume
+        self.rank, self.world = rank, world  # data-parallel: each rank trains on its share of windows
+        self.progress = progress and rank == 0
 
     # ---- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         tc = self.config.train
-        torch.manual_seed(tc.seed)
+        torch.manual_seed(tc.seed)  # the same seed on every rank: replicas start identical
         np.random.seed(tc.seed)
-        self.device = _pick_device(tc.device)
+        self.device = _pick_device(tc.device) if self.world == 1 else str(_ray_train_device())
         self.cache = FeatureCache.open(self.cache_dir)
         resume_cfg = None
         if self.resume is not None:
@@ -150,12 +154,14 @@ class TrainRecipe:
         self.start_epoch, self.step, self.best = 1, 0, None
         if self.resume is not None:
             self._restore(self.resume)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.out_dir / "config.yaml") as tmp:
-            tmp.write_text(dump_config(self.config))
-        from torch.utils.tensorboard import SummaryWriter
+        self.writer = None
+        if self.rank == 0:  # one rank writes the run directory
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.out_dir / "config.yaml") as tmp:
+                tmp.write_text(dump_config(self.config))
+            from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.out_dir), purge_step=self.step if self.resume else None)
+            self.writer = SummaryWriter(str(self.out_dir), purge_step=self.step if self.resume else None)
 
     def _build_adapter(self):
         m = self.config.model
@@ -204,7 +210,7 @@ class TrainRecipe:
             v = self.train_ids[i]
             items.append((v, int(rng.integers(0, max(1, lengths[i] - w + 1))), ""))
         order = rng.permutation(len(items))
-        return [items[i] for i in order]
+        return [items[i] for i in order][self.rank :: self.world]
 
     def _restore(self, directory: Path) -> None:
         model, _, _ = ckpt.load_trigger_model(directory, strict=True)
@@ -238,21 +244,24 @@ class TrainRecipe:
                 self.scaler.scale(loss / tc.grad_accum).backward()
                 if (i + 1) % tc.grad_accum == 0 or i + 1 == len(loader):
                     self._optimizer_step()
-                    for name, value in parts.items():
-                        self.writer.add_scalar(f"train/{name}", value, self.step)
-                    self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                    if self.writer is not None:
+                        for name, value in parts.items():
+                            self.writer.add_scalar(f"train/{name}", value, self.step)
+                        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
                 samples += len(batch["description"])
                 t_wait = time.perf_counter()
                 busy += t_wait - t_got
+            if self.rank != 0:
+                continue
             metrics = self.validate(epoch)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in ("val/event_f1", "val/frame_ap")} | {"loss": f"{parts['loss']:.3f}"})
             if epoch % tc.save_every == 0 or epoch == tc.epochs:
                 self.save(self.out_dir / f"checkpoint-epoch-{epoch}", epoch, metrics)
         bar.close()
+        self._check_replicas_agree()
         final = self.out_dir / "final"
-        last = self.out_dir / f"checkpoint-epoch-{tc.epochs}"
-        if last.is_dir():
+        if self.rank == 0 and (self.out_dir / f"checkpoint-epoch-{tc.epochs}").is_dir():
             self.save(final, tc.epochs, metrics)
         return TrainResult(self.out_dir, final, tc.epochs, metrics, wait / max(wait + busy, 1e-9), samples / max(wait + busy, 1e-9))
 
@@ -294,6 +303,8 @@ class TrainRecipe:
 
     def _optimizer_step(self) -> None:
         tc = self.config.train
+        if self.world > 1:
+            self._average_gradients()
         if tc.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -303,6 +314,34 @@ class TrainRecipe:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+
+    def _trainable(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _average_gradients(self) -> None:
+        """All-reduce gradients across ranks (a rank whose batch skipped a part contributes zeros).
+
+        Done by hand rather than with DDP because the adapter's loss is not its forward(), which
+        DDP's hooks assume.
+        """
+        import torch.distributed as dist
+
+        for p in self._trainable():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= self.world
+
+    def _check_replicas_agree(self) -> None:
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        digest = torch.stack([p.detach().double().sum() for p in self._trainable()]).sum().reshape(1).to(self.device)
+        gathered = [torch.zeros_like(digest) for _ in range(self.world)]
+        dist.all_gather(gathered, digest)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise RuntimeError(f"data-parallel replicas diverged: weight sums {[float(g) for g in gathered]}")
 
     # ---- validate ------------------------------------------------------------------------------
     def validate(self, epoch: int) -> dict:
@@ -332,7 +371,8 @@ class TrainRecipe:
         return ckpt.save_checkpoint(directory, self.model, meta, getattr(self, "adapter_config", None), adapter_state, state)
 
     def cleanup(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         self.reader.close()
 
 
@@ -386,9 +426,51 @@ def _amp_dtype(mode: str, device: str) -> torch.dtype | None:
     return torch.float16
 
 
+def _ray_train_device():
+    import ray.train.torch
+
+    return ray.train.torch.get_device()
+
+
+def _train_worker(args: dict) -> None:
+    """One Ray Train worker: the same recipe on this rank's share of the windows."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    recipe = TrainRecipe(**args, progress=False, rank=ctx.get_world_rank(), world=ctx.get_world_size())
+    recipe.setup()
+    try:
+        recipe.train()
+    finally:
+        recipe.cleanup()
+
+
+def _run_distributed(cache_dir, annotations, out_dir, config: Config, resume) -> TrainResult:
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from vtm.pipeline.ray_runner import cluster_gpus, init_ray
+
+    init_ray(config.ray.address)
+    use_gpu = config.train.device != "cpu" and cluster_gpus() > 0
+    out_dir = Path(out_dir).resolve()
+    args = {"cache_dir": Path(cache_dir).resolve(), "annotations_path": Path(annotations).resolve(), "out_dir": out_dir, "config": config, "resume": resume}
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config=args,
+        scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=str(out_dir / "ray_train"), name="train"),
+    )
+    trainer.fit()
+    meta = ckpt.read_json(out_dir / "final", "meta.json")
+    return TrainResult(out_dir, out_dir / "final", config.train.epochs, meta["metrics"])
+
+
 def run_train(cache_dir: Path, annotations: Path, out_dir: Path, config: Config = Config(), resume: Path | None = None, progress: bool = True) -> TrainResult:
+    """Train from the cache in this process, or on `config.train.workers` Ray Train workers."""
     if config.train.workers > 1:
-        raise ConfigError("train.workers > 1 (data-parallel Ray Train) is not available yet; train with one worker")
+        return _run_distributed(cache_dir, annotations, out_dir, config, resume)
     recipe = TrainRecipe(cache_dir, annotations, out_dir, config, resume, progress)
     recipe.setup()
     try:
