@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 MEMORY_SAMPLE_S = 0.2
+NOISY_OTHER_CORES = 0.15  # other programs' average busy cores above which a timing is flagged
 CHILD_ENV = {
     "RAY_AUTH_MODE": "disabled",  # a throwaway local Ray needs no token (and warns without this)
     "RAY_USAGE_STATS_ENABLED": "0",  # no network here; skip the usage-stats prompt
@@ -75,18 +76,22 @@ def child_extract(dataset: Path, cache: Path, result: Path, probe_threads: bool 
         marks["encoders_ready"] = time.perf_counter()
         marks["encode_stage"] = dataclasses.asdict(stage)  # the baseline rebuilds exactly this stage
         marks["n_encoders"] = n
+        marks["actors"], marks["actor_pids"] = actors, actor_pids(actors)
         return actors
 
     extract.stage_actors = stage_actors_ready
     t_run = time.perf_counter()
     summary = extract.run_extract(dataset, cache, config, progress=False)
     t_end = time.perf_counter()
+    # A restarted actor (crashed, or killed by something else on the machine) reloads its model
+    # and redoes its calls: a run with one is not a measure of the pipeline.
+    restarted = sum(a != b for a, b in zip(marks["actor_pids"], actor_pids(marks["actors"])))
     out = {
         "import_s": import_s,
         "ray_init_s": ray_init_s,
         "model_load_s": marks["encoders_ready"] - t_run,  # actor start + encoder setup (+ discovery, tiny)
         "run_extract_s": summary.seconds,  # as reported by extract itself (Ray was already up)
-        "steady_s": t_end - marks["encoders_ready"],  # encoders loaded -> last video written
+        "work_s": t_end - marks["encoders_ready"],  # encoders loaded -> last video written
         "videos": summary.videos,
         "ok": summary.ok,
         "failed": summary.failed,
@@ -94,6 +99,7 @@ def child_extract(dataset: Path, cache: Path, result: Path, probe_threads: bool 
         "cluster_cpus": ray.cluster_resources().get("CPU", 0),
         "encode_stage": marks["encode_stage"],
         "n_encoders": marks["n_encoders"],
+        "encoders_restarted": restarted,
     }
     if probe_threads:
         out["actor_torch_threads"] = actor_torch_threads(marks["encode_stage"]["resources"]["cpus"])
@@ -101,6 +107,12 @@ def child_extract(dataset: Path, cache: Path, result: Path, probe_threads: bool 
     ray.shutdown()
     out["ray_shutdown_s"] = time.perf_counter() - t
     result.write_text(json.dumps(out))
+
+
+def actor_pids(actors: list) -> list[int]:
+    import ray
+
+    return ray.get([a.__ray_call__.remote(lambda _: os.getpid()) for a in actors])
 
 
 def actor_torch_threads(cpus: float) -> int:
@@ -213,14 +225,18 @@ CHILDREN = {
 # --------------------------------------------------------------------------------------------
 
 
-class TreeMemory:
-    """Peak memory of a process and all its descendants, sampled from another process.
+class TreeMonitor:
+    """Peak memory and CPU of a process and all its descendants, sampled from this process.
 
-    RSS summed over processes counts shared pages (torch's libraries, Ray's object store) once per
-    process that maps them; PSS divides each shared page among its users, so its sum is what the
-    tree really holds. Both are reported; RSS is what people usually quote. RSS is cheap to read
-    (every MEMORY_SAMPLE_S); PSS costs the kernel a page-table walk (~30 ms for a Ray tree, which
-    on two cores would slow the run it measures), so it is read every PSS_EVERY-th sample.
+    Memory: RSS summed over processes counts shared pages (torch's libraries, Ray's object store)
+    once per process that maps them; PSS divides each shared page among its users, so its sum is
+    what the tree really holds. Both are reported; RSS is what people usually quote. RSS is cheap
+    to read (every MEMORY_SAMPLE_S); PSS costs the kernel a page-table walk (~30 ms for a Ray
+    tree, which on two cores would slow the run it measures), so it is read every PSS_EVERY-th time.
+
+    CPU: the machine's busy CPU time minus the tree's and this process's is what other programs
+    used meanwhile; `other_cores` (their average number of busy cores) says how noisy a number is.
+    `stolen_cores` is CPU time the hypervisor gave to other virtual machines instead.
     """
 
     PSS_EVERY = 5
@@ -229,11 +245,27 @@ class TreeMemory:
         import psutil
 
         self.root = psutil.Process(pid)
+        self.me = psutil.Process()
         self.peak_rss = self.peak_pss = 0
         self.peak_procs = 0
+        self.cpu_by_pid: dict[int, float] = {}
+        self._machine0, self._me0, self._t0 = self._machine_busy(), self._own_cpu(), time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _machine_busy() -> tuple[float, float]:
+        """CPU seconds this machine spent running anything, and those its hypervisor took away."""
+        import psutil
+
+        t = psutil.cpu_times()
+        steal = getattr(t, "steal", 0.0)
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0) - steal, steal
+
+    def _own_cpu(self) -> float:
+        t = self.me.cpu_times()
+        return t.user + t.system
 
     def _run(self) -> None:
         import psutil
@@ -254,6 +286,8 @@ class TreeMemory:
                     else:
                         info = p.memory_info()
                     rss += info.rss
+                    cpu = p.cpu_times()
+                    self.cpu_by_pid[p.pid] = cpu.user + cpu.system
                 except psutil.Error:
                     pass  # exited between listing and reading
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
@@ -261,13 +295,25 @@ class TreeMemory:
             sample += 1
             self._stop.wait(MEMORY_SAMPLE_S)
 
-    def stop(self) -> None:
+    def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
+        wall = time.perf_counter() - self._t0
+        tree_cpu = sum(self.cpu_by_pid.values())  # up to MEMORY_SAMPLE_S short per process: a slight overestimate of `other`
+        busy, steal = self._machine_busy()
+        other = busy - self._machine0[0] - tree_cpu - (self._own_cpu() - self._me0)
+        return {
+            "peak_rss_mb": self.peak_rss / 2**20,
+            "peak_pss_mb": self.peak_pss / 2**20,
+            "peak_processes": self.peak_procs,
+            "tree_cpu_s": tree_cpu,
+            "other_cores": max(0.0, other) / wall,
+            "stolen_cores": (steal - self._machine0[1]) / wall,
+        }
 
 
-def run_child(kind: str, *args, threads: int | None = None, sample_memory: bool = False) -> dict:
-    """Run a child in a fresh interpreter; its JSON result, plus the outer wall time and memory peaks."""
+def run_child(kind: str, *args, threads: int | None = None) -> dict:
+    """Run a child in a fresh interpreter: its JSON result, plus its wall time, memory peaks and CPU."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result = Path(f.name)
     env = {**os.environ, **CHILD_ENV}
@@ -276,18 +322,20 @@ def run_child(kind: str, *args, threads: int | None = None, sample_memory: bool 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, *map(str, args), str(result)]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    memory = TreeMemory(proc.pid) if sample_memory else None
+    monitor = TreeMonitor(proc.pid)
     output, _ = proc.communicate()
     wall = time.perf_counter() - t
-    if memory:
-        memory.stop()
+    measured = monitor.stop()
     if proc.returncode != 0:
         raise SystemExit(f"bench child {kind} failed (exit {proc.returncode}):\n{output[-4000:]}")
     out = json.loads(result.read_text())
     result.unlink()
     out["process_s"] = wall
-    if memory:
-        out.update(peak_rss_mb=memory.peak_rss / 2**20, peak_pss_mb=memory.peak_pss / 2**20, peak_processes=memory.peak_procs)
+    out.update(measured)
+    if out.get("encoders_restarted"):
+        log(f"  NOTE: {out['encoders_restarted']} encoder actor(s) restarted during this run (crashed or killed from outside); its timing includes a model reload and redone calls")
+    if measured["other_cores"] + measured["stolen_cores"] > NOISY_OTHER_CORES:
+        log(f"  NOTE: other programs kept {measured['other_cores']:.2f} cores busy meanwhile (+{measured['stolen_cores']:.2f} stolen by the hypervisor); this number is noisy")
     return out
 
 
@@ -314,7 +362,7 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def run_bench(quick: bool, out_dir: Path, keep_data: bool) -> dict:
+def run_bench(quick: bool, keep_data: bool) -> dict:
     work = Path(tempfile.mkdtemp(prefix="vtm-bench-data-"))
     try:
         data = make_data(work, quick)
@@ -325,8 +373,8 @@ def run_bench(quick: bool, out_dir: Path, keep_data: bool) -> dict:
         log("warm-up extract (untimed) ...")
         warm = run_child("extract_probe_threads", data["warmup"], work / "cache_warmup")
         log("extract (throughput archive) ...")
-        ext = run_child("extract", data["throughput"], work / "cache_throughput", sample_memory=True)
-        log(f"  {ext['frames']} frames, steady {ext['steady_s']:.1f} s, process {ext['process_s']:.1f} s")
+        ext = run_child("extract", data["throughput"], work / "cache_throughput")
+        log(f"  {ext['frames']} frames, work {ext['work_s']:.1f} s, process {ext['process_s']:.1f} s")
 
         log("encoder alone (same frames, decoded first, untimed) ...")
         if ext["n_encoders"] != 1:
@@ -345,7 +393,7 @@ def run_bench(quick: bool, out_dir: Path, keep_data: bool) -> dict:
         scale = {}
         for name in ("archive10", "archive100"):
             log(f"extract ({name}) ...")
-            scale[name] = run_child("extract", data[name], work / f"cache_{name}", sample_memory=True)
+            scale[name] = run_child("extract", data[name], work / f"cache_{name}")
             s = scale[name]
             log(f"  {s['videos']} videos, process {s['process_s']:.1f} s, peak RSS {s['peak_rss_mb']:.0f} MiB")
     finally:
@@ -357,26 +405,26 @@ def run_bench(quick: bool, out_dir: Path, keep_data: bool) -> dict:
     # What each extract wall contains:
     #   process  python start + imports + Ray start + model load + work + Ray shutdown (= `vtm extract`)
     #   run      Ray start + model load + work (= run_extract called without Ray running)
-    #   steady   work only: encoders loaded -> last video written (probe, decode, encode, score, write)
+    #   work     work only: encoders loaded -> last video written (probe, decode, encode, score, write)
     run_s = ext["ray_init_s"] + ext["run_extract_s"]
     s10, s100 = scale["archive10"], scale["archive100"]
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "quick": quick,
         "data": {"throughput": f"make_sample_dataset (12 videos) + {data['long_videos']}"},
-        "extract": {**ext, "run_s": run_s, "frames_per_s_steady": ratio(ext["frames"], ext["steady_s"]), "frames_per_s_run": ratio(ext["frames"], run_s), "frames_per_s_process": ratio(ext["frames"], ext["process_s"])},
+        "extract": {**ext, "run_s": run_s, "frames_per_s_work": ratio(ext["frames"], ext["work_s"]), "frames_per_s_run": ratio(ext["frames"], run_s), "frames_per_s_process": ratio(ext["frames"], ext["process_s"])},
         "encoder_alone": {**enc, "ray_actor_torch_threads": warm["actor_torch_threads"], "frames_per_s": ratio(enc["frames"], enc["encode_s"])},
         "scenedetect": psd,
         "scale": {"archive10": s10, "archive100": s100},
         "ratios": {
-            "extract_steady_over_encoder": ratio(ext["steady_s"], enc["encode_s"]),
+            "extract_work_over_encoder": ratio(ext["work_s"], enc["encode_s"]),
             "extract_run_over_encoder": ratio(run_s, enc["encode_s"]),
             "extract_process_over_encoder": ratio(ext["process_s"], enc["encode_s"]),
-            "extract_steady_over_scenedetect": ratio(ext["steady_s"], psd["seconds"]),
+            "extract_work_over_scenedetect": ratio(ext["work_s"], psd["seconds"]),
             "extract_run_over_scenedetect": ratio(run_s, psd["seconds"]),
             "extract_process_over_scenedetect": ratio(ext["process_s"], psd["seconds"]),
             "scale_process_100_over_10": ratio(s100["process_s"], s10["process_s"]),
-            "scale_steady_100_over_10": ratio(s100["steady_s"], s10["steady_s"]),
+            "scale_work_100_over_10": ratio(s100["work_s"], s10["work_s"]),
             "scale_peak_rss_100_over_10": ratio(s100["peak_rss_mb"], s10["peak_rss_mb"]),
             "scale_peak_pss_100_over_10": ratio(s100["peak_pss_mb"], s10["peak_pss_mb"]),
         },
@@ -389,17 +437,21 @@ def print_table(r: dict) -> None:
     rows = [
         ("data", r["data"]["throughput"]),
         ("sampled frames", f"{ext['frames']} ({ext['videos']} videos, {len(ext['failed'])} failed)"),
-        ("extract phases (s)", f"import {ext['import_s']:.1f} | Ray start {ext['ray_init_s']:.1f} | model load {ext['model_load_s']:.1f} | work {ext['steady_s']:.1f} | Ray shutdown {ext['ray_shutdown_s']:.1f} | process {ext['process_s']:.1f}"),
-        ("extract frames/s", f"work {ext['frames_per_s_steady']:.1f} | run {ext['frames_per_s_run']:.1f} | process {ext['frames_per_s_process']:.1f}"),
+        ("encoder restarts", " | ".join(f"{name} {x['encoders_restarted']}" for name, x in (("extract", ext), ("scale10", s10), ("scale100", s100))) + "   (should be 0)"),
+        ("extract phases (s)", f"import {ext['import_s']:.1f} | Ray start {ext['ray_init_s']:.1f} | model load {ext['model_load_s']:.1f} | work {ext['work_s']:.1f} | Ray shutdown {ext['ray_shutdown_s']:.1f} | process {ext['process_s']:.1f}"),
+        ("extract frames/s", f"work {ext['frames_per_s_work']:.1f} | run {ext['frames_per_s_run']:.1f} | process {ext['frames_per_s_process']:.1f}"),
         ("extract peak memory", f"RSS sum {ext['peak_rss_mb']:.0f} MiB, PSS sum {ext['peak_pss_mb']:.0f} MiB, {ext['peak_processes']} processes"),
         ("encoder alone", f"{enc['encode_s']:.1f} s = {enc['frames_per_s']:.1f} frames/s ({enc['torch_threads']} thread, {enc['calls']} calls); decode alone {enc['decode_s']:.1f} s + probe {enc['probe_s']:.1f} s (1 process)"),
-        ("extract / encoder", f"work {q['extract_steady_over_encoder']:.2f} | run {q['extract_run_over_encoder']:.2f} | process {q['extract_process_over_encoder']:.2f}   (target: work < 1.3)"),
+        ("extract / encoder", f"work {q['extract_work_over_encoder']:.2f} | run {q['extract_run_over_encoder']:.2f} | process {q['extract_process_over_encoder']:.2f}   (target: work < 1.3)"),
         ("PySceneDetect", f"{psd['seconds']:.1f} s over {psd['videos']} videos ({psd['scenes']} scenes, {len(psd['errors'])} errors)"),
-        ("extract / PySceneDetect", f"work {q['extract_steady_over_scenedetect']:.2f} | run {q['extract_run_over_scenedetect']:.2f} | process {q['extract_process_over_scenedetect']:.2f}"),
-        ("scale 10 videos", f"process {s10['process_s']:.1f} s (work {s10['steady_s']:.1f}), {s10['process_s'] / 10:.2f} s/video, peak RSS {s10['peak_rss_mb']:.0f} MiB / PSS {s10['peak_pss_mb']:.0f} MiB"),
-        ("scale 100 videos", f"process {s100['process_s']:.1f} s (work {s100['steady_s']:.1f}), {s100['process_s'] / 100:.2f} s/video, peak RSS {s100['peak_rss_mb']:.0f} MiB / PSS {s100['peak_pss_mb']:.0f} MiB"),
-        ("time 100 / 10", f"process {q['scale_process_100_over_10']:.2f} | work {q['scale_steady_100_over_10']:.2f}   (linear: 10)"),
+        ("extract / PySceneDetect", f"work {q['extract_work_over_scenedetect']:.2f} | run {q['extract_run_over_scenedetect']:.2f} | process {q['extract_process_over_scenedetect']:.2f}"),
+        ("scale 10 videos", f"process {s10['process_s']:.1f} s (work {s10['work_s']:.1f}), {s10['process_s'] / 10:.2f} s/video, peak RSS {s10['peak_rss_mb']:.0f} MiB / PSS {s10['peak_pss_mb']:.0f} MiB"),
+        ("scale 100 videos", f"process {s100['process_s']:.1f} s (work {s100['work_s']:.1f}), {s100['process_s'] / 100:.2f} s/video, peak RSS {s100['peak_rss_mb']:.0f} MiB / PSS {s100['peak_pss_mb']:.0f} MiB"),
+        ("time 100 / 10", f"process {q['scale_process_100_over_10']:.2f} | work {q['scale_work_100_over_10']:.2f}   (linear: 10)"),
         ("peak memory 100 / 10", f"RSS {q['scale_peak_rss_100_over_10']:.2f} | PSS {q['scale_peak_pss_100_over_10']:.2f}   (flat: 1.0)"),
+        ("CPU used (cores)", f"extract {ext['tree_cpu_s'] / ext['process_s']:.2f} of {r['machine']['cpus']} | encoder alone {enc['tree_cpu_s'] / enc['process_s']:.2f}"),
+        ("other load (cores)", " | ".join(f"{name} {x['other_cores']:.2f}+{x['stolen_cores']:.2f}" for name, x in (("extract", ext), ("encoder", enc), ("scenedetect", psd), ("scale10", s10), ("scale100", s100)))
+         + f"   (other programs + hypervisor steal; > {NOISY_OTHER_CORES}: noisy)"),
     ]
     width = max(len(k) for k, _ in rows)
     print()
@@ -428,7 +480,7 @@ def main() -> None:
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="vtm-bench-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    results = run_bench(args.quick, out_dir, args.keep_data)
+    results = run_bench(args.quick, args.keep_data)
     results["bench_s"] = time.perf_counter() - t
     print_table(results)
     (out_dir / "bench_extract.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
