@@ -59,6 +59,10 @@ def _pyav_open(path: Path):
     try:
         container = av.open(str(path))
     except Exception as e:  # noqa: BLE001 - any failure to open is this video's reason
+        with open(path, "rb") as f:
+            head = f.read(12)
+        if head[4:8] == b"ftyp":  # an MP4/MOV box header: the file started out as a real video
+            raise DecodeError("truncated or incompletely written MP4/MOV: its index (moov atom) is missing") from e
         raise DecodeError(f"cannot open as a video ({_short(e)}): not a video file, or corrupted") from e
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]

@@ -66,7 +66,7 @@ def test_decord_and_pyav_give_the_same_frames(sample_dir, rel):
         ("broken/empty.mp4", "empty file"),
         ("broken/notes.mp4", "not a video"),
         ("broken/garbage.mkv", "not a video"),
-        ("broken/truncated.mp4", "corrupted"),
+        ("broken/truncated.mp4", "truncated"),
         ("broken/audio_only.mp4", "no video stream"),
         ("broken/one_frame.mp4", "only 1 frame"),
         ("broken/folder.mp4", "directory"),
