@@ -4,6 +4,7 @@
     DIR/meta.json            what it was trained on: feature encoder, cache fingerprint, epoch, metrics
     DIR/model.safetensors    the trigger model (time-aware encoder + trigger detector)
     DIR/adapter.safetensors  the LLaVA adapter's trainable weights (projector, LoRA), if trained
+    DIR/llm/                 the language model itself (save_pretrained), only if it was fine-tuned
     DIR/training_state/      optimizer, scheduler, step and RNG states, for an exact --resume
 """
 
@@ -23,6 +24,7 @@ from vtm.cache.atomic import write_json
 from vtm.cache.store import CacheSettings
 from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
 
+LLM_DIR = "llm"
 FEATURE_KEYS = ("encoder", "weights_digest", "feature_dim", "sample_fps", "image_size")
 
 
@@ -54,8 +56,12 @@ def save_checkpoint(
     adapter_config: dict | None = None,
     adapter_state: dict | None = None,
     training_state: dict | None = None,
+    language_model=None,
 ) -> Path:
-    """Write a checkpoint directory atomically: built under a temp name, then renamed into place."""
+    """Write a checkpoint directory atomically: built under a temp name, then renamed into place.
+
+    `language_model` (an adapter whose LLM base was fine-tuned) is saved whole under llm/.
+    """
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp-writing")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -67,12 +73,25 @@ def save_checkpoint(
     write_json(tmp / "meta.json", meta)
     if training_state is not None:
         _save_training_state(tmp / "training_state", training_state)
+    if language_model is not None:
+        language_model.language_model.save_pretrained(tmp / LLM_DIR)
+        language_model.processor.save_pretrained(tmp / LLM_DIR)
     old = directory.with_name(directory.name + ".tmp-old")
     if directory.exists():
         directory.rename(old)
     tmp.rename(directory)
     shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def adapter_llm_source(directory: Path) -> str | None:
+    """Where the adapter's language model loads from: the checkpoint's own llm/ if it was fine-tuned,
+    else the path or hub id it was trained with. None when the checkpoint has no adapter."""
+    adapter = read_json(directory, "config.json").get("adapter")
+    if not adapter:
+        return None
+    own = Path(directory) / LLM_DIR
+    return str(own) if own.is_dir() else adapter["llm"]
 
 
 def read_json(directory: Path, name: str) -> dict:

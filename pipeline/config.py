@@ -101,7 +101,7 @@ class TrainConfig:
     freeze_visual_backbone: bool = True  # always: training reads cached features
     freeze_temporal_encoder: bool = False
     freeze_trigger_detector: bool = False
-    freeze_llm: bool = True  # the LLM base must stay frozen; adapt it with LoRA (model.lora_rank)
+    freeze_llm: bool = True  # the LLM base (LoRA, when on, trains either way); false: fine-tune it, saved in the checkpoint
     windows_per_event: int = 4  # jittered windows around each annotated event per epoch
     negatives_per_positive: float = 2.0  # random windows per window around an event
     val_fraction: float = 0.2  # share of annotated videos held out (split by video)
@@ -113,8 +113,6 @@ class TrainConfig:
     data_workers: int = 2  # DataLoader processes reading HDF5 windows
 
     def __post_init__(self):
-        if not self.freeze_llm:
-            raise ConfigError("train.freeze_llm: false (full fine-tuning of the LLM) is not supported; set model.lora_rank > 0 to adapt the LLM with LoRA")
         if not self.freeze_visual_backbone:
             raise ConfigError("train.freeze_visual_backbone must be true: the visual backbone runs in `vtm extract`; training reads its cached features")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
@@ -129,6 +127,37 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DescribeConfig:
+    """`vtm describe`: which windows go to the vision-language model, and how (see pipeline/describe.py)."""
+
+    model: str | None = None  # LLaVA path or hub id; None: the language model of the checkpoint's adapter
+    prompt: str | None = None  # a question, or a full template; None: the adapter's trained prompt, or a default question
+    max_windows_per_video: int | None = None  # budget: at most this many windows per video (the strongest)
+    dense: bool = False  # every sampled frame is a window (the baseline describe is measured against)
+    image_size: int = 336  # key frames are decoded at image_size x image_size (LLaVA-1.5 sees 336 x 336)
+    max_new_tokens: int = 64  # per description and for the summary
+    batch_size: int = 8  # windows per generate call (across videos)
+    summary: str = "llm"  # llm: one more call over the descriptions | join: the descriptions joined
+    device: str = "auto"  # auto | cpu | cuda
+    num_describers: int | None = None  # describe actors; default: one per GPU, or one on CPU
+
+    def __post_init__(self):
+        if self.max_windows_per_video is not None and self.max_windows_per_video < 1:
+            raise ConfigError(f"describe.max_windows_per_video must be >= 1, got {self.max_windows_per_video}")
+        for name in ("image_size", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"describe.{name} must be >= 1, got {getattr(self, name)}")
+        if self.summary not in ("llm", "join"):
+            raise ConfigError(f"describe.summary must be llm or join, got {self.summary!r}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"describe.device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.dense and self.max_windows_per_video is not None:
+            raise ConfigError("describe.dense describes every sampled frame; describe.max_windows_per_video cannot apply to it")
+        if self.num_describers is not None and self.num_describers < 1:
+            raise ConfigError(f"describe.num_describers must be >= 1, got {self.num_describers}")
+
+
+@dataclass(frozen=True)
 class RayConfig:
     address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray started for this run
 
@@ -140,6 +169,7 @@ class Config:
     triggers: SelectWindowsStage = field(default_factory=SelectWindowsStage)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):

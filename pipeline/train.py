@@ -181,6 +181,12 @@ class TrainRecipe:
         for module, frozen in ((self.model.encoder, tc.freeze_temporal_encoder), (self.model.detector, tc.freeze_trigger_detector)):
             for p in module.parameters():
                 p.requires_grad_(not frozen)
+        if self.adapter is not None and not tc.freeze_llm:
+            # The language model itself; LLaVA's vision tower and its projector stay as trained.
+            for name, p in self.adapter.language_model.named_parameters():
+                if not any(part in name for part in ("vision_tower", "multi_modal_projector")):
+                    p.requires_grad_(True)
+            self.adapter.language_model.train()
 
     def _class_weights(self) -> torch.Tensor:
         """Events are rare: weight each event class by how much rarer it is than 'no event' (capped)."""
@@ -215,6 +221,11 @@ class TrainRecipe:
     def _restore(self, directory: Path) -> None:
         model, _, _ = ckpt.load_trigger_model(directory, strict=True)
         self.model.load_state_dict(model.state_dict())
+        if self.adapter is not None and (Path(directory) / ckpt.LLM_DIR).is_dir():
+            from vtm.models.llava_adapter import load_language_model
+
+            tuned, _ = load_language_model(str(Path(directory) / ckpt.LLM_DIR), device=self.device)
+            self.adapter.language_model.load_state_dict(tuned.state_dict(), strict=False)
         if self.adapter is not None and (Path(directory) / "adapter.safetensors").is_file():
             from safetensors.torch import load_file
 
@@ -368,7 +379,8 @@ class TrainRecipe:
         }
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": epoch, "step": self.step, "best": self.best, **ckpt.capture_rng()}
         adapter_state = self.adapter.trainable_state_dict() if self.adapter is not None else None
-        return ckpt.save_checkpoint(directory, self.model, meta, getattr(self, "adapter_config", None), adapter_state, state)
+        tuned_llm = self.adapter if self.adapter is not None and not self.config.train.freeze_llm else None
+        return ckpt.save_checkpoint(directory, self.model, meta, getattr(self, "adapter_config", None), adapter_state, state, tuned_llm)
 
     def cleanup(self) -> None:
         if self.writer is not None:

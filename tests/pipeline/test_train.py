@@ -195,3 +195,22 @@ def test_data_parallel_ray_train_workers_stay_in_sync(red, tmp_path):
     assert (result.final / "model.safetensors").is_file()
     assert result.metrics["val/frame_ap"] >= 0.0
     assert len(list((tmp_path / "dp").glob("events.out.tfevents.*"))) == 1  # one writer, not one per rank
+
+
+def test_unfrozen_llm_is_fine_tuned_and_saved_whole(red, tmp_path):
+    from vtm.models.tiny import make_tiny_llava
+
+    llava = make_tiny_llava(tmp_path / "tiny-llava")
+    cfg = load_config(_config(tmp_path, epochs=1, save_every=1, freeze_llm=False, adapter_lr=0.01), {"model": {"llm": str(llava), "num_soft_tokens": 2, "adapter_hidden": 32}})
+    result = run_train(red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "exp", cfg, progress=False)
+    source = ckpt.adapter_llm_source(result.final)
+    assert source == str(result.final / "llm")
+    before = load_file(str(next(llava.glob("*.safetensors"))))
+    after = load_file(str(next((result.final / "llm").glob("*.safetensors"))))
+    changed = [k for k in before if k in after and "vision_tower" not in k and not torch_equal(before[k], after[k])]
+    assert changed, "the language model did not change"
+    assert all("vision_tower" not in k for k in changed)
+
+
+def torch_equal(a, b):
+    return a.shape == b.shape and bool((a == b).all())
