@@ -78,13 +78,9 @@ class SoftTokenProjector(nn.Module):
         return self.out(scores.softmax(dim=-1) @ self.values(x))
 
 
-def load_language_model(name_or_path: str, kind: str = "auto", dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"):
-    """A LLaVA checkpoint (-> model, LlavaProcessor) or any causal LM (-> model, tokenizer), by local path or hub id.
-
-    kind "auto" picks "llava" when the checkpoint's model_type is llava. Nothing is downloaded unless the
-    Hugging Face hub is reachable and HF_HUB_OFFLINE is unset; dtype None keeps the library's default.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
+def language_model_kind(name_or_path: str, kind: str = "auto") -> str:
+    """"llava" or "causal_lm" for a checkpoint, read from its config alone (cheap: no weights are loaded)."""
+    from transformers import AutoConfig
 
     if kind not in KINDS:
         raise ValueError(f"language model kind must be one of {KINDS}, got {kind!r}")
@@ -100,6 +96,18 @@ def load_language_model(name_or_path: str, kind: str = "auto", dtype: torch.dtyp
         kind = "llava" if config.model_type == "llava" else "causal_lm"
     if kind == "llava" and config.model_type != "llava":
         raise LanguageModelLoadError(f"{name_or_path!r} is a {config.model_type!r} model, not LLaVA; use kind='causal_lm' for a text-only model")
+    return kind
+
+
+def load_language_model(name_or_path: str, kind: str = "auto", dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"):
+    """A LLaVA checkpoint (-> model, LlavaProcessor) or any causal LM (-> model, tokenizer), by local path or hub id.
+
+    kind "auto" picks "llava" when the checkpoint's model_type is llava. Nothing is downloaded unless the
+    Hugging Face hub is reachable and HF_HUB_OFFLINE is unset; dtype None keeps the library's default.
+    """
+    from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
+
+    kind = language_model_kind(name_or_path, kind)
     kwargs = {} if dtype is None else {"dtype": dtype}
     try:
         if kind == "llava":

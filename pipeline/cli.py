@@ -235,5 +235,68 @@ def sample(out_dir, seed, no_broken):
     click.echo(f"wrote {len(truth['events'])} videos and {len(truth.get('broken', {}))} broken files to {out_dir}")
 
 
+@main.command()
+@click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory: JSON and WebVTT per video, descriptions.parquet.")
+@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Re-score with this trained trigger model (and describe with its adapter, if it has one).")
+@click.option("--model", help="LLaVA local path or hub id (default: the language model of the checkpoint's adapter).")
+@click.option("--threshold", type=float, help="Score a trigger must reach (0..1).")
+@click.option("--max-windows-per-video", type=int, help="At most this many windows per video (the strongest).")
+@click.option("--prompt", help="The question asked about each window, or a whole prompt template.")
+@click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
+@click.option("--dense", is_flag=True, default=None, help="Describe every sampled frame (the baseline; slow).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@CONFIG_OPTION
+def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_video, prompt, address, dense, no_progress, config_path):
+    """Describe the triggered windows of every video in a cache with a vision-language model."""
+    from vtm.models.llava_adapter import LanguageModelLoadError
+    from vtm.pipeline.describe import run_describe
+
+    try:
+        cfg = load_config(config_path, {
+            "triggers": {"threshold": threshold},
+            "describe": {"model": model, "max_windows_per_video": max_windows_per_video, "prompt": prompt, "dense": dense},
+            "ray": {"address": address},
+        })
+        summary = run_describe(cache_dir, out_dir, cfg, checkpoint=checkpoint, progress=not no_progress)
+    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError) as e:
+        _fail(str(e))
+    click.echo(
+        f"{summary.videos} videos: {summary.described} described, {summary.skipped} already described with these settings, "
+        f"{len(summary.failed)} failed; {summary.windows} windows in {summary.seconds:.1f} s -> {summary.out_dir}"
+    )
+    if summary.frames_sampled:
+        click.echo(
+            f"frames sampled {summary.frames_sampled}, sent to the VLM {summary.frames_to_vlm} ({summary.vlm_share:.1%}); "
+            f"VLM time {summary.vlm_seconds:.1f} s ({summary.model}{', with the adapter' if summary.adapter else ''})"
+        )
+    for path, reason in summary.failed:
+        click.secho(f"  failed: {path}: {reason}", fg="red", err=True)
+    sys.exit(0 if summary.all_ok else 1)
+
+
+@main.command()
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Analysis JSON to write.")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Trigger score a moment must reach (0..1).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--strict-loading", is_flag=True, help="Refuse a checkpoint that does not match the encoder it is used with.")
+@click.option("--model", help="LLaVA path or hub id: needed for a checkpoint without an adapter.")
+def infer(video, checkpoint, output, threshold, device, strict_loading, model):
+    """Analyse one video with a checkpoint, every phase in this process (no cache, no Ray)."""
+    from vtm.models.llava_adapter import LanguageModelLoadError
+    from vtm.pipeline.infer import run_infer
+    from vtm.stages.decode import DecodeError
+
+    try:
+        analysis = run_infer(video, checkpoint, output, threshold=threshold, device=device, strict=strict_loading, llm=model)
+    except (ConfigError, CheckpointError, LanguageModelLoadError, EncoderLoadError) as e:
+        _fail(str(e))
+    except DecodeError as e:
+        _fail(f"{video}: {e}", code=1)
+    click.echo(f"{analysis['num_triggers_detected']} triggers in {analysis['num_frames_analyzed']} frames -> {output}")
+
+
 if __name__ == "__main__":
     main()

@@ -14,10 +14,13 @@ from vtm.stages.base import Resources
 
 
 def init_ray(address: str | None = None) -> None:
-    """Connect to `address` (or RAY_ADDRESS), or start a local Ray for this process."""
+    """Connect to `address` (or RAY_ADDRESS; "auto" finds a cluster started on this machine), or
+    start a local Ray for this process."""
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    # "local" starts a Ray for this run. Without it ray.init() would attach to whatever cluster
+    # /tmp/ray last recorded (a stale `ray start`), which is not what "no address" should mean.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     # Workers import vtm from the installed package, so no working-directory upload is needed.
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
 

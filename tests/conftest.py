@@ -29,7 +29,7 @@ def ray_local():
     """One real local Ray for the whole session (2 CPUs, like the CI machine)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

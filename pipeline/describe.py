@@ -1,0 +1,583 @@
+"""`vtm describe`: describe only the triggered windows of a whole archive.
+
+    per video, in the driver, from the cache (no decoding): score (the checkpoint's trigger model, or the
+    training-free change score) -> select windows (threshold, peaks, merging, budget) -> the adapter's
+    context for each window (the time-aware encoder's output)
+    -> decode only the windows' key frames (CPU tasks) -> describe (actors holding the VLM; batches mix
+       windows of several videos) -> video summary (the same actors) -> JSON + WebVTT per video
+
+Outputs in OUT_DIR: `<video path>.json` (the analysis, see `analysis_json`) and `<video path>.vtt` per
+video, `descriptions.parquet` (every description of the run's settings, rebuilt at the end),
+`describe_manifest.json` (per video: status, error, fingerprint) and `describe_config.yaml`.
+Every file is written atomically. A video's manifest entry is written after its files, so a re-run
+skips exactly the videos whose outputs are complete and were made with the same cache content, model,
+checkpoint and settings (the fingerprint); the rest are (re)described.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import torch
+from tqdm import tqdm
+
+from vtm.cache import schema
+from vtm.cache.atomic import atomic_path, write_json
+from vtm.cache.store import CacheError, FeatureCache
+from vtm.cache.windows import read_model_inputs
+from vtm.models.llava_adapter import LanguageModelLoadError, language_model_kind
+from vtm.models.trigger_model import TriggerModel
+from vtm.pipeline.checkpoint import LLM_DIR, CheckpointError, adapter_llm_source, load_trigger_model, read_json
+from vtm.pipeline.config import Config, ConfigError, DescribeConfig, dump_config
+from vtm.pipeline.discover import content_digest
+from vtm.pipeline.extract import failure_reason
+from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
+from vtm.stages.base import Resources
+from vtm.stages.decode import DecodeStage
+from vtm.stages.describe import DescribeStage, joined_summary
+from vtm.stages.select_windows import SelectWindowsStage
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FILE = "describe_manifest.json"
+DESCRIPTIONS_FILE = "descriptions.parquet"
+CONFIG_FILE = "describe_config.yaml"
+MANIFEST_FLUSH_S = 5.0
+KEY_FRAMES_PER_DECODE = 32  # key frames per decode task (bounds a task's memory in --dense)
+
+DESCRIPTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("video_path", pa.string(), nullable=False),  # relative to the dataset root, as in the cache manifest
+        pa.field("trigger", pa.int32(), nullable=False),  # 0.. in time order within the video
+        pa.field("timestamp_s", pa.float64(), nullable=False),
+        pa.field("frame_index", pa.int64(), nullable=False),  # in the source video
+        pa.field("trigger_confidence", pa.float32(), nullable=False),
+        pa.field("description", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+    ]
+)
+
+
+@dataclass
+class DescribeSummary:
+    out_dir: Path
+    videos: int = 0  # ok in the cache
+    skipped: int = 0  # already described with the same fingerprint
+    described: int = 0  # described by this run
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    frames_sampled: int = 0  # sampled frames of the videos described by this run
+    frames_to_vlm: int = 0  # key frames sent to the vision-language model (one per window)
+    windows: int = 0
+    vlm_seconds: float = 0.0  # generation time summed over the describe workers (windows and summaries)
+    seconds: float = 0.0  # wall time of the whole run
+    model: str = ""
+    adapter: bool = False
+
+    @property
+    def all_ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def vlm_share(self) -> float:
+        return self.frames_to_vlm / self.frames_sampled if self.frames_sampled else 0.0
+
+    @property
+    def windows_per_s(self) -> float:
+        return self.windows / self.seconds if self.seconds else 0.0
+
+    def report(self) -> dict:
+        return {
+            "videos": self.videos, "described": self.described, "skipped": self.skipped, "failed": len(self.failed),
+            "frames_sampled": self.frames_sampled, "frames_to_vlm": self.frames_to_vlm, "vlm_share": round(self.vlm_share, 4),
+            "windows": self.windows, "vlm_seconds": round(self.vlm_seconds, 3), "seconds": round(self.seconds, 3),
+            "windows_per_s": round(self.windows_per_s, 3), "model": self.model, "adapter": self.adapter,
+        }
+
+
+# --- pieces shared with `vtm infer` -------------------------------------------------------------------
+
+
+def pick_windows(select: SelectWindowsStage, timestamps: np.ndarray, score: np.ndarray, dense: bool = False) -> dict:
+    """{trigger_index, trigger_time, trigger_score}: the selected triggers, or every sampled frame when dense."""
+    if dense:
+        idx = np.arange(len(timestamps))
+        return {"trigger_index": idx, "trigger_time": np.asarray(timestamps, np.float64), "trigger_score": np.asarray(score, np.float64)}
+    return select({"timestamps": timestamps, "score": score})
+
+
+@torch.inference_mode()
+def window_context(model: TriggerModel, features: np.ndarray, timestamps: np.ndarray, centers: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The time-aware encoder's output (k, window, d_model) and mask (k, window) around each centre sample.
+
+    Each window is `model.config.window` samples with its centre in the middle (shifted to stay inside
+    the video), as the adapter saw events during training.
+    """
+    model.eval()
+    n, w = len(features), model.config.window
+    device = next(model.parameters()).device
+    contexts, masks = [], []
+    for lo in range(0, len(centers), batch):
+        chunk = centers[lo : lo + batch]
+        feats = np.zeros((len(chunk), w, features.shape[1]), np.float32)
+        times = np.zeros((len(chunk), w), np.float64)
+        mask = np.zeros((len(chunk), w), bool)
+        for i, c in enumerate(chunk):
+            s = int(np.clip(int(c) - w // 2, 0, max(0, n - w)))
+            m = min(w, n - s)
+            feats[i, :m], times[i, :m], mask[i, :m] = features[s : s + m], timestamps[s : s + m], True
+            times[i, m:] = timestamps[s + m - 1]
+        context, _ = model(torch.from_numpy(feats).to(device), torch.from_numpy(times).float().to(device), torch.from_numpy(mask).to(device))
+        contexts.append(context.float().cpu().numpy())
+        masks.append(mask)
+    d = model.config.encoder.d_model
+    if not contexts:
+        return np.zeros((0, w, d), np.float32), np.zeros((0, w), bool)
+    return np.concatenate(contexts), np.concatenate(masks)
+
+
+def analysis_json(video_path: str | None, frames_analyzed: int, times, frame_index, scores, descriptions: list[str], summary: str) -> dict:
+    """The per-video analysis, in the format `vtm infer` and `vtm describe` both write."""
+    return {
+        "video_path": video_path,
+        "num_frames_analyzed": int(frames_analyzed),
+        "num_triggers_detected": len(descriptions),
+        "triggers": [
+            {"timestamp": round(float(t), 3), "frame_index": int(f), "trigger_confidence": round(float(s), 4), "analysis": d}
+            for t, f, s, d in zip(times, frame_index, scores, descriptions)
+        ],
+        "video_summary": summary,
+    }
+
+
+def _vtt_time(seconds: float) -> str:
+    ms = int(round(max(seconds, 0.0) * 1000))
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+def _cue_text(text: str) -> str:
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return text.replace("-->", "->") or "(empty description)"
+
+
+def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s: float, duration_s: float | None = None) -> str:
+    """A WebVTT track: one cue per trigger, from before_s ahead of it to after_s after it.
+
+    Cues of near triggers are cut at the midpoint between them, so they never overlap and each still
+    holds its own trigger time.
+    """
+    lines = ["WEBVTT", ""]
+    for k, (t, d) in enumerate(zip(times, descriptions)):
+        start, end = t - before_s, t + after_s
+        if k > 0:
+            start = max(start, (times[k - 1] + t) / 2)
+        if k + 1 < len(times):
+            end = min(end, (t + times[k + 1]) / 2)
+        if duration_s:
+            end = min(end, max(duration_s, t + 0.001))
+        start, end = max(start, 0.0), max(end, start + 0.001)
+        lines += [str(k + 1), f"{_vtt_time(start)} --> {_vtt_time(end)}", _cue_text(d), ""]
+    return "\n".join(lines)
+
+
+# --- the job --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Video:
+    row: dict  # the cache manifest row
+    source: Path
+    fingerprint: str
+    frames_analyzed: int = 0
+    sample_index: np.ndarray | None = None  # the windows' centre samples
+    times: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    frame_index: np.ndarray | None = None
+    context: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    descriptions: dict = field(default_factory=dict)  # window number -> text
+    failed: bool = False
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.sample_index)
+
+
+@dataclass(frozen=True)
+class _Describer:
+    """What describes: the VLM, the trigger model that scores, and the fingerprint of both."""
+
+    stage: DescribeStage
+    trigger_model: TriggerModel | None
+    digest: str  # of the model choice and the checkpoint's files
+
+
+def run_describe(
+    cache_dir: Path,
+    out_dir: Path,
+    config: Config = Config(),
+    checkpoint: Path | None = None,
+    progress: bool = True,
+    dataset_root: Path | None = None,
+) -> DescribeSummary:
+    """Describe the triggered windows of every `ok` video of the cache; see the module docstring.
+
+    `config.triggers` picks the windows (threshold, min_gap_s, before_s/after_s, max_triggers, ...),
+    `config.describe` the model and how it runs. `dataset_root` is where the videos are now, if they
+    moved as a whole since extract (default: where the cache says they were).
+    """
+    started = time.perf_counter()
+    dc = config.describe
+    cache = FeatureCache.open(cache_dir)
+    root = Path(dataset_root) if dataset_root else cache.dataset_root
+    if root is None:
+        raise CacheError(f"the cache at {cache.root} does not record where its videos are; pass the dataset directory (dataset_root)")
+    out_dir = Path(out_dir)
+    describer = _build_describer(cache, config, checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / CONFIG_FILE) as tmp:
+        tmp.write_text(dump_config(config))
+    manifest = _read_manifest(out_dir)
+    stage = describer.stage
+    summary = DescribeSummary(out_dir, model=stage.model, adapter=stage.adapter is not None)
+    rows = cache.manifest().filter(pl.col("status") == schema.STATUS_OK).sort("path").to_dicts()
+    summary.videos = len(rows)
+    todo = []
+    current: dict[str, str] = {}  # video id -> fingerprint of this run's settings
+    for row in rows:
+        fp = _video_fingerprint(describer.digest, cache, config, row)
+        current[row["video_id"]] = fp
+        prior = manifest["videos"].get(row["video_id"])
+        if prior and prior["status"] == "ok" and prior["fingerprint"] == fp and all((out_dir / prior[k]).is_file() for k in ("json", "vtt")):
+            summary.skipped += 1
+            continue
+        todo.append(_Video(row, root / row["path"], fp))
+
+    if todo:  # nothing to do starts no Ray and loads no model
+        # Until this run ends, the table and the report would describe an earlier state: drop them.
+        (out_dir / DESCRIPTIONS_FILE).unlink(missing_ok=True)
+        manifest["last_run"] = {"complete": False}
+        _write_manifest(out_dir, manifest)
+        init_ray(config.ray.address)
+        use_gpu = dc.device != "cpu" and cluster_gpus() > 0
+        stage = dataclasses.replace(stage, device="cuda" if use_gpu else "cpu", resources=Resources(cpus=1, gpus=1 if use_gpu else 0))
+        actors = stage_actors(stage, dc.num_describers or (cluster_gpus() if use_gpu else 1))
+        try:
+            info = ray.get(actors[0].invoke.remote("model_info"))  # a model that cannot load fails here, once
+        except Exception as e:
+            cause = getattr(e, "cause", None) or e
+            if isinstance(cause, LanguageModelLoadError):  # without Ray's traceback around the message
+                raise LanguageModelLoadError(str(cause)) from None
+            raise
+        log.info("describing with %s", info)
+        _Description(cache, config, describer.trigger_model, stage, actors, out_dir, manifest, summary, progress).run(todo)
+    _write_descriptions_table(out_dir, manifest, current, stage.model)
+    summary.seconds = time.perf_counter() - started
+    manifest["last_run"] = {**summary.report(), "complete": True}
+    _write_manifest(out_dir, manifest)
+    return summary
+
+
+def _build_describer(cache: FeatureCache, config: Config, checkpoint: Path | None) -> _Describer:
+    """Check the checkpoint against the cache and the model against the checkpoint, before any worker starts."""
+    trigger_model = None
+    if checkpoint is not None:
+        trigger_model, _, report = load_trigger_model(Path(checkpoint), cache.settings)
+        if report.mismatches:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} was trained on other features than the cache at {cache.root} holds ({'; '.join(report.mismatches)}): "
+                "its scores would be meaningless here. Describe a cache extracted with the same encoder and settings, or train on this cache."
+            )
+        for line in report.lines():
+            log.warning("checkpoint %s", line)
+    stage, digest = describe_stage(checkpoint, config.describe)
+    return _Describer(stage, trigger_model, digest)
+
+
+def describe_stage(checkpoint: Path | None, dc: DescribeConfig) -> tuple[DescribeStage, str]:
+    """The describe stage for a checkpoint (its adapter, if it has one) and settings, and a digest of what it runs.
+
+    Checks what can be checked without loading the model: that it exists (locally or in the Hugging Face
+    cache), that it can see frames, and that it is the kind of model the adapter was trained with.
+    """
+    adapter, adapter_weights, kind, trained_with = None, None, "auto", None
+    h = hashlib.sha256()
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        saved = read_json(checkpoint, "config.json").get("adapter")
+        if saved and (checkpoint / "adapter.safetensors").is_file():
+            adapter, adapter_weights, kind = saved, str(checkpoint / "adapter.safetensors"), saved["llm_kind"]
+            trained_with = adapter_llm_source(checkpoint)  # its own llm/ when the LLM was fine-tuned
+        for name in ("config.json", "model.safetensors", "adapter.safetensors"):
+            if (checkpoint / name).is_file():
+                h.update(name.encode() + (checkpoint / name).read_bytes())
+        if (checkpoint / LLM_DIR).is_dir():  # a fine-tuned LLM can be many GB: its files' sizes and times stand for it
+            h.update(json.dumps(sorted((str(f.relative_to(checkpoint)), f.stat().st_size, f.stat().st_mtime_ns) for f in (checkpoint / LLM_DIR).rglob("*") if f.is_file())).encode())
+    model = dc.model or trained_with
+    if model is None:
+        raise ConfigError(
+            "describing needs a vision-language model: pass --model (a LLaVA checkpoint's local path or hub id), "
+            "or a --checkpoint trained with an adapter (train-from-cache --llm)"
+        )
+    found = language_model_kind(model)  # a path that is not there, or not cached offline, fails here
+    if adapter is None and found != "llava":
+        raise LanguageModelLoadError(
+            f"{model!r} is a text-only language model: it cannot see frames. Describe with a LLaVA model, "
+            "or with a checkpoint whose adapter was trained on this model."
+        )
+    if adapter is not None and model != trained_with:
+        if found != adapter["llm_kind"]:
+            raise CheckpointError(
+                f"the checkpoint's adapter was trained with the {adapter['llm_kind']} model {trained_with!r}; {model!r} is a {found} model. "
+                "Describe with the model it was trained with (leave out --model), or train an adapter for this one."
+            )
+        log.warning("the adapter was trained with %r; describing with %r, which must be the same model", trained_with, model)
+    h.update(json.dumps({"model": model, "adapter": adapter is not None}).encode())
+    stage = DescribeStage(
+        model=model, model_kind=kind, adapter=adapter, adapter_weights=adapter_weights, prompt=dc.prompt,
+        max_new_tokens=dc.max_new_tokens, max_batch=dc.batch_size, summary=dc.summary, device=dc.device,
+    )
+    return stage, h.hexdigest()[:16]
+
+
+def _video_fingerprint(describer_digest: str, cache: FeatureCache, config: Config, row: dict) -> str:
+    """What a video's outputs depend on: its cached content, the models, the settings that change them."""
+    dc = config.describe
+    settings = {
+        "describer": describer_digest,
+        "cache": cache.settings.fingerprint,
+        "video": row["digest"],
+        "path": row["path"],
+        "triggers": {k: v for k, v in dataclasses.asdict(config.triggers).items() if k != "resources"},
+        "describe": {k: getattr(dc, k) for k in ("model", "prompt", "max_windows_per_video", "dense", "image_size", "max_new_tokens", "summary")},
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Description:
+    """The streaming loop: scores and decodes a bounded number of videos ahead of the describe actors."""
+
+    def __init__(self, cache, config: Config, trigger_model, stage: DescribeStage, actors: list, out_dir: Path, manifest: dict, summary: DescribeSummary, progress: bool):
+        dc = config.describe
+        self.cache, self.config, self.trigger_model, self.stage = cache, config, trigger_model, stage
+        self.actors, self.out_dir, self.manifest, self.summary, self.progress = actors, out_dir, manifest, summary, progress
+        select = config.triggers
+        if dc.max_windows_per_video is not None:
+            cap = dc.max_windows_per_video if select.max_triggers is None else min(select.max_triggers, dc.max_windows_per_video)
+            select = dataclasses.replace(select, max_triggers=cap)
+        self.select = dataclasses.replace(select)
+        self.decode = stage_task(DecodeStage(image_size=dc.image_size))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.max_decodes = 2 * cpus
+        self.batch_size = dc.batch_size
+        self.per_actor_queue = 2
+        self.max_pending = 4 * self.batch_size * len(actors)  # windows decoded and waiting for an actor
+
+    def run(self, todo: list[_Video]) -> None:
+        waiting = deque(todo)
+        decodes: dict = {}  # ref -> (video, window numbers)
+        pending: deque = deque()  # (video, window number, frame) decoded, waiting for an actor
+        calls: dict = {}  # ref -> (actor number, [(video, window number)]) or (actor number, video) for a summary
+        summaries: deque = deque()  # videos whose windows are all described
+        load = [0] * len(self.actors)
+        bar = tqdm(total=len(todo), unit="video", disable=not self.progress, dynamic_ncols=True, desc="describe")
+        last_flush = time.perf_counter()
+        try:
+            while waiting or decodes or pending or calls or summaries:
+                while waiting and len(decodes) < self.max_decodes and len(pending) < self.max_pending:
+                    v = waiting.popleft()
+                    if self._prepare(v, bar):
+                        for lo in range(0, v.n_windows, KEY_FRAMES_PER_DECODE):
+                            ks = list(range(lo, min(lo + KEY_FRAMES_PER_DECODE, v.n_windows)))
+                            batch = {"path": str(v.source), "frame_index": v.frame_index[ks], "rotation": v.row["rotation"] or 0, "decoder": v.row["decoder"] or "decord"}
+                            decodes[self.decode(batch)] = (v, ks)
+                    elif not v.failed:
+                        summaries.append(v)  # no windows: nothing to decode or describe
+                no_more_frames = not waiting and not decodes
+                while min(load) < self.per_actor_queue and (summaries or pending):
+                    k = int(np.argmin(load))
+                    if summaries:
+                        v = summaries.popleft()
+                        if v.failed:
+                            continue
+                        if self.stage.summary == "join" or not v.descriptions:
+                            self._finish(v, joined_summary(list(v.times), [v.descriptions[i] for i in range(v.n_windows)], v.frames_analyzed), bar)
+                            continue
+                        request = {"times": [float(t) for t in v.times], "descriptions": [v.descriptions[i] for i in range(v.n_windows)], "frames_analyzed": v.frames_analyzed}
+                        calls[self.actors[k].invoke.remote("summarize", request)] = (k, v)
+                        load[k] += 1
+                        continue
+                    # A full batch, or whatever is ready when an actor would otherwise idle or no more frames come.
+                    if len(pending) < self.batch_size and load[k] > 0 and not no_more_frames:
+                        break
+                    items = []
+                    while pending and len(items) < self.batch_size:
+                        item = pending.popleft()
+                        if not item[0].failed:
+                            items.append(item)
+                    if not items:
+                        continue
+                    calls[self.actors[k].call.remote(self._batch(items))] = (k, [(v, i) for v, i, _ in items])
+                    load[k] += 1
+
+                ready, _ = ray.wait(list(decodes) + list(calls), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    if ref in decodes:
+                        v, ks = decodes.pop(ref)
+                        if v.failed:
+                            continue
+                        try:
+                            frames = ray.get(ref)["frames"]
+                        except Exception as e:  # noqa: BLE001 - one video's failure is data
+                            self._fail(v, failure_reason(e), bar)
+                            continue
+                        pending.extend((v, i, frames[j]) for j, i in enumerate(ks))
+                        continue
+                    k, what = calls.pop(ref)
+                    load[k] -= 1
+                    if isinstance(what, _Video):
+                        try:
+                            result = ray.get(ref)
+                        except Exception as e:  # noqa: BLE001
+                            self._fail(what, f"describe worker failed on the summary: {failure_reason(e)}", bar)
+                            continue
+                        self.summary.vlm_seconds += result["vlm_seconds"]
+                        self._finish(what, result["summary"], bar)
+                        continue
+                    try:
+                        result = ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 - Ray already retried it on a restarted actor
+                        for v in {id(v): v for v, _ in what}.values():
+                            self._fail(v, f"describe worker failed: {failure_reason(e)}", bar)
+                        continue
+                    self.summary.vlm_seconds += result["vlm_seconds"]
+                    for (v, i), text in zip(what, result["description"]):
+                        if v.failed or i in v.descriptions:  # keyed by window: nothing is described twice
+                            continue
+                        v.descriptions[i] = text
+                        if len(v.descriptions) == v.n_windows:
+                            summaries.append(v)
+                if time.perf_counter() - last_flush > MANIFEST_FLUSH_S:
+                    _write_manifest(self.out_dir, self.manifest)
+                    last_flush = time.perf_counter()
+        finally:
+            _write_manifest(self.out_dir, self.manifest)
+            bar.close()
+
+    def _prepare(self, v: _Video, bar) -> bool:
+        """Score and select from the cache; check the source video. False if there is nothing to decode."""
+        vid = v.row["video_id"]
+        try:
+            scores = self.cache.read_scores([vid]).sort("sample_index")
+            timestamps = scores["timestamp_s"].to_numpy()
+            features = None
+            if self.trigger_model is not None:
+                features, _ = read_model_inputs(self.cache, vid, self.trigger_model.config.color_inputs)
+                score, _ = self.trigger_model.score_video(features, timestamps)
+            else:
+                score = scores["change_score"].to_numpy()
+            picked = pick_windows(self.select, timestamps, score, self.config.describe.dense)
+        except (OSError, CacheError) as e:
+            self._fail(v, f"cannot read this video from the cache: {e}", bar)
+            return False
+        v.frames_analyzed = len(timestamps)
+        v.sample_index = np.asarray(picked["trigger_index"], np.int64)
+        v.times, v.scores = picked["trigger_time"], picked["trigger_score"]
+        v.frame_index = scores["frame_index"].to_numpy()[v.sample_index]
+        if v.n_windows == 0:
+            return False
+        problem = _source_problem(v)
+        if problem:
+            self._fail(v, problem, bar)
+            return False
+        if self.stage.adapter is not None:
+            v.context, v.mask = window_context(self.trigger_model, features, timestamps, v.sample_index)
+        return True
+
+    def _batch(self, items: list) -> dict:
+        batch = {"frames": np.stack([frame for _, _, frame in items])}
+        if self.stage.adapter is not None:
+            batch["context"] = np.stack([v.context[i] for v, i, _ in items])
+            batch["mask"] = np.stack([v.mask[i] for v, i, _ in items])
+        return batch
+
+    def _fail(self, v: _Video, reason: str, bar) -> None:
+        if v.failed:
+            return
+        v.failed = True
+        v.descriptions.clear()
+        v.context = v.mask = None
+        self.manifest["videos"][v.row["video_id"]] = {"path": v.row["path"], "status": "failed", "error": reason, "fingerprint": v.fingerprint}
+        self.summary.failed.append((v.row["path"], reason))
+        bar.update(1)
+
+    def _finish(self, v: _Video, video_summary: str, bar) -> None:
+        texts = [v.descriptions[i] for i in range(v.n_windows)]
+        analysis = analysis_json(str(v.source), v.frames_analyzed, v.times, v.frame_index, v.scores, texts, video_summary)
+        rel_json, rel_vtt = f"{v.row['path']}.json", f"{v.row['path']}.vtt"
+        write_json(self.out_dir / rel_json, analysis)
+        t = self.config.triggers
+        with atomic_path(self.out_dir / rel_vtt) as tmp:
+            tmp.write_text(webvtt([float(x) for x in v.times], texts, t.before_s, t.after_s, v.row.get("duration_s")), encoding="utf-8")
+        # Last: only now is the video complete for a re-run.
+        self.manifest["videos"][v.row["video_id"]] = {"path": v.row["path"], "status": "ok", "error": None, "fingerprint": v.fingerprint, "json": rel_json, "vtt": rel_vtt, "triggers": v.n_windows}
+        self.summary.described += 1
+        self.summary.windows += v.n_windows
+        self.summary.frames_to_vlm += v.n_windows
+        self.summary.frames_sampled += v.frames_analyzed
+        v.context = v.mask = None
+        bar.update(1)
+
+
+def _source_problem(v: _Video) -> str | None:
+    """Why the source video cannot give the key frames the cache's frame indices point at, or None."""
+    path, row = v.source, v.row
+    if not path.is_file():
+        return f"source video not found at {path} (moved or deleted since extract?): put it back, or pass the directory the videos are in now"
+    stat = path.stat()
+    if stat.st_size != row["size_bytes"] or (stat.st_mtime_ns != row["mtime_ns"] and content_digest(path) != row["digest"]):
+        return f"source video {path} changed since extract (other content than the cache was built from): re-run `vtm extract` first"
+    return None
+
+
+def _read_manifest(out_dir: Path) -> dict:
+    path = out_dir / MANIFEST_FILE
+    if not path.is_file():
+        return {"format_version": 1, "videos": {}}
+    return json.loads(path.read_text())
+
+
+def _write_manifest(out_dir: Path, manifest: dict) -> None:
+    write_json(out_dir / MANIFEST_FILE, manifest)
+
+
+def _write_descriptions_table(out_dir: Path, manifest: dict, current: dict[str, str], model: str) -> None:
+    """descriptions.parquet: every description made with this run's settings (this run's and earlier runs')."""
+    rows = []
+    for vid, entry in sorted(manifest["videos"].items(), key=lambda kv: kv[1]["path"]):
+        if entry["status"] != "ok" or current.get(vid) != entry["fingerprint"]:
+            continue
+        path = out_dir / entry["json"]
+        if not path.is_file():
+            continue
+        analysis = json.loads(path.read_text())
+        rows += [
+            {"video_id": vid, "video_path": entry["path"], "trigger": k, "timestamp_s": t["timestamp"], "frame_index": t["frame_index"],
+             "trigger_confidence": t["trigger_confidence"], "description": t["analysis"], "model": model}
+            for k, t in enumerate(analysis["triggers"])
+        ]
+    table = pa.Table.from_pylist(rows, schema=DESCRIPTIONS_SCHEMA)
+    with atomic_path(out_dir / DESCRIPTIONS_FILE) as tmp:
+        pq.write_table(table, tmp)

@@ -1,0 +1,95 @@
+"""`vtm infer` and VideoTriggerModel: one video, every phase in-process, the describe JSON format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+import torch
+from click.testing import CliRunner
+
+from vtm.cache.store import FeatureCache
+from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model
+from vtm.pipeline.cli import main as cli
+from vtm.pipeline.config import ConfigError
+from vtm.pipeline.infer import VideoTriggerModel
+from vtm.pipeline.triggers import learned_scores
+from vtm.stages.decode import DecodeStage, probe
+from vtm.stages.select_windows import SelectWindowsStage
+
+ANALYSIS_KEYS = {"video_path", "num_frames_analyzed", "num_triggers_detected", "triggers", "video_summary"}
+THRESHOLD = 0.3
+VIDEO = "red/clip_0001.mp4"
+
+
+@pytest.fixture(scope="module")
+def model(adapter_checkpoint):
+    return VideoTriggerModel.from_checkpoint(adapter_checkpoint)
+
+
+def _expected_from_cache(cache_dir, checkpoint, path):
+    """What `vtm describe --checkpoint` picks for this video from the cache (extract's decode + encode)."""
+    cache = FeatureCache.open(cache_dir)
+    row = cache.manifest().filter(pl.col("path") == path).row(0, named=True)
+    trigger_model, _, _ = load_trigger_model(checkpoint, cache.settings)
+    score = learned_scores(cache, trigger_model, [row["video_id"]])[row["video_id"]]
+    scores = cache.read_scores([row["video_id"]]).sort("sample_index")
+    picked = SelectWindowsStage(threshold=THRESHOLD)({"timestamps": scores["timestamp_s"].to_numpy(), "score": score})
+    return scores["frame_index"].to_numpy()[picked["trigger_index"]].tolist(), len(scores)
+
+
+def test_cli_infer_finds_what_describe_finds_from_the_cache(red_cache, adapter_checkpoint, tmp_path):
+    videos, cache_dir = red_cache
+    out = tmp_path / "analysis.json"
+    res = CliRunner().invoke(cli, ["infer", str(videos / VIDEO), "--checkpoint", str(adapter_checkpoint), "--output", str(out), "--threshold", str(THRESHOLD)])
+    assert res.exit_code == 0, res.output
+    analysis = json.loads(out.read_text())
+    assert set(analysis) == ANALYSIS_KEYS and analysis["video_path"] == str(videos / VIDEO)
+    frame_index, frames = _expected_from_cache(cache_dir, adapter_checkpoint, VIDEO)
+    assert analysis["num_frames_analyzed"] == frames
+    assert [t["frame_index"] for t in analysis["triggers"]] == frame_index and frame_index
+    assert all(isinstance(t["analysis"], str) and t["trigger_confidence"] >= THRESHOLD for t in analysis["triggers"])
+
+
+def test_infer_triggered_analysis_from_frames_in_memory(model, red_cache):
+    videos, _ = red_cache
+    plan = probe(videos / VIDEO, model.sample_fps)
+    frames = DecodeStage(image_size=96)({"path": str(videos / VIDEO), "frame_index": plan.frame_index, "rotation": plan.rotation, "decoder": plan.decoder})["frames"]
+    analysis = model.infer_triggered_analysis(frames, plan.timestamps, trigger_threshold=THRESHOLD)
+    assert set(analysis) == ANALYSIS_KEYS and analysis["video_path"] is None
+    assert analysis["num_frames_analyzed"] == len(frames) and analysis["num_triggers_detected"] == len(analysis["triggers"]) > 0
+    for t in analysis["triggers"]:  # frame_index counts the frames given
+        assert t["timestamp"] == pytest.approx(plan.timestamps[t["frame_index"]], abs=1e-3)
+    assert model.infer_triggered_analysis(frames, plan.timestamps, trigger_threshold=0.999)["triggers"] == []
+    with pytest.raises(ValueError, match="timestamps"):
+        model.infer_triggered_analysis(frames, plan.timestamps[:-1])
+
+
+def test_strict_loading_refuses_other_encoder_weights(adapter_checkpoint, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(adapter_checkpoint, other)
+    meta = json.loads((other / "meta.json").read_text())
+    meta["features"]["weights_digest"] = "0123456789abcdef"
+    (other / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="--strict.*weights_digest"):
+        VideoTriggerModel.from_checkpoint(other, strict=True)
+    loose = VideoTriggerModel.from_checkpoint(other)
+    assert any("weights_digest" in m for m in loose.report.mismatches)
+    res = CliRunner().invoke(cli, ["infer", __file__, "--checkpoint", str(other), "--output", str(tmp_path / "a.json"), "--strict-loading"])
+    assert res.exit_code == 2 and "weights_digest" in res.output
+
+
+def test_a_checkpoint_without_an_adapter_needs_a_model(adapter_checkpoint, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(adapter_checkpoint, bare)
+    (bare / "adapter.safetensors").unlink()
+    with pytest.raises(ConfigError, match="--model"):
+        VideoTriggerModel.from_checkpoint(bare)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without a GPU says")
+def test_cuda_without_a_gpu_says_so(adapter_checkpoint):
+    with pytest.raises(ConfigError, match="no CUDA GPU.*--device cpu"):
+        VideoTriggerModel.from_checkpoint(adapter_checkpoint, device="cuda")
