@@ -34,7 +34,11 @@ from pathlib import Path
 
 MEMORY_SAMPLE_S = 0.2
 NOISY_OTHER_CORES = 0.15  # other programs' average busy cores above which a timing is flagged
+CHILD_TIMEOUT_S = 900
 CHILD_ENV = {
+    # Without an address, ray.init() joins any Ray already running on the machine (another job's,
+    # a test run's) and dies with it; "local" always starts this child's own.
+    "RAY_ADDRESS": "local",
     "RAY_AUTH_MODE": "disabled",  # a throwaway local Ray needs no token (and warns without this)
     "RAY_USAGE_STATS_ENABLED": "0",  # no network here; skip the usage-stats prompt
     "HF_HUB_OFFLINE": "1",
@@ -323,7 +327,13 @@ def run_child(kind: str, *args, threads: int | None = None) -> dict:
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     monitor = TreeMonitor(proc.pid)
-    output, _ = proc.communicate()
+    try:
+        output, _ = proc.communicate(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        output, _ = proc.communicate()
+        monitor.stop()
+        raise SystemExit(f"bench child {kind} still running after {CHILD_TIMEOUT_S} s; killed it:\n{output[-4000:]}") from None
     wall = time.perf_counter() - t
     measured = monitor.stop()
     if proc.returncode != 0:
@@ -337,6 +347,22 @@ def run_child(kind: str, *args, threads: int | None = None) -> dict:
     if measured["other_cores"] + measured["stolen_cores"] > NOISY_OTHER_CORES:
         log(f"  NOTE: other programs kept {measured['other_cores']:.2f} cores busy meanwhile (+{measured['stolen_cores']:.2f} stolen by the hypervisor); this number is noisy")
     return out
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a child we started and everything it started (its Ray), by process id."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + [root]
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
 
 
 def log(msg: str) -> None:
