@@ -57,6 +57,21 @@ class TriggerModel(nn.Module):
         context = self.encoder(features, timestamps, mask)
         return context, self.detector(context)
 
+    def forward_windows(self, features: np.ndarray, timestamps: np.ndarray, starts) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """(context, logits, mask) for windows of `config.window` samples of one video at `starts`,
+        zero-padded (and masked) past the video's end."""
+        n, w = len(features), self.config.window
+        device = next(self.parameters()).device
+        feats = np.zeros((len(starts), w, features.shape[1]), np.float32)
+        times = np.zeros((len(starts), w), np.float64)
+        mask = np.zeros((len(starts), w), bool)
+        for i, s in enumerate(starts):
+            m = min(w, n - s)
+            feats[i, :m], times[i, :m], mask[i, :m] = features[s : s + m], timestamps[s : s + m], True
+            times[i, m:] = timestamps[s + m - 1]
+        context, logits = self(torch.from_numpy(feats).to(device), torch.from_numpy(times).float().to(device), torch.from_numpy(mask).to(device))
+        return context, logits, mask
+
     @torch.inference_mode()
     def score_video(self, features: np.ndarray, timestamps: np.ndarray, batch_windows: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Trigger score and class probabilities (n, classes) for every frame of one video.
@@ -66,7 +81,6 @@ class TriggerModel(nn.Module):
         """
         self.eval()
         n, w = len(features), self.config.window
-        device = next(self.parameters()).device
         if n == 0:
             return np.zeros(0, np.float32), np.zeros((0, self.config.detector.num_classes), np.float32)
         starts = list(range(0, max(n - w, 0) + 1, max(w // 2, 1)))
@@ -77,14 +91,7 @@ class TriggerModel(nn.Module):
         probs = np.zeros((n, self.config.detector.num_classes + 1), np.float32)
         for b in range(0, len(starts), batch_windows):
             chunk = starts[b : b + batch_windows]
-            feats = np.zeros((len(chunk), w, features.shape[1]), np.float32)
-            times = np.zeros((len(chunk), w), np.float64)
-            mask = np.zeros((len(chunk), w), bool)
-            for i, s in enumerate(chunk):
-                m = min(w, n - s)
-                feats[i, :m], times[i, :m], mask[i, :m] = features[s : s + m], timestamps[s : s + m], True
-                times[i, m:] = timestamps[s + m - 1]
-            _, logits = self(torch.from_numpy(feats).to(device), torch.from_numpy(times).float().to(device), torch.from_numpy(mask).to(device))
+            _, logits, _ = self.forward_windows(features, timestamps, chunk)
             p = logits.float().softmax(-1).cpu().numpy()
             for i, s in enumerate(chunk):
                 m = min(w, n - s)

@@ -127,19 +127,10 @@ def window_context(model: TriggerModel, features: np.ndarray, timestamps: np.nda
     """
     model.eval()
     n, w = len(features), model.config.window
-    device = next(model.parameters()).device
     contexts, masks = [], []
     for lo in range(0, len(centers), batch):
-        chunk = centers[lo : lo + batch]
-        feats = np.zeros((len(chunk), w, features.shape[1]), np.float32)
-        times = np.zeros((len(chunk), w), np.float64)
-        mask = np.zeros((len(chunk), w), bool)
-        for i, c in enumerate(chunk):
-            s = int(np.clip(int(c) - w // 2, 0, max(0, n - w)))
-            m = min(w, n - s)
-            feats[i, :m], times[i, :m], mask[i, :m] = features[s : s + m], timestamps[s : s + m], True
-            times[i, m:] = timestamps[s + m - 1]
-        context, _ = model(torch.from_numpy(feats).to(device), torch.from_numpy(times).float().to(device), torch.from_numpy(mask).to(device))
+        starts = [int(np.clip(int(c) - w // 2, 0, max(0, n - w))) for c in centers[lo : lo + batch]]
+        context, _, mask = model.forward_windows(features, timestamps, starts)
         contexts.append(context.float().cpu().numpy())
         masks.append(mask)
     d = model.config.encoder.d_model

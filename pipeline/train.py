@@ -458,7 +458,6 @@ def _train_worker(args: dict) -> None:
 
 
 def _run_distributed(cache_dir, annotations, out_dir, config: Config, resume) -> TrainResult:
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

@@ -3,7 +3,6 @@ colours are not events), so the training-free change score alone cannot tell eve
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
