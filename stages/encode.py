@@ -28,12 +28,15 @@ class EncodeStage:
     weights: str | None = None
     device: str = "auto"
     allow_random: bool = True  # without pretrained weights on disk, use seeded random ones
-    max_batch: int = 64  # frames per forward pass; a batch larger than this is split
+    max_batch: int | None = None  # frames per forward pass (a larger batch is split); default 64 on GPU, 16 on CPU
     threads: int | None = None  # torch CPU threads (Ray sets 1 per requested CPU by default)
     resources: Resources = Resources(cpus=1)
 
     def setup(self) -> None:
         self.device = pick_device(self.device)
+        if self.max_batch is None:
+            # On CPU, activations of 64 frames spill out of cache: 16 encodes ~1.5x faster (bench/).
+            self.max_batch = 64 if self.device.startswith("cuda") else 16
         if self.threads:
             torch.set_num_threads(self.threads)
         model, self.info = build_visual_encoder(self.encoder, self.weights, allow_random=self.allow_random)

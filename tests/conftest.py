@@ -44,3 +44,21 @@ def extracted(sample_dir, ray_local, tmp_path_factory):
     cache_dir = tmp_path_factory.mktemp("cache")
     summary = run_extract(sample_dir, cache_dir, Config(), progress=False)
     return summary, FeatureCache.open(cache_dir)
+
+
+@pytest.fixture
+def own_stage_actors():
+    """A function listing this test session's Ray actor processes (StageActor), never another job's."""
+    import psutil
+
+    def find() -> list:
+        found = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if any("StageActor" in part for part in p.cmdline()):
+                    found.append(p)
+            except psutil.Error:
+                continue  # exited meanwhile
+        return found
+
+    return find

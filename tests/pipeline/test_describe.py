@@ -171,20 +171,20 @@ def test_a_fine_tuned_llm_saved_in_the_checkpoint_is_the_one_that_describes(adap
     assert len(stage({"frames": np.zeros((1, 32, 32, 3), np.uint8), "context": window, "mask": np.ones((1, 16), bool)})["description"]) == 1
 
 
-def test_a_killed_describe_actor_is_restarted_and_nothing_is_lost_or_duplicated(red_cache, tiny_llava, tmp_path):
+def test_a_killed_describe_actor_is_restarted_and_nothing_is_lost_or_duplicated(red_cache, tiny_llava, tmp_path, own_stage_actors):
     _, cache_dir = red_cache
     out = tmp_path / "out"
     # --dense with one window per call: enough calls that the actor is killed with most of them still to come.
     cfg = _config(tiny_llava, dense=True, batch_size=1, max_new_tokens=24)
-    old = {p.pid for p in psutil.process_iter(["cmdline"]) if any("StageActor" in c for c in (p.info["cmdline"] or []))}
+    old = {p.pid for p in own_stage_actors()}
     killed = []
 
     def kill_the_describer():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
             if any(out.rglob("*.mp4.json")):  # one video done: the actor is mid-run
-                for p in psutil.process_iter(["cmdline"]):
-                    if p.pid not in old and any("StageActor" in c for c in (p.info["cmdline"] or [])):
+                for p in own_stage_actors():
+                    if p.pid not in old:
                         p.kill()
                         killed.append(p.pid)
                         return

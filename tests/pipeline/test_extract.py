@@ -130,15 +130,15 @@ def test_a_decoder_crash_fails_only_that_video(sample_dir, ray_local, tmp_path):
     assert summary.failed == [("transitions/dissolve.mp4", "the decoder process crashed on this file (corrupted stream?)")]
 
 
-def test_a_killed_encoder_worker_is_replaced_and_nothing_is_lost(sample_dir, ray_local, tmp_path):
+def test_a_killed_encoder_worker_is_replaced_and_nothing_is_lost(sample_dir, ray_local, tmp_path, own_stage_actors):
     data = make_archive(tmp_path / "data", 6, seconds=4.0, seed=3)
     killed = []
 
     def kill_an_encoder():
         deadline = time.time() + 60
         while time.time() < deadline and not killed:
-            for p in psutil.process_iter(["cmdline"]):
-                if any("StageActor" in part for part in (p.info["cmdline"] or [])) and (tmp_path / "cache" / "scores").is_dir() and any((tmp_path / "cache" / "scores").iterdir()):
+            for p in own_stage_actors():
+                if (tmp_path / "cache" / "scores").is_dir() and any((tmp_path / "cache" / "scores").iterdir()):
                     p.kill()
                     killed.append(p.pid)
                     return
