@@ -227,5 +227,15 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, A
         raise ConfigError(str(e)) from None
 
 
+def resolve_device(device: str) -> str:
+    """auto -> cuda if a GPU is visible, else cpu; a GPU asked for but missing is a ConfigError."""
+    from vtm.stages.encode import pick_device
+
+    try:
+        return pick_device(device)
+    except RuntimeError as e:
+        raise ConfigError(str(e)) from None
+
+
 def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

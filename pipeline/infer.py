@@ -23,7 +23,7 @@ from vtm.cache.atomic import write_json
 from vtm.cache.store import CacheSettings
 from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline.checkpoint import CheckpointError, LoadReport, load_trigger_model, read_json
-from vtm.pipeline.config import ConfigError, DescribeConfig
+from vtm.pipeline.config import DescribeConfig, resolve_device
 from vtm.pipeline.describe import analysis_json, describe_stage, window_context
 from vtm.stages.decode import DecodeStage, frame_statistics, probe
 from vtm.stages.describe import DescribeStage, joined_summary
@@ -60,8 +60,7 @@ class VideoTriggerModel:
         logged; with `strict` it is an error.
         """
         path = Path(path)
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for, but no CUDA GPU is visible; use --device cpu")
+        device = resolve_device(device)
         features = read_json(path, "meta.json").get("features")
         if not features:
             raise CheckpointError(f"{path} does not record the features it was trained on (meta.json has no 'features'); was it written by vtm train-from-cache?")

@@ -31,7 +31,7 @@ from vtm.models.trigger_detector import TriggerDetectorConfig
 from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
 from vtm.pipeline import checkpoint as ckpt
 from vtm.pipeline.annotations import Annotations, load_annotations
-from vtm.pipeline.config import Config, ConfigError, dump_config
+from vtm.pipeline.config import Config, ConfigError, dump_config, resolve_device
 from vtm.pipeline.evaluation import event_scores
 from vtm.pipeline.metrics import frame_metrics
 from vtm.stages.select_windows import SelectWindowsStage
@@ -112,7 +112,7 @@ class TrainRecipe:
         tc = self.config.train
         torch.manual_seed(tc.seed)  # the same seed on every rank: replicas start identical
         np.random.seed(tc.seed)
-        self.device = _pick_device(tc.device) if self.world == 1 else str(_ray_train_device())
+        self.device = resolve_device(tc.device) if self.world == 1 else str(_ray_train_device())
         self.cache = FeatureCache.open(self.cache_dir)
         resume_cfg = None
         if self.resume is not None:
@@ -419,14 +419,6 @@ def evaluate_model(model: TriggerModel, cache: FeatureCache, annotations: Annota
         "val/event_f1": ours["f1"],
         "val/change_score_event_f1": baseline["f1"],
     }
-
-
-def _pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device {device!r} asked for, but no CUDA GPU is visible; use --device cpu")
-    return device
 
 
 def _amp_dtype(mode: str, device: str) -> torch.dtype | None:

@@ -62,3 +62,32 @@ def own_stage_actors():
         return found
 
     return find
+
+
+@pytest.fixture
+def kill_an_actor_when(own_stage_actors):
+    """Start a thread that, once `ready()` is true, kills one of this session's actors that did not
+    exist when it was started. Returns (thread, killed pids); join the thread after the run."""
+    import threading
+    import time
+
+    def start(ready, timeout_s: float = 120.0):
+        existing = {p.pid for p in own_stage_actors()}
+        killed: list[int] = []
+
+        def watch():
+            deadline = time.time() + timeout_s
+            while time.time() < deadline:
+                if ready():
+                    for p in own_stage_actors():
+                        if p.pid not in existing:
+                            p.kill()
+                            killed.append(p.pid)
+                            return
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=watch)
+        thread.start()
+        return thread, killed
+
+    return start

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -171,27 +170,13 @@ def test_a_fine_tuned_llm_saved_in_the_checkpoint_is_the_one_that_describes(adap
     assert len(stage({"frames": np.zeros((1, 32, 32, 3), np.uint8), "context": window, "mask": np.ones((1, 16), bool)})["description"]) == 1
 
 
-def test_a_killed_describe_actor_is_restarted_and_nothing_is_lost_or_duplicated(red_cache, tiny_llava, tmp_path, own_stage_actors):
+def test_a_killed_describe_actor_is_restarted_and_nothing_is_lost_or_duplicated(red_cache, tiny_llava, tmp_path, kill_an_actor_when):
     _, cache_dir = red_cache
     out = tmp_path / "out"
     # --dense with one window per call: enough calls that the actor is killed with most of them still to come.
     cfg = _config(tiny_llava, dense=True, batch_size=1, max_new_tokens=24)
-    old = {p.pid for p in own_stage_actors()}
-    killed = []
-
-    def kill_the_describer():
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            if any(out.rglob("*.mp4.json")):  # one video done: the actor is mid-run
-                for p in own_stage_actors():
-                    if p.pid not in old:
-                        p.kill()
-                        killed.append(p.pid)
-                        return
-            time.sleep(0.02)
-
-    killer = threading.Thread(target=kill_the_describer)
-    killer.start()
+    # one video done: the actor is mid-run
+    killer, killed = kill_an_actor_when(lambda: any(out.rglob("*.mp4.json")))
     summary = run_describe(cache_dir, out, cfg, progress=False)
     killer.join()
     assert killed, "no describe actor was found to kill"

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -130,22 +129,10 @@ def test_a_decoder_crash_fails_only_that_video(sample_dir, ray_local, tmp_path):
     assert summary.failed == [("transitions/dissolve.mp4", "the decoder process crashed on this file (corrupted stream?)")]
 
 
-def test_a_killed_encoder_worker_is_replaced_and_nothing_is_lost(sample_dir, ray_local, tmp_path, own_stage_actors):
+def test_a_killed_encoder_worker_is_replaced_and_nothing_is_lost(sample_dir, ray_local, tmp_path, kill_an_actor_when):
     data = make_archive(tmp_path / "data", 6, seconds=4.0, seed=3)
-    killed = []
-
-    def kill_an_encoder():
-        deadline = time.time() + 60
-        while time.time() < deadline and not killed:
-            for p in own_stage_actors():
-                if (tmp_path / "cache" / "scores").is_dir() and any((tmp_path / "cache" / "scores").iterdir()):
-                    p.kill()
-                    killed.append(p.pid)
-                    return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_an_encoder)
-    killer.start()
+    scores = tmp_path / "cache" / "scores"
+    killer, killed = kill_an_actor_when(lambda: scores.is_dir() and any(scores.iterdir()), timeout_s=60)
     summary = run_extract(data, tmp_path / "cache", progress=False)
     killer.join()
     assert killed, "no encoder actor was found to kill"
