@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -395,7 +394,6 @@ def evaluate_model(model: TriggerModel, cache: FeatureCache, annotations: Annota
     select = SelectWindowsStage(threshold=threshold)
     change_select = SelectWindowsStage()
     scores, positives, learned, change, truth = [], [], {}, {}, {}
-    change_scores = cache.read_scores(video_ids)
     for v in video_ids:
         feats, ts = read_model_inputs(cache, v, model.config.color_inputs)
         s, _ = model.score_video(feats, ts)
@@ -405,7 +403,7 @@ def evaluate_model(model: TriggerModel, cache: FeatureCache, annotations: Annota
         path = annotations.paths[v]
         truth[path] = [(e.start + e.end) / 2 for e in annotations.events[v]]
         learned[path] = select({"timestamps": ts, "score": s})["trigger_time"].tolist()
-        cs = change_scores.filter(pl.col("video_id") == v).sort("sample_index")
+        cs = cache.read_scores([v]).sort("sample_index")
         change[path] = change_select({"timestamps": cs["timestamp_s"].to_numpy(), "score": cs["change_score"].to_numpy()})["trigger_time"].tolist()
     frame = frame_metrics(np.concatenate(scores), np.concatenate(positives), threshold)
     ours, baseline = event_scores(learned, truth, tolerance_s), event_scores(change, truth, tolerance_s)

@@ -26,11 +26,10 @@ def find_triggers(
     is one, else change).
     """
     manifest = cache.manifest().filter(pl.col("status") == schema.STATUS_OK).sort("path")
-    scores = cache.read_scores(manifest["video_id"].to_list())
     select = dataclasses.replace(select)
     out: dict[str, list[dict]] = {}
     for video_id, path in zip(manifest["video_id"], manifest["path"]):
-        rows = scores.filter(pl.col("video_id") == video_id).sort("sample_index")
+        rows = cache.read_scores([video_id]).sort("sample_index")  # one small file: memory stays flat
         if learned is not None and score != "change":
             values = learned[video_id]
         else:
