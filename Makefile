@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := demo
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup browser clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,14 @@ demo: setup
 	$(BIN)/vtm cache info $(DEMO)/cache
 	$(BIN)/vtm triggers $(DEMO)/cache --json $(DEMO)/triggers.json
 
-test: setup
+# The web UI tests drive a real headless Chromium (Playwright's own browser download is not reachable,
+# so it uses the system's); installed here so a fresh machine needs no manual step.
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(BIN)/python -m pytest
 
 clean:

@@ -100,3 +100,28 @@ def make_tiny_causal_lm(path: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+TINY_DETR_LABELS = {0: "person", 1: "car", 2: "dog"}
+
+
+def make_tiny_detr(path: str | Path, seed: int = 0) -> Path:
+    """A DetrForObjectDetection (tiny ResNet backbone, one encoder and one decoder layer) with its DetrImageProcessor, saved to `path`."""
+    from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
+
+    path = Path(path)
+    # DETR's default backbone is timm's resnet50 with pretrained weights: a download. A transformers
+    # ResNet built from a config needs nothing.
+    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", out_features=["stage2"])
+    config = DetrConfig(
+        use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=backbone,
+        d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=10, id2label=dict(TINY_DETR_LABELS),
+        # With DETR's 0.02 every query of a random model predicts the same box and score; 0.5 spreads them.
+        init_std=0.5,
+    )
+    torch.manual_seed(seed)
+    model = DetrForObjectDetection(config)
+    model.save_pretrained(path)
+    DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(path)
+    return path

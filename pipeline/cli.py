@@ -245,21 +245,26 @@ def sample(out_dir, seed, no_broken):
 @click.option("--prompt", help="The question asked about each window, or a whole prompt template.")
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
 @click.option("--dense", is_flag=True, default=None, help="Describe every sampled frame (the baseline; slow).")
+@click.option("--objects", is_flag=True, default=None, help="Also detect objects (DETR) in each window's key frame.")
+@click.option("--detector", help="DETR local path or hub id [facebook/detr-resnet-50].")
+@click.option("--audio", is_flag=True, default=None, help="Also speak each video's summary to <video>.wav.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @CONFIG_OPTION
-def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_video, prompt, address, dense, no_progress, config_path):
+def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_video, prompt, address, dense, objects, detector, audio, no_progress, config_path):
     """Describe the triggered windows of every video in a cache with a vision-language model."""
     from vtm.models.llava_adapter import LanguageModelLoadError
     from vtm.pipeline.describe import run_describe
+    from vtm.pipeline.speech import SpeechError
+    from vtm.stages.detect import ObjectDetectorLoadError
 
     try:
         cfg = load_config(config_path, {
             "triggers": {"threshold": threshold},
-            "describe": {"model": model, "max_windows_per_video": max_windows_per_video, "prompt": prompt, "dense": dense},
+            "describe": {"model": model, "max_windows_per_video": max_windows_per_video, "prompt": prompt, "dense": dense, "objects": objects, "detector": detector, "audio": audio},
             "ray": {"address": address},
         })
         summary = run_describe(cache_dir, out_dir, cfg, checkpoint=checkpoint, progress=not no_progress)
-    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError) as e:
+    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError, ObjectDetectorLoadError, SpeechError) as e:
         _fail(str(e))
     click.echo(
         f"{summary.videos} videos: {summary.described} described, {summary.skipped} already described with these settings, "
@@ -296,6 +301,37 @@ def infer(video, checkpoint, output, threshold, device, strict_loading, model):
     except DecodeError as e:
         _fail(f"{video}: {e}", code=1)
     click.echo(f"{analysis['num_triggers_detected']} triggers in {analysis['num_frames_analyzed']} frames -> {output}")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(out_dir):
+    """Write OUT_DIR/report.html for a `vtm describe` run: per video its timeline, key frames, descriptions and objects."""
+    from vtm.pipeline.report import ReportError, write_report
+
+    try:
+        path = write_report(out_dir)
+    except ReportError as e:
+        _fail(str(e))
+    click.echo(f"report -> {path}")
+
+
+@main.command()
+@click.option("--checkpoints", "checkpoints_dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Where to look for trained checkpoints.")
+@click.option("--videos", "videos_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Videos to offer as examples to pick from.")
+@click.option("--model", help="LLaVA path or hub id, for checkpoints without an adapter.")
+@click.option("--detector", help="DETR local path or hub id: detect objects in the triggered frames.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 opens it to the network).")
+@click.option("--port", default=7860, show_default=True, type=int)
+@click.option("--max-upload-mb", default=500, show_default=True, type=int, help="Largest upload accepted.")
+@click.option("--max-minutes", default=30.0, show_default=True, type=float, help="Longest video accepted.")
+def ui(checkpoints_dir, videos_dir, model, detector, device, host, port, max_upload_mb, max_minutes):
+    """A web page to analyse one video at a time with a trained checkpoint."""
+    from vtm.pipeline.ui import UiSettings, launch
+
+    launch(UiSettings(checkpoints_dir=checkpoints_dir, videos_dir=videos_dir, model=model, detector=detector, device=device,
+                      max_upload_mb=max_upload_mb, max_seconds=max_minutes * 60), host=host, port=port)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,10 @@ class DescribeConfig:
     summary: str = "llm"  # llm: one more call over the descriptions | join: the descriptions joined
     device: str = "auto"  # auto | cpu | cuda
     num_describers: int | None = None  # describe actors; default: one per GPU, or one on CPU
+    objects: bool = False  # also detect objects (DETR) in each window's key frame
+    detector: str = "facebook/detr-resnet-50"  # DETR local path or hub id
+    detector_threshold: float = 0.7  # objects below this score are dropped
+    audio: bool = False  # also speak each video's summary to a WAV file
 
     def __post_init__(self):
         if self.max_windows_per_video is not None and self.max_windows_per_video < 1:
@@ -153,6 +157,8 @@ class DescribeConfig:
             raise ConfigError(f"describe.device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.dense and self.max_windows_per_video is not None:
             raise ConfigError("describe.dense describes every sampled frame; describe.max_windows_per_video cannot apply to it")
+        if not 0.0 <= self.detector_threshold <= 1.0:
+            raise ConfigError(f"describe.detector_threshold must be within 0..1, got {self.detector_threshold}")
         if self.num_describers is not None and self.num_describers < 1:
             raise ConfigError(f"describe.num_describers must be >= 1, got {self.num_describers}")
 

@@ -3,11 +3,14 @@
     per video, in the driver, from the cache (no decoding): score (the checkpoint's trigger model, or the
     training-free change score) -> select windows (threshold, peaks, merging, budget) -> the adapter's
     context for each window (the time-aware encoder's output)
-    -> decode only the windows' key frames (CPU tasks) -> describe (actors holding the VLM; batches mix
-       windows of several videos) -> video summary (the same actors) -> JSON + WebVTT per video
+    -> decode only the windows' key frames (CPU tasks) -> describe [+ detect objects] (actors holding the VLM;
+       batches mix windows of several videos) -> video summary (the same actors) -> JSON, WebVTT, timeline
+       plot, thumbnails [, spoken summary] per video
 
-Outputs in OUT_DIR: `<video path>.json` (the analysis, see `analysis_json`) and `<video path>.vtt` per
-video, `descriptions.parquet` (every description of the run's settings, rebuilt at the end),
+Outputs in OUT_DIR, per video: `<video path>.json` (the analysis, see `analysis_json`; with --objects each
+trigger's DETR detections), `<video path>.vtt`, `<video path>.timeline.png` (scores, threshold, triggers),
+`<video path>.frames/NN.jpg` (each window's key frame, objects drawn) and, with --audio, `<video path>.wav`
+(the summary, spoken); for the run: `descriptions.parquet` (every description of the run's settings, rebuilt at the end),
 `describe_manifest.json` (per video: status, error, fingerprint) and `describe_config.yaml`.
 Every file is written atomically. A video's manifest entry is written after its files, so a re-run
 skips exactly the videos whose outputs are complete and were made with the same cache content, model,
@@ -43,10 +46,14 @@ from vtm.pipeline.checkpoint import LLM_DIR, CheckpointError, adapter_llm_source
 from vtm.pipeline.config import Config, ConfigError, DescribeConfig, dump_config
 from vtm.pipeline.discover import content_digest
 from vtm.pipeline.extract import failure_reason
+from vtm.pipeline.plots import timeline_png
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
+from vtm.pipeline.speech import speak_to_wav
+from vtm.pipeline.thumbnails import display_frame, draw_source_objects, jpeg_bytes, rescale_boxes
 from vtm.stages.base import Resources
 from vtm.stages.decode import DecodeStage
 from vtm.stages.describe import DescribeStage, joined_summary
+from vtm.stages.detect import DetectObjectsStage
 from vtm.stages.select_windows import SelectWindowsStage
 
 log = logging.getLogger(__name__)
@@ -139,18 +146,20 @@ def window_context(model: TriggerModel, features: np.ndarray, timestamps: np.nda
     return np.concatenate(contexts), np.concatenate(masks)
 
 
-def analysis_json(video_path: str | None, frames_analyzed: int, times, frame_index, scores, descriptions: list[str], summary: str) -> dict:
-    """The per-video analysis, in the format `vtm infer` and `vtm describe` both write."""
-    return {
-        "video_path": video_path,
-        "num_frames_analyzed": int(frames_analyzed),
-        "num_triggers_detected": len(descriptions),
-        "triggers": [
-            {"timestamp": round(float(t), 3), "frame_index": int(f), "trigger_confidence": round(float(s), 4), "analysis": d}
-            for t, f, s, d in zip(times, frame_index, scores, descriptions)
-        ],
-        "video_summary": summary,
-    }
+def analysis_json(video_path: str | None, frames_analyzed: int, times, frame_index, scores, descriptions: list[str], summary: str, objects: list | None = None) -> dict:
+    """The per-video analysis, in the format `vtm infer` and `vtm describe` both write.
+
+    With `objects` (one list per trigger, from the detector), each trigger holds its `objects`:
+    [{label, score, box: [x0, y0, x1, y1] in pixels of the source video}].
+    """
+    triggers = [
+        {"timestamp": round(float(t), 3), "frame_index": int(f), "trigger_confidence": round(float(s), 4), "analysis": d}
+        for t, f, s, d in zip(times, frame_index, scores, descriptions)
+    ]
+    if objects is not None:
+        for trigger, found in zip(triggers, objects):
+            trigger["objects"] = found
+    return {"video_path": video_path, "num_frames_analyzed": int(frames_analyzed), "num_triggers_detected": len(descriptions), "triggers": triggers, "video_summary": summary}
 
 
 def _vtt_time(seconds: float) -> str:
@@ -198,7 +207,10 @@ class _Video:
     frame_index: np.ndarray | None = None
     context: np.ndarray | None = None
     mask: np.ndarray | None = None
+    timeline: tuple | None = None  # (timestamps, score) of every sampled frame, for the plot
     descriptions: dict = field(default_factory=dict)  # window number -> text
+    objects: dict = field(default_factory=dict)  # window number -> objects found (key-frame pixels)
+    pictures: dict = field(default_factory=dict)  # window number -> the key frame at display size, for its thumbnail
     failed: bool = False
 
     @property
@@ -251,7 +263,7 @@ def run_describe(
         fp = _video_fingerprint(describer.digest, cache, config, row)
         current[row["video_id"]] = fp
         prior = manifest["videos"].get(row["video_id"])
-        if prior and prior["status"] == "ok" and prior["fingerprint"] == fp and all((out_dir / prior[k]).is_file() for k in ("json", "vtt")):
+        if prior and prior["status"] == "ok" and prior["fingerprint"] == fp and _outputs_complete(out_dir, prior):
             summary.skipped += 1
             continue
         todo.append(_Video(row, root / row["path"], fp))
@@ -335,10 +347,11 @@ def describe_stage(checkpoint: Path | None, dc: DescribeConfig) -> tuple[Describ
                 "Describe with the model it was trained with (leave out --model), or train an adapter for this one."
             )
         log.warning("the adapter was trained with %r; describing with %r, which must be the same model", trained_with, model)
-    h.update(json.dumps({"model": model, "adapter": adapter is not None}).encode())
+    detector = DetectObjectsStage(model=dc.detector, threshold=dc.detector_threshold, max_batch=dc.batch_size) if dc.objects else None
+    h.update(json.dumps({"model": model, "adapter": adapter is not None, "detector": [dc.detector, dc.detector_threshold] if dc.objects else None}).encode())
     stage = DescribeStage(
         model=model, model_kind=kind, adapter=adapter, adapter_weights=adapter_weights, prompt=dc.prompt,
-        max_new_tokens=dc.max_new_tokens, max_batch=dc.batch_size, summary=dc.summary, device=dc.device,
+        max_new_tokens=dc.max_new_tokens, max_batch=dc.batch_size, summary=dc.summary, device=dc.device, detector=detector,
     )
     return stage, h.hexdigest()[:16]
 
@@ -352,7 +365,7 @@ def _video_fingerprint(describer_digest: str, cache: FeatureCache, config: Confi
         "video": row["digest"],
         "path": row["path"],
         "triggers": {k: v for k, v in dataclasses.asdict(config.triggers).items() if k != "resources"},
-        "describe": {k: getattr(dc, k) for k in ("model", "prompt", "max_windows_per_video", "dense", "image_size", "max_new_tokens", "summary")},
+        "describe": {k: getattr(dc, k) for k in ("model", "prompt", "max_windows_per_video", "dense", "image_size", "max_new_tokens", "summary", "objects", "audio")},
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -370,6 +383,7 @@ class _Description:
             select = dataclasses.replace(select, max_triggers=cap)
         self.select = dataclasses.replace(select)
         self.decode = stage_task(DecodeStage(image_size=dc.image_size))
+        self.key_frame_size = dc.image_size  # key frames are this square: objects' boxes map back from it
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.max_decodes = 2 * cpus
         self.batch_size = dc.batch_size
@@ -435,6 +449,8 @@ class _Description:
                             self._fail(v, failure_reason(e), bar)
                             continue
                         pending.extend((v, i, frames[j]) for j, i in enumerate(ks))
+                        for j, i in enumerate(ks):
+                            v.pictures[i] = display_frame(frames[j], v.row["width"], v.row["height"])
                         continue
                     k, what = calls.pop(ref)
                     load[k] -= 1
@@ -454,10 +470,13 @@ class _Description:
                             self._fail(v, f"describe worker failed: {failure_reason(e)}", bar)
                         continue
                     self.summary.vlm_seconds += result["vlm_seconds"]
-                    for (v, i), text in zip(what, result["description"]):
+                    objects = result.get("objects") or [None] * len(what)
+                    for (v, i), text, found in zip(what, result["description"], objects):
                         if v.failed or i in v.descriptions:  # keyed by window: nothing is described twice
                             continue
                         v.descriptions[i] = text
+                        if found is not None:
+                            v.objects[i] = rescale_boxes(found, (self.key_frame_size,) * 2, (v.row["width"], v.row["height"]))
                         if len(v.descriptions) == v.n_windows:
                             summaries.append(v)
                 if time.perf_counter() - last_flush > MANIFEST_FLUSH_S:
@@ -484,6 +503,7 @@ class _Description:
             self._fail(v, f"cannot read this video from the cache: {e}", bar)
             return False
         v.frames_analyzed = len(timestamps)
+        v.timeline = (timestamps, np.asarray(score, np.float64))
         v.sample_index = np.asarray(picked["trigger_index"], np.int64)
         v.times, v.scores = picked["trigger_time"], picked["trigger_score"]
         v.frame_index = scores["frame_index"].to_numpy()[v.sample_index]
@@ -509,6 +529,7 @@ class _Description:
             return
         v.failed = True
         v.descriptions.clear()
+        v.pictures.clear()
         v.context = v.mask = None
         self.manifest["videos"][v.row["video_id"]] = {"path": v.row["path"], "status": "failed", "error": reason, "fingerprint": v.fingerprint}
         self.summary.failed.append((v.row["path"], reason))
@@ -516,20 +537,48 @@ class _Description:
 
     def _finish(self, v: _Video, video_summary: str, bar) -> None:
         texts = [v.descriptions[i] for i in range(v.n_windows)]
-        analysis = analysis_json(str(v.source), v.frames_analyzed, v.times, v.frame_index, v.scores, texts, video_summary)
-        rel_json, rel_vtt = f"{v.row['path']}.json", f"{v.row['path']}.vtt"
-        write_json(self.out_dir / rel_json, analysis)
+        objects = [v.objects.get(i, []) for i in range(v.n_windows)] if self.stage.detector is not None else None
+        analysis = analysis_json(str(v.source), v.frames_analyzed, v.times, v.frame_index, v.scores, texts, video_summary, objects)
+        rel = v.row["path"]
+        entry = {"path": rel, "status": "ok", "error": None, "fingerprint": v.fingerprint, "json": f"{rel}.json", "vtt": f"{rel}.vtt", "timeline": f"{rel}.timeline.png", "triggers": v.n_windows}
+        entry["frames"] = self._write_thumbnails(v, objects)
+        timestamps, score = v.timeline
+        timeline_png(self.out_dir / entry["timeline"], timestamps, score, self.select.threshold, v.times, v.scores, title=rel)
+        if self.config.describe.audio:
+            entry["audio"] = f"{rel}.wav"
+            speak_to_wav(video_summary, self.out_dir / entry["audio"])
+        write_json(self.out_dir / entry["json"], analysis)
         t = self.config.triggers
-        with atomic_path(self.out_dir / rel_vtt) as tmp:
+        with atomic_path(self.out_dir / entry["vtt"]) as tmp:
             tmp.write_text(webvtt([float(x) for x in v.times], texts, t.before_s, t.after_s, v.row.get("duration_s")), encoding="utf-8")
         # Last: only now is the video complete for a re-run.
-        self.manifest["videos"][v.row["video_id"]] = {"path": v.row["path"], "status": "ok", "error": None, "fingerprint": v.fingerprint, "json": rel_json, "vtt": rel_vtt, "triggers": v.n_windows}
+        self.manifest["videos"][v.row["video_id"]] = entry
         self.summary.described += 1
         self.summary.windows += v.n_windows
         self.summary.frames_to_vlm += v.n_windows
         self.summary.frames_sampled += v.frames_analyzed
         v.context = v.mask = None
+        v.pictures.clear()
         bar.update(1)
+
+    def _write_thumbnails(self, v: _Video, objects: list | None) -> list[str]:
+        """One JPEG per window, `<video>.frames/NN.jpg` in time order, objects drawn; older extra ones removed."""
+        folder = self.out_dir / f"{v.row['path']}.frames"
+        folder.mkdir(parents=True, exist_ok=True)
+        names = [f"{i + 1:02d}.jpg" for i in range(v.n_windows)]
+        for i, name in enumerate(names):
+            picture = draw_source_objects(v.pictures[i], objects[i] if objects else [], v.row["width"], v.row["height"])
+            with atomic_path(folder / name) as tmp:
+                tmp.write_bytes(jpeg_bytes(picture))
+        for old in folder.glob("*.jpg"):
+            if old.name not in names:
+                old.unlink()
+        return [f"{v.row['path']}.frames/{name}" for name in names]
+
+
+def _outputs_complete(out_dir: Path, entry: dict) -> bool:
+    files = [entry.get(k) for k in ("json", "vtt", "timeline", "audio")] + entry.get("frames", [])
+    return all(entry.get(k) for k in ("json", "vtt", "timeline")) and all((out_dir / f).is_file() for f in files if f)
 
 
 def _source_problem(v: _Video) -> str | None:

@@ -11,7 +11,7 @@ lives in pipeline/ rather than models/ because it composes stages, not only netw
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +25,7 @@ from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline.checkpoint import CheckpointError, LoadReport, load_trigger_model, read_json
 from vtm.pipeline.config import DescribeConfig, resolve_device
 from vtm.pipeline.describe import analysis_json, describe_stage, window_context
+from vtm.pipeline.thumbnails import display_frame, draw_source_objects, rescale_boxes
 from vtm.stages.decode import DecodeStage, frame_statistics, probe
 from vtm.stages.describe import DescribeStage, joined_summary
 from vtm.stages.encode import EncodeStage
@@ -32,6 +33,21 @@ from vtm.stages.select_windows import SelectWindowsStage
 
 log = logging.getLogger(__name__)
 SEGMENT_FRAMES = 64  # sampled frames decoded and encoded at a time: memory stays flat on long videos
+
+
+Progress = Callable[[float, str], None]  # (fraction done 0..1, what is happening)
+ENCODED, DESCRIBED = 0.5, 0.95  # rough shares of the work done after encoding and after describing, for progress bars
+
+
+@dataclass
+class VideoAnalysis:
+    """One video's analysis: the JSON (`result`, as `vtm infer` writes it) and what a page shows beside it."""
+
+    result: dict
+    timestamps: np.ndarray  # every sampled frame's time (s)
+    scores: np.ndarray  # the trigger score of each
+    threshold: float
+    pictures: list[np.ndarray]  # each trigger's key frame at the video's aspect ratio, objects drawn
 
 
 class VideoTriggerModel:
@@ -98,24 +114,40 @@ class VideoTriggerModel:
         return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     def _analysis(
-        self, inputs: np.ndarray, timestamps: np.ndarray, threshold: float, key_frames: Callable[[np.ndarray], np.ndarray], frame_index: np.ndarray, video_path: str | None
-    ) -> dict:
+        self, inputs: np.ndarray, timestamps: np.ndarray, threshold: float, key_frames: Callable[[np.ndarray], np.ndarray], frame_index: np.ndarray,
+        video_path: str | None, size: tuple[int, int], max_triggers: int | None = None, progress: Progress | None = None,
+    ) -> VideoAnalysis:
+        progress = progress or (lambda fraction, message: None)
         timestamps = np.asarray(timestamps, np.float64)
         score, _ = self.trigger_model.score_video(inputs, timestamps)
-        picked = SelectWindowsStage(threshold=threshold)({"timestamps": timestamps, "score": score})
+        picked = SelectWindowsStage(threshold=threshold, max_triggers=max_triggers)({"timestamps": timestamps, "score": score})
         idx = np.asarray(picked["trigger_index"], np.int64)
-        descriptions: list[str] = []
-        if len(idx):
-            batch = {"frames": key_frames(idx)}
-            if self.describer.adapter is not None:
-                batch["context"], batch["mask"] = window_context(self.trigger_model, inputs, timestamps, idx)
-            descriptions = self.describer(batch)["description"]
         times = [float(t) for t in picked["trigger_time"]]
+        descriptions: list[str] = []
+        objects: list[list[dict]] | None = [] if self.describer.detector is not None else None
+        pictures: list[np.ndarray] = []
+        if len(idx):
+            progress(ENCODED, f"decoding the {len(idx)} triggered frames")
+            frames = key_frames(idx)
+            context = window_context(self.trigger_model, inputs, timestamps, idx) if self.describer.adapter is not None else None
+            step = self.describer.max_batch
+            for lo in range(0, len(idx), step):  # a batch at a time, so the page can show progress
+                progress(ENCODED + (DESCRIBED - ENCODED) * lo / len(idx), f"describing moments {lo + 1}-{min(lo + step, len(idx))} of {len(idx)}")
+                batch = {"frames": frames[lo : lo + step]}
+                if context is not None:
+                    batch["context"], batch["mask"] = context[0][lo : lo + step], context[1][lo : lo + step]
+                out = self.describer(batch)
+                descriptions += out["description"]
+                if objects is not None:
+                    objects += [rescale_boxes(found, (frames.shape[2], frames.shape[1]), size) for found in out["objects"]]
+            pictures = [draw_source_objects(display_frame(f, *size), objects[k] if objects else [], *size) for k, f in enumerate(frames)]
+        progress(DESCRIBED, "summarising the video")
         if descriptions and self.describer.summary == "llm":
             summary = self.describer.summarize({"times": times, "descriptions": descriptions, "frames_analyzed": len(timestamps)})["summary"]
         else:
             summary = joined_summary(times, descriptions, len(timestamps))
-        return analysis_json(video_path, len(timestamps), times, frame_index[idx], picked["trigger_score"], descriptions, summary)
+        result = analysis_json(video_path, len(timestamps), times, frame_index[idx], picked["trigger_score"], descriptions, summary, objects)
+        return VideoAnalysis(result, timestamps, np.asarray(score, np.float64), threshold, pictures)
 
     def infer_triggered_analysis(self, frames: np.ndarray, timestamps: np.ndarray, trigger_threshold: float = 0.5) -> dict:
         """Frames sampled at the checkpoint's rate (`sample_fps`), (n, H, W, 3) uint8, with their times in
@@ -123,21 +155,31 @@ class VideoTriggerModel:
         frames = np.asarray(frames, np.uint8)
         if len(frames) != len(timestamps):
             raise ValueError(f"{len(frames)} frames for {len(timestamps)} timestamps")
-        return self._analysis(self.model_inputs(frames), timestamps, trigger_threshold, lambda idx: frames[idx], np.arange(len(frames)), None)
+        size = (frames.shape[2], frames.shape[1])
+        return self._analysis(self.model_inputs(frames), timestamps, trigger_threshold, lambda idx: frames[idx], np.arange(len(frames)), None, size).result
 
     def analyze_video(self, video_path: Path, trigger_threshold: float = 0.5, key_frame_size: int = 336) -> dict:
+        """One video file -> its analysis (see `analyze`)."""
+        return self.analyze(video_path, trigger_threshold, key_frame_size=key_frame_size).result
+
+    def analyze(
+        self, video_path: Path, threshold: float = 0.5, max_triggers: int | None = None, key_frame_size: int = 336, progress: Progress | None = None
+    ) -> VideoAnalysis:
         """One video file: sampled and decoded in segments, so memory stays flat; key frames decoded again at
-        `key_frame_size` for the describer. Raises DecodeError for a video that cannot be read."""
+        `key_frame_size` for the describer; at most `max_triggers` moments (the strongest). `progress(fraction,
+        message)` is told how far it got. Raises DecodeError for a video that cannot be read."""
+        progress = progress or (lambda fraction, message: None)
         plan = probe(Path(video_path), self.sample_fps)
         decode = DecodeStage(image_size=self.image_size)
         base = {"path": str(video_path), "rotation": plan.rotation, "decoder": plan.decoder}
-        inputs = np.concatenate([
-            self.model_inputs(decode({**base, "frame_index": plan.frame_index[s : s + SEGMENT_FRAMES]})["frames"])
-            for s in range(0, len(plan.frame_index), SEGMENT_FRAMES)
-        ])
+        segments = []
+        for s in range(0, len(plan.frame_index), SEGMENT_FRAMES):
+            progress(ENCODED * s / max(len(plan.frame_index), 1), f"sampling and encoding frames {s + 1}-{min(s + SEGMENT_FRAMES, len(plan.frame_index))} of {len(plan.frame_index)}")
+            segments.append(self.model_inputs(decode({**base, "frame_index": plan.frame_index[s : s + SEGMENT_FRAMES]})["frames"]))
+        inputs = np.concatenate(segments)
         key_decode = DecodeStage(image_size=key_frame_size)
         key_frames = lambda idx: key_decode({**base, "frame_index": plan.frame_index[idx]})["frames"]  # noqa: E731
-        return self._analysis(inputs, plan.timestamps, trigger_threshold, key_frames, plan.frame_index, str(video_path))
+        return self._analysis(inputs, plan.timestamps, threshold, key_frames, plan.frame_index, str(video_path), (plan.width, plan.height), max_triggers, progress)
 
 
 def run_infer(

@@ -9,6 +9,9 @@ Two paths, picked by what the checkpoint holds:
   the key frame (`VideoLanguageAdapter.generate`), as in training. An adapter trained on a text-only
   causal LM sees the soft tokens only.
 
+With a `detector`, each key frame also goes through DETR (`objects` per window), on the same worker:
+the frames are already there, and the GPU holding the VLM has room for it.
+
 Every window of a batch has the same prompt and a key frame of the same size, so no row needs padding
 and one `generate` call serves the whole batch. fp32 on CPU; bf16 (or fp16 where bf16 is missing) on GPU.
 """
@@ -23,6 +26,7 @@ import torch
 
 from vtm.models.llava_adapter import VIDEO_PLACEHOLDER, AdapterConfig, LanguageModelLoadError, VideoLanguageAdapter, load_language_model
 from vtm.stages.base import Resources
+from vtm.stages.detect import DetectObjectsStage
 from vtm.stages.encode import pick_device
 
 IMAGE_TOKEN = "<image>"
@@ -63,7 +67,8 @@ def _gpu_dtype() -> torch.dtype:
 
 @dataclass
 class DescribeStage:
-    """Batch {frames (n, H, W, 3) uint8 key frames [, context (n, T, D), mask (n, T)]} -> + description (n strings).
+    """Batch {frames (n, H, W, 3) uint8 key frames [, context (n, T, D), mask (n, T)]} -> + description (n strings)
+    [+ objects (n lists, with a detector)].
 
     `context`/`mask` (the time-aware encoder's output for each window) are needed when the stage has
     an adapter and ignored otherwise. Other keys pass through; `vlm_seconds` is the generation time.
@@ -78,6 +83,7 @@ class DescribeStage:
     max_batch: int = 8  # windows per generate call; a larger batch is split
     summary: str = "llm"  # llm: one more generate call over the descriptions | join: the descriptions joined
     device: str = "auto"
+    detector: DetectObjectsStage | None = None  # also find objects in each key frame (DETR), on the same device
     threads: int | None = None  # torch CPU threads (Ray gives an actor one per CPU it asked for)
     resources: Resources = Resources(cpus=1)
 
@@ -119,10 +125,16 @@ class DescribeStage:
             self.full_prompt = plain_prompt(self.prompt)
         self.tokenizer.padding_side = "left"  # generation continues each row from its right end
         self.dtype = dtype
+        if self.detector is not None:
+            self.detector.device = self.device
+            self.detector.setup()
 
     def model_info(self) -> dict:
         """What the describe workers run; the driver calls this first, so a model that cannot load fails early."""
-        return {"model": self.model, "adapter": self.adapter is not None, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."), "prompt": self.full_prompt}
+        return {
+            "model": self.model, "adapter": self.adapter is not None, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+            "prompt": self.full_prompt, "detector": self.detector.model if self.detector is not None else None,
+        }
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
@@ -141,7 +153,10 @@ class DescribeStage:
                 mask = torch.as_tensor(np.asarray(batch["mask"][lo:hi], bool))
                 descriptions += self.vlm.generate(context, mask, images=images if self.vlm.is_llava else None, prompt=self.full_prompt)
         out = {k: v for k, v in batch.items() if k not in ("frames", "context", "mask")}
-        return {**out, "description": descriptions, "vlm_seconds": time.perf_counter() - started}
+        out = {**out, "description": descriptions, "vlm_seconds": time.perf_counter() - started}
+        if self.detector is not None:
+            out["objects"] = self.detector({"frames": frames})["objects"]
+        return out
 
     def _generate_plain(self, images: list[np.ndarray]) -> list[str]:
         inputs = self.processor(images=images, text=[self.full_prompt] * len(images), return_tensors="pt")

@@ -1,0 +1,255 @@
+"""`vtm ui`: a web page to analyse one video with a trained checkpoint (Gradio).
+
+    pick a checkpoint (found under --checkpoints; it loads once, and stays loaded) -> upload or pick a
+    video -> Analyse: a progress bar while frames are encoded and moments described -> the timeline,
+    the triggered frames with their descriptions and objects, the summary (also spoken), the JSON
+
+It is `VideoTriggerModel.analyze` (what `vtm infer` runs) behind a page. One model is held at a time (a
+checkpoint with its LLaVA can take GBs) and analyses take turns on it. Errors a person can act on (no
+checkpoint, a file that is not a video, a video that is too long, a model that will not load) show as
+messages in the page. It listens on 127.0.0.1 unless told otherwise, and uploads have a size limit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: many archives sit on closed networks
+
+import gradio as gr  # noqa: E402
+
+from vtm.cache.atomic import write_json  # noqa: E402
+from vtm.pipeline.config import ConfigError, DescribeConfig  # noqa: E402
+from vtm.pipeline.plots import format_mmss, timeline_png  # noqa: E402
+from vtm.pipeline.thumbnails import jpeg_bytes  # noqa: E402
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
+CSS = """
+.vtm-headline {font-size: 1.05rem}
+footer {display: none !important}
+"""
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    checkpoints_dir: Path = Path("runs")
+    videos_dir: Path | None = None  # videos offered as examples
+    model: str | None = None  # LLaVA for checkpoints trained without an adapter
+    detector: str | None = None  # DETR path or hub id; None: no object detection
+    detector_threshold: float = 0.7
+    device: str = "auto"
+    max_upload_mb: int = 500
+    max_seconds: float = 1800.0  # longer videos belong in `vtm extract` + `vtm describe`
+    work_dir: Path | None = None  # where each analysis's files go (default: a temporary directory)
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------
+
+
+def find_checkpoints(root: Path) -> list[tuple[str, str]]:
+    """(label, path) of every checkpoint under `root`, newest first; the label says what it was trained on."""
+    root = Path(root)
+    found = [meta.parent for meta in root.rglob("meta.json") if (meta.parent / "model.safetensors").is_file()] if root.is_dir() else []
+    found.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    return [(checkpoint_label(d, root), str(d)) for d in found]
+
+
+def checkpoint_label(directory: Path, root: Path) -> str:
+    """"red/final — efficientnet_lite0 features at 3 fps · 24 training videos · epoch 10 · event F1 0.74 · describes with tiny-llava"."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError):
+        return f"{directory.relative_to(root)} (unreadable meta.json)"
+    features, metrics = meta.get("features") or {}, meta.get("metrics") or {}
+    parts = [f"{features.get('encoder', '?')} features at {features.get('sample_fps', '?'):g} fps" if features.get("sample_fps") else f"{features.get('encoder', '?')} features"]
+    if meta.get("train_videos") is not None:
+        parts.append(f"{meta['train_videos']} training videos")
+    if meta.get("epoch") is not None:
+        parts.append(f"epoch {meta['epoch']}")
+    f1 = metrics.get("val/event_f1")
+    if isinstance(f1, (int, float)) and f1 == f1:  # not NaN
+        parts.append(f"event F1 {f1:.2f}")
+    if meta.get("llm"):
+        parts.append(f"describes with {Path(str(meta['llm'])).name}")
+    return f"{directory.relative_to(root)} — " + " · ".join(parts)
+
+
+# --- the analysis behind the page ------------------------------------------------------------------------
+
+
+class Analyser:
+    """Holds the loaded checkpoint (one at a time) and runs analyses on it, one at a time."""
+
+    def __init__(self, settings: UiSettings):
+        self.settings = settings
+        self.work_dir = Path(settings.work_dir or tempfile.mkdtemp(prefix="vtm-ui-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._loaded: tuple[str, object] | None = None  # (checkpoint path, VideoTriggerModel)
+
+    def model(self, checkpoint: str | None, progress=None):
+        """The VideoTriggerModel of `checkpoint`, loading it (and dropping the last one) if needed."""
+        if not checkpoint:
+            raise gr.Error(f"No checkpoint chosen. Train one with `vtm train-from-cache` (checkpoints are looked for under {self.settings.checkpoints_dir}), then pick it above.", duration=None)
+        if self._loaded and self._loaded[0] == checkpoint:
+            return self._loaded[1]
+        from vtm.models.llava_adapter import LanguageModelLoadError
+        from vtm.models.visual_encoder import EncoderLoadError
+        from vtm.pipeline.checkpoint import CheckpointError
+        from vtm.pipeline.infer import VideoTriggerModel
+        from vtm.stages.detect import ObjectDetectorLoadError
+
+        if progress is not None:
+            progress(0.0, desc=f"loading {Path(checkpoint).name}")
+        self._loaded = None  # let the old model go before the new one takes memory
+        s = self.settings
+        describe = replace(DescribeConfig(), objects=s.detector is not None, detector=s.detector or DescribeConfig().detector, detector_threshold=s.detector_threshold, summary="llm")
+        try:
+            model = VideoTriggerModel.from_checkpoint(Path(checkpoint), llm=s.model, device=s.device, describe=describe)
+        except (CheckpointError, LanguageModelLoadError, EncoderLoadError, ObjectDetectorLoadError, ConfigError, OSError) as e:
+            raise gr.Error(f"Could not load {checkpoint}: {e}", duration=None) from None
+        self._loaded = (checkpoint, model)
+        return model
+
+    def load_status(self, checkpoint: str | None, progress=gr.Progress()) -> str:
+        if not checkpoint:
+            return f"No checkpoints under `{self.settings.checkpoints_dir}` yet: train one with `vtm train-from-cache`." if not find_checkpoints(self.settings.checkpoints_dir) else "Pick a checkpoint."
+        started = time.perf_counter()
+        with self._lock:
+            was_loaded = self._loaded is not None and self._loaded[0] == checkpoint
+            model = self.model(checkpoint, progress)
+        describer = model.describer
+        detector = f" · objects: {Path(describer.detector.model).name}" if describer.detector is not None else ""
+        how = "ready" if was_loaded else f"loaded in {time.perf_counter() - started:.1f} s"
+        warnings = "".join(f"\n\n⚠️ {line}" for line in model.report.lines())
+        return (
+            f"✅ **{Path(checkpoint).parent.name}/{Path(checkpoint).name}** {how} on `{model.encoder.device}` · "
+            f"encoder {model.encoder.info.name} · describer {Path(describer.model).name}{' + trained adapter' if describer.adapter else ''}{detector}{warnings}"
+        )
+
+    def analyse(self, checkpoint: str | None, video: str | None, threshold: float, max_moments: int, progress=gr.Progress()):
+        from vtm.stages.decode import DecodeError, probe
+
+        if not video:
+            raise gr.Error("No video yet: upload one (or pick an example), then press Analyse.")
+        path = Path(video)
+        try:
+            plan = probe(path, 1.0)
+        except DecodeError as e:
+            raise gr.Error(f"“{path.name}” could not be read as a video: {e}. Upload a video file (MP4, MOV, MKV, AVI, WebM…).", duration=None) from None
+        if plan.duration_s > self.settings.max_seconds:
+            raise gr.Error(
+                f"“{path.name}” is {format_mmss(plan.duration_s)} long; this page analyses videos up to {format_mmss(self.settings.max_seconds)}. "
+                "For longer footage use `vtm extract` and `vtm describe`, which work through whole archives.", duration=None,
+            )
+        with self._lock:
+            model = self.model(checkpoint, progress)
+            started = time.perf_counter()
+            try:
+                analysis = model.analyze(path, float(threshold), int(max_moments), progress=lambda f, message: progress(f, desc=message))
+            except DecodeError as e:
+                raise gr.Error(f"“{path.name}” could not be decoded: {e}", duration=None) from None
+        progress(0.97, desc="drawing the timeline and speaking the summary")
+        return self._outputs(path, analysis, time.perf_counter() - started)
+
+    def _outputs(self, video: Path, analysis, seconds: float):
+        from vtm.pipeline.speech import SpeechError, speak_to_wav
+
+        result = analysis.result
+        out = self.work_dir / uuid.uuid4().hex[:12]
+        (out / "frames").mkdir(parents=True)
+        result = {**result, "video_path": video.name}  # the upload's temporary path means nothing to whoever downloads this
+        json_path = out / f"{video.stem}.vtm.json"
+        write_json(json_path, result)
+        triggers = result["triggers"]
+        timeline = out / "timeline.png"
+        timeline_png(timeline, analysis.timestamps, analysis.scores, analysis.threshold, [t["timestamp"] for t in triggers], [t["trigger_confidence"] for t in triggers], title=video.name)
+        gallery = []
+        for k, (trigger, picture) in enumerate(zip(triggers, analysis.pictures), start=1):
+            frame = out / "frames" / f"{k:02d}.jpg"
+            frame.write_bytes(jpeg_bytes(picture))
+            gallery.append((str(frame), moment_caption(k, trigger)))
+        audio = None
+        try:
+            audio = str(speak_to_wav(result["video_summary"], out / "summary.wav"))
+        except SpeechError as e:
+            gr.Warning(f"The summary could not be spoken: {e}")
+        n, k = result["num_frames_analyzed"], result["num_triggers_detected"]
+        duration = float(analysis.timestamps[-1]) if len(analysis.timestamps) else 0.0
+        headline = (
+            f"**{k} moment{'s' if k != 1 else ''}** found in {format_mmss(duration)} of video · {n} frames scored · "
+            f"{k} sent to the describer ({k / max(n, 1):.1%}) · {seconds:.1f} s"
+        )
+        if not k:
+            headline += f"\n\nNothing reached the threshold ({analysis.threshold:.2f}): lower it to see weaker moments."
+        return headline, str(timeline), gallery, result["video_summary"], audio, str(json_path)
+
+
+def moment_caption(k: int, trigger: dict) -> str:
+    """"#2 · 0:12.4 · confidence 0.87 — a red car enters. Objects: car 0.93, person 0.71"."""
+    text = f"#{k} · {format_mmss(trigger['timestamp'])} · confidence {trigger['trigger_confidence']:.2f} — {trigger['analysis'] or '(no description)'}"
+    objects = trigger.get("objects")
+    if objects:
+        text += " · Objects: " + ", ".join(f"{o['label']} {o['score']:.2f}" for o in objects)
+    return text
+
+
+# --- the page ----------------------------------------------------------------------------------------------
+
+
+def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
+    analyser = Analyser(settings)
+    with gr.Blocks(title="vtm — find the moments that matter") as app:
+        gr.Markdown(
+            "# vtm — find the moments that matter\n"
+            "Upload a video: the trigger model scores every sampled frame, picks the moments that stand out, "
+            "and only those go to the vision-language model for a description."
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=320):
+                checkpoint = gr.Dropdown(label="Checkpoint", info=f"trained models found under {settings.checkpoints_dir}", elem_id="checkpoint", interactive=True)
+                status = gr.Markdown("Looking for checkpoints…", elem_id="model-status")
+                video = gr.Video(label="Video", sources=["upload"], elem_id="video")
+                examples = sorted(p for p in Path(settings.videos_dir).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES) if settings.videos_dir else []
+                if examples:
+                    gr.Examples([[str(p)] for p in examples[:24]], inputs=[video], label=f"or pick one from {settings.videos_dir}")
+                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Trigger threshold", info="a moment's score must reach this")
+                max_moments = gr.Slider(1, 50, value=10, step=1, label="Most moments to describe", info="the strongest are kept")
+                analyse = gr.Button("Analyse", variant="primary", elem_id="analyse")
+            with gr.Column(scale=3, min_width=420):
+                headline = gr.Markdown("Results appear here.", elem_id="headline", elem_classes="vtm-headline")
+                timeline = gr.Image(label="Trigger score over time", type="filepath", interactive=False, elem_id="timeline")
+                gallery = gr.Gallery(label="Triggered moments", columns=3, height="auto", object_fit="contain", elem_id="moments")
+                summary = gr.Textbox(label="Video summary", lines=3, interactive=False, elem_id="summary")
+                audio = gr.Audio(label="Spoken summary", type="filepath", interactive=False, elem_id="spoken-summary")
+                download = gr.File(label="Analysis (JSON)", interactive=False, elem_id="analysis-json")
+
+        def refresh():
+            choices = find_checkpoints(settings.checkpoints_dir)
+            return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+
+        app.load(refresh, outputs=checkpoint).then(analyser.load_status, inputs=checkpoint, outputs=status)
+        checkpoint.input(analyser.load_status, inputs=checkpoint, outputs=status)
+        analyse.click(
+            analyser.analyse, inputs=[checkpoint, video, threshold, max_moments], outputs=[headline, timeline, gallery, summary, audio, download],
+            concurrency_id="model",
+        )
+    return app, analyser
+
+
+def launch(settings: UiSettings, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+    """Serve the page; with block=False return once it listens (tests, notebooks)."""
+    app, analyser = build_app(settings)
+    theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, max_file_size=f"{settings.max_upload_mb}mb", allowed_paths=[str(analyser.work_dir)],
+        theme=theme, css=CSS, prevent_thread_lock=not block, show_error=False, quiet=not block,
+    )
+    return app
