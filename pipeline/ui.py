@@ -128,9 +128,9 @@ class Analyser:
         describer = model.describer
         detector = f" · objects: {Path(describer.detector.model).name}" if describer.detector is not None else ""
         how = "ready" if was_loaded else f"loaded in {time.perf_counter() - started:.1f} s"
-        warnings = "".join(f"\n\n⚠️ {line}" for line in model.report.lines())
+        warnings = "".join(f"\n\n**Warning:** {line}" for line in model.report.lines())
         return (
-            f"✅ **{Path(checkpoint).parent.name}/{Path(checkpoint).name}** {how} on `{model.encoder.device}` · "
+            f"**Ready:** {Path(checkpoint).parent.name}/{Path(checkpoint).name} {how} on `{model.encoder.device}` · "
             f"encoder {model.encoder.info.name} · describer {Path(describer.model).name}{' + trained adapter' if describer.adapter else ''}{detector}{warnings}"
         )
 
@@ -189,16 +189,26 @@ class Analyser:
         )
         if not k:
             headline += f"\n\nNothing reached the threshold ({analysis.threshold:.2f}): lower it to see weaker moments."
-        return headline, str(timeline), gallery, result["video_summary"], audio, str(json_path)
+        table = [[k, clock(t["timestamp"]), round(t["trigger_confidence"], 2), t["analysis"], objects_text(t.get("objects") or [])] for k, t in enumerate(triggers, start=1)]
+        return headline, str(timeline), gallery, table, result["video_summary"], audio, str(json_path)
+
+
+def clock(seconds: float) -> str:
+    """72.4 -> '1:12.4': a moment's time to the tenth of a second (frames are sampled a few times a second)."""
+    minutes, rest = divmod(max(0.0, float(seconds)), 60)
+    return f"{int(minutes)}:{rest:04.1f}"
 
 
 def moment_caption(k: int, trigger: dict) -> str:
-    """"#2 · 0:12.4 · confidence 0.87 — a red car enters. Objects: car 0.93, person 0.71"."""
-    text = f"#{k} · {format_mmss(trigger['timestamp'])} · confidence {trigger['trigger_confidence']:.2f} — {trigger['analysis'] or '(no description)'}"
-    objects = trigger.get("objects")
-    if objects:
-        text += " · Objects: " + ", ".join(f"{o['label']} {o['score']:.2f}" for o in objects)
+    """"#2 · 0:12.4 · confidence 0.87 — a red car enters · Objects: car 0.93, person 0.71"."""
+    text = f"#{k} · {clock(trigger['timestamp'])} · confidence {trigger['trigger_confidence']:.2f} — {trigger['analysis'] or '(no description)'}"
+    if trigger.get("objects"):
+        text += " · Objects: " + objects_text(trigger["objects"])
     return text
+
+
+def objects_text(objects: list[dict]) -> str:
+    return ", ".join(f"{o['label']} {o['score']:.2f}" for o in objects)
 
 
 # --- the page ----------------------------------------------------------------------------------------------
@@ -227,6 +237,10 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
                 headline = gr.Markdown("Results appear here.", elem_id="headline", elem_classes="vtm-headline")
                 timeline = gr.Image(label="Trigger score over time", type="filepath", interactive=False, elem_id="timeline")
                 gallery = gr.Gallery(label="Triggered moments", columns=3, height="auto", object_fit="contain", elem_id="moments")
+                moments = gr.Dataframe(
+                    headers=["#", "time", "confidence", "description", "objects"], datatype=["number", "str", "number", "str", "str"],
+                    label="Moments", interactive=False, wrap=True, elem_id="moments-table", column_widths=["6%", "10%", "12%", "47%", "25%"],
+                )
                 summary = gr.Textbox(label="Video summary", lines=3, interactive=False, elem_id="summary")
                 audio = gr.Audio(label="Spoken summary", type="filepath", interactive=False, elem_id="spoken-summary")
                 download = gr.File(label="Analysis (JSON)", interactive=False, elem_id="analysis-json")
@@ -238,7 +252,7 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
         app.load(refresh, outputs=checkpoint).then(analyser.load_status, inputs=checkpoint, outputs=status)
         checkpoint.input(analyser.load_status, inputs=checkpoint, outputs=status)
         analyse.click(
-            analyser.analyse, inputs=[checkpoint, video, threshold, max_moments], outputs=[headline, timeline, gallery, summary, audio, download],
+            analyser.analyse, inputs=[checkpoint, video, threshold, max_moments], outputs=[headline, timeline, gallery, moments, summary, audio, download],
             concurrency_id="model",
         )
     return app, analyser

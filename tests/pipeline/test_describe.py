@@ -9,7 +9,9 @@ import subprocess
 import sys
 import textwrap
 import time
+import wave
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import polars as pl
@@ -98,6 +100,53 @@ def test_cli_describe_writes_every_format_once_per_trigger_and_a_rerun_skips(red
     fewer = _outputs(out, cache)
     assert all(len(a["triggers"]) <= 1 for a in fewer.values())
     _check_table(out, fewer)
+
+
+def test_describe_with_objects_and_audio_then_a_report_of_the_run(red_cache, tiny_llava, tmp_path):
+    from PIL import Image
+
+    from vtm.models.tiny import TINY_DETR_LABELS, make_tiny_detr
+
+    _, cache_dir = red_cache
+    rows = {r["video_id"]: r for r in FeatureCache.open(cache_dir).manifest().to_dicts()}
+    out = tmp_path / "out"
+    detr = make_tiny_detr(tmp_path / "detr")
+    config = _config_file(tmp_path, detector_threshold=0.0)  # a random DETR scores low: keep everything it finds
+    args = ["describe", str(cache_dir), "--out", str(out), "--model", str(tiny_llava), "--objects", "--detector", str(detr), "--audio", "--config", str(config), "--no-progress"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+
+    videos = json.loads((out / "describe_manifest.json").read_text())["videos"]
+    assert len(videos) == 5
+    for video_id, entry in videos.items():
+        row, analysis = rows[video_id], json.loads((out / entry["json"]).read_text())
+        assert len(entry["frames"]) == analysis["num_triggers_detected"] == entry["triggers"] >= 1
+        for trigger, frame in zip(analysis["triggers"], entry["frames"]):
+            assert trigger["objects"] and {o["label"] for o in trigger["objects"]} <= set(TINY_DETR_LABELS.values())
+            for o in trigger["objects"]:  # boxes in the source video's pixels
+                x0, y0, x1, y1 = o["box"]
+                assert 0 <= x0 <= x1 <= row["width"] and 0 <= y0 <= y1 <= row["height"]
+            with Image.open(out / frame) as thumbnail:  # the video's own shape, not the square the VLM saw
+                assert abs(thumbnail.width / thumbnail.height - row["width"] / row["height"]) < 0.02
+        assert (out / entry["timeline"]).read_bytes().startswith(b"\x89PNG")
+        with wave.open(str(out / entry["audio"])) as spoken:
+            assert spoken.getframerate() == 22050 and spoken.getnframes() > 22050 // 2
+
+    # A lost output is made again, for its video only.
+    lost_id, lost = next(iter(videos.items()))
+    (out / lost["frames"][0]).unlink()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "1 described, 4 already described" in again.output, again.output
+    assert (out / lost["frames"][0]).is_file()
+
+    res = CliRunner().invoke(cli, ["report", str(out)])
+    assert res.exit_code == 0, res.output
+    page = (out / "report.html").read_text()
+    for entry in videos.values():
+        assert all(quote(frame) in page for frame in entry["frames"]) and quote(entry["timeline"]) in page and quote(entry["audio"]) in page
+    assert "went to the vision-language model" in page
+    missing = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert missing.exit_code == 2 and "vtm describe" in missing.output
 
 
 def test_a_missing_source_video_fails_only_that_video(red_cache, tiny_llava, tmp_path):

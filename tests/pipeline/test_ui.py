@@ -1,0 +1,170 @@
+"""`vtm ui` in a real headless Chromium (Playwright): upload a generated video, analyse it with tiny offline
+models (LLaVA with a trained adapter, DETR), and check what a person sees. The analysed page's screenshot
+is saved to test-artifacts/ at the repository root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from vtm.models.tiny import TINY_DETR_LABELS, make_tiny_detr
+from vtm.pipeline.ui import Analyser, UiSettings, checkpoint_label, find_checkpoints, launch, moment_caption
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ANALYSIS_TIMEOUT_MS = 240_000  # a tiny model on 2 CPU cores; the first analysis also loads it
+
+
+@pytest.fixture(scope="module")
+def tiny_detr(tmp_path_factory) -> str:
+    return str(make_tiny_detr(tmp_path_factory.mktemp("detr") / "detr"))
+
+
+@pytest.fixture(scope="module")
+def settings(adapter_checkpoint, tiny_detr, tmp_path_factory) -> UiSettings:
+    # threshold 0: a random DETR's scores are low, and the page should show boxes.
+    return UiSettings(checkpoints_dir=adapter_checkpoint.parents[1], detector=tiny_detr, detector_threshold=0.0, device="cpu", work_dir=tmp_path_factory.mktemp("ui"))
+
+
+@pytest.fixture(scope="module")
+def server(settings):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = launch(settings, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("the web UI tests need Chromium: `make browser` (or `apt-get install -y chromium`) installs it")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-extensions"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(server)
+    yield page
+    context.close()
+
+
+def _ready(page) -> None:
+    """Wait until the page found the checkpoint and loaded it."""
+    page.locator("#model-status").get_by_text("Ready:").wait_for(timeout=ANALYSIS_TIMEOUT_MS)
+
+
+def test_analysing_an_uploaded_video_shows_every_result(page, red_cache):
+    videos, _ = red_cache
+    video = sorted(videos.rglob("*.mp4"))[0]
+    _ready(page)
+    assert "training videos" in page.locator("#checkpoint").inner_text() or "training videos" in page.locator("#checkpoint input").input_value()
+    page.locator("#video input[type=file]").set_input_files(str(video))
+    page.locator("#video video").wait_for(timeout=30_000)  # the upload is in
+    page.locator("#analyse").click()
+
+    gallery = page.locator("#moments img")
+    gallery.first.wait_for(timeout=ANALYSIS_TIMEOUT_MS)
+    assert "moment" in page.locator("#headline").inner_text()
+    assert page.locator("#timeline img").get_attribute("src")
+    summary = page.locator("#summary textarea").input_value()
+    assert summary.strip()
+    page.locator("#spoken-summary audio, #spoken-summary [data-testid='waveform-Spoken summary']").first.wait_for(state="attached", timeout=30_000)
+
+    link = page.locator("#analysis-json a").first
+    with page.expect_download() as download:
+        link.click()
+    result = json.loads(Path(download.value.path()).read_text())
+    assert result["num_triggers_detected"] == gallery.count() >= 1
+    assert result["video_summary"] == summary
+    for trigger in result["triggers"]:
+        assert trigger["objects"], "threshold 0 keeps every DETR query"
+        assert {o["label"] for o in trigger["objects"]} <= set(TINY_DETR_LABELS.values())
+        x0, y0, x1, y1 = trigger["objects"][0]["box"]
+        assert 0 <= x0 <= x1 <= 640 and 0 <= y0 <= y1 <= 640  # in the source video's pixels
+
+    table = page.locator("#moments-table").inner_text()
+    assert "confidence" in table and result["triggers"][0]["objects"][0]["label"] in table
+    gallery.first.click()  # the caption of a moment: time, confidence, description, objects
+    caption = page.locator("#moments").inner_text()
+    assert "confidence" in caption and "Objects:" in caption
+    page.keyboard.press("Escape")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-analysed.png"), full_page=True)
+
+
+def test_a_file_that_is_not_a_video_gets_a_clear_message(page, tmp_path):
+    fake = tmp_path / "holiday.mp4"
+    fake.write_text("this is a shopping list, not a video\n" * 50)
+    _ready(page)
+    page.locator("#video input[type=file]").set_input_files(str(fake))
+    page.wait_for_timeout(1500)
+    page.locator("#analyse").click()
+    message = page.get_by_text("could not be read as a video")
+    message.wait_for(timeout=60_000)
+    assert "holiday.mp4" in message.first.inner_text()
+    assert "Traceback" not in page.content()
+    assert page.locator("#moments img").count() == 0
+
+
+# --- without a browser: the pieces the page is made of --------------------------------------------------
+
+
+def test_checkpoints_are_found_and_labelled_with_what_they_were_trained_on(adapter_checkpoint, tmp_path):
+    found = find_checkpoints(adapter_checkpoint.parents[1])
+    assert str(adapter_checkpoint) in [path for _, path in found]
+    label = dict((p, l) for l, p in found)[str(adapter_checkpoint)]
+    assert "efficientnet_lite0 features at 3 fps" in label and "training videos" in label and "describes with tiny-llava" in label
+    assert find_checkpoints(tmp_path / "nothing-here") == []
+    broken = tmp_path / "runs" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "meta.json").write_text("{not json")
+    (broken / "model.safetensors").write_bytes(b"")
+    assert "unreadable" in checkpoint_label(broken, tmp_path / "runs")
+
+
+def test_the_page_says_what_to_do_without_a_checkpoint_or_with_a_too_long_video(red_cache, adapter_checkpoint, tmp_path):
+    videos, _ = red_cache
+    video = str(sorted(videos.rglob("*.mp4"))[0])
+    empty = Analyser(UiSettings(checkpoints_dir=tmp_path / "runs", work_dir=tmp_path / "ui"))
+    assert "train one with `vtm train-from-cache`" in empty.load_status(None)
+    with pytest.raises(gr.Error, match="No checkpoint chosen"):
+        empty.analyse(None, video, 0.5, 5)
+    short = Analyser(UiSettings(checkpoints_dir=adapter_checkpoint.parents[1], max_seconds=5.0, work_dir=tmp_path / "ui"))
+    with pytest.raises(gr.Error, match="up to 0:05") as e:
+        short.analyse(str(adapter_checkpoint), video, 0.5, 5)
+    assert "vtm extract" in e.value.message
+    with pytest.raises(gr.Error, match="No video yet"):
+        short.analyse(str(adapter_checkpoint), None, 0.5, 5)
+
+
+def test_captions_hold_time_confidence_description_and_objects():
+    trigger = {"timestamp": 72.4, "trigger_confidence": 0.8712, "analysis": "a red car enters", "objects": [{"label": "car", "score": 0.93, "box": [0, 0, 1, 1]}]}
+    assert moment_caption(2, trigger) == "#2 · 1:12.4 · confidence 0.87 — a red car enters · Objects: car 0.93"
+
+
+def test_ui_listens_on_localhost_by_default():
+    import inspect
+
+    from vtm.pipeline.cli import ui
+
+    assert inspect.signature(launch).parameters["host"].default == "127.0.0.1"
+    assert next(p for p in ui.params if p.name == "host").default == "127.0.0.1"
+    assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"
