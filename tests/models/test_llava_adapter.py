@@ -162,3 +162,43 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(model_dirs):
     assert adapter.gradient_checkpointing
     assert torch.allclose(plain_loss, ckpt_loss)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grads, ckpt_grads))
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_loss_matches_cpu_in_float32(model_dirs):
+    context, mask = _windows()
+    losses = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        adapter = VideoLanguageAdapter.load(AdapterConfig(input_dim=D_MODEL, hidden_dim=64), model_dirs["llava"], device=device)
+        assert adapter.projector.queries.device.type == device
+        with torch.no_grad():
+            losses[device] = adapter.loss(context, TEXTS, mask).item()
+    assert losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-3)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kind", ["llava", "causal_lm"])
+def test_gpu_bf16_training_with_lora_and_generate(model_dirs, kind):
+    torch.manual_seed(0)
+    config = AdapterConfig(input_dim=D_MODEL, hidden_dim=64, max_new_tokens=8, lora_rank=4)
+    adapter = VideoLanguageAdapter.load(config, model_dirs[kind], dtype=torch.bfloat16, device="cuda")
+    trainable = [p for p in adapter.parameters() if p.requires_grad]
+    assert trainable and all(p.is_cuda and p.dtype == torch.float32 for p in trainable)  # projector and LoRA stay fp32
+    base = {k: v.clone() for k, v in adapter.language_model.state_dict().items() if ".lora_" not in k}
+    assert all(v.dtype != torch.float32 for v in base.values() if v.is_floating_point())
+
+    losses = _train(adapter)
+
+    assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses[::10]
+    after = adapter.language_model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in base.items())
+    context, mask = _windows(n=3)
+    images = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(3)] if kind == "llava" else None
+    out = adapter.generate(context, mask, images=images)
+    assert len(out) == 3 and all(isinstance(s, str) for s in out)

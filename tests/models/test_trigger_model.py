@@ -57,3 +57,33 @@ def test_config_round_trips_and_rejects_contradictions():
         TriggerModelConfig(encoder=cfg.encoder, detector=cfg.detector, window=8, labels=("only one",))
     with pytest.raises(ValueError, match="input_dim"):
         TriggerModelConfig(encoder=cfg.encoder, detector=TriggerDetectorConfig(input_dim=99, num_classes=2), labels=cfg.labels)
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kind", ["transformer", "lstm"])
+def test_gpu_scores_match_cpu(kind):
+    """Scoring a whole video on the GPU gives the CPU's scores (default-size model, windows batched)."""
+    import copy
+
+    torch.manual_seed(0)
+    config = TriggerModelConfig(
+        encoder=TemporalEncoderConfig(kind=kind), detector=TriggerDetectorConfig(num_classes=2), labels=("a", "b")
+    )
+    model = TriggerModel(config)
+    rng = np.random.default_rng(0)
+    n = 301  # not a multiple of the half-window: the last window is padded and masked
+    feats = rng.standard_normal((n, config.encoder.input_dim)).astype(np.float32)
+    times = np.arange(n) / 3.0 + 3600.0
+    times[150:] += 45.0  # a gap
+    cpu_score, cpu_probs = model.score_video(feats, times)
+    on_gpu = copy.deepcopy(model).to("cuda")
+    for batch_windows in (64, 3):
+        score, probs = on_gpu.score_video(feats, times, batch_windows=batch_windows)
+        np.testing.assert_allclose(score, cpu_score, atol=2e-4)
+        np.testing.assert_allclose(probs, cpu_probs, atol=2e-4)
+    short_cpu, _ = model.score_video(feats[:5], times[:5])  # shorter than one window
+    np.testing.assert_allclose(on_gpu.score_video(feats[:5], times[:5])[0], short_cpu, atol=2e-4)

@@ -114,3 +114,42 @@ def test_prompts():
     assert adapter_prompt("What changed?", "TRAINED <video>") == "USER: <video>\nWhat changed? ASSISTANT:"
     with pytest.raises(ValueError, match="summary"):
         DescribeStage(model="x", summary="poem")
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_plain_llava_describes_in_half_precision_and_batching_agrees(plain):
+    stage = dataclasses.replace(plain, device="cuda")  # the same settings (batches of 2), on the GPU
+    stage.setup()
+    expected_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert stage.dtype == expected_dtype and stage.model_info()["device"] == "cuda"
+    assert all(p.is_cuda and p.dtype == expected_dtype for p in stage.language_model.parameters())
+    frames = _frames(5)
+    out = stage({"frames": frames, "key": list("abcde")})
+    assert len(out["description"]) == 5 and all(isinstance(d, str) and d for d in out["description"])
+    assert out["key"] == list("abcde") and out["vlm_seconds"] > 0
+    one_by_one = [stage({"frames": frames[i : i + 1]})["description"][0] for i in range(5)]
+    assert out["description"] == one_by_one
+    assert stage({"frames": frames[::-1]})["description"] == out["description"][::-1]
+    summary = stage.summarize({"times": [1.0, 2.0], "descriptions": out["description"][:2], "frames_analyzed": 9})
+    assert isinstance(summary["summary"], str)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_adapter_path_uses_the_context_on_the_gpu(with_adapter):
+    cpu_stage, _ = with_adapter
+    stage = dataclasses.replace(cpu_stage, device="cuda")
+    stage.setup()
+    assert stage.vlm.projector.queries.is_cuda and stage.vlm.projector.queries.dtype == stage.dtype
+    frames = _frames(3)
+    context, mask = _context()
+    out = stage({"frames": frames, "context": context, "mask": mask})["description"]
+    assert len(out) == 3 and all(isinstance(d, str) for d in out)
+    other, _ = _context(seed=7)
+    assert stage({"frames": frames, "context": other, "mask": mask})["description"] != out
+    one_by_one = [stage({"frames": frames[i : i + 1], "context": context[i : i + 1], "mask": mask[i : i + 1]})["description"][0] for i in range(3)]
+    assert one_by_one == out

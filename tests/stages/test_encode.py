@@ -39,3 +39,20 @@ def test_gpu_half_precision_agrees_with_cpu():
     b = cuda({"frames": _frames()})["features"].astype(np.float32)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() > 0.995
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_stage_runs_fp16_in_batches_of_64_and_splitting_is_invisible():
+    stage = EncodeStage(device="cuda")
+    stage.setup()
+    assert stage.max_batch == 64 and next(stage.model.parameters()).dtype == torch.float16
+    frames = _frames(150)  # batches of 64, 64 and 22
+    out = stage({"frames": frames, "timestamps": np.arange(150.0)})
+    assert out["features"].shape == (150, stage.info.feature_dim) and out["features"].dtype == np.float16
+    assert np.isfinite(out["features"]).all()  # no fp16 overflow
+    small = EncodeStage(device="cuda", max_batch=7)
+    small.setup()
+    a, b = out["features"][:20].astype(np.float32), small({"frames": frames[:20]})["features"].astype(np.float32)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cos.min() > 0.999
