@@ -321,17 +321,18 @@ def report(out_dir):
 @click.option("--videos", "videos_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Videos to offer as examples to pick from.")
 @click.option("--model", help="LLaVA path or hub id, for checkpoints without an adapter.")
 @click.option("--detector", help="DETR local path or hub id: detect objects in the triggered frames.")
+@click.option("--detector-threshold", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Objects below this score are not shown.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 opens it to the network).")
 @click.option("--port", default=7860, show_default=True, type=int)
 @click.option("--max-upload-mb", default=500, show_default=True, type=int, help="Largest upload accepted.")
 @click.option("--max-minutes", default=30.0, show_default=True, type=float, help="Longest video accepted.")
-def ui(checkpoints_dir, videos_dir, model, detector, device, host, port, max_upload_mb, max_minutes):
+def ui(checkpoints_dir, videos_dir, model, detector, detector_threshold, device, host, port, max_upload_mb, max_minutes):
     """A web page to analyse one video at a time with a trained checkpoint."""
     from vtm.pipeline.ui import UiSettings, launch
 
-    launch(UiSettings(checkpoints_dir=checkpoints_dir, videos_dir=videos_dir, model=model, detector=detector, device=device,
-                      max_upload_mb=max_upload_mb, max_seconds=max_minutes * 60), host=host, port=port)
+    launch(UiSettings(checkpoints_dir=checkpoints_dir, videos_dir=videos_dir, model=model, detector=detector, detector_threshold=detector_threshold,
+                      device=device, max_upload_mb=max_upload_mb, max_seconds=max_minutes * 60), host=host, port=port)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ def tiny_detr(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def settings(adapter_checkpoint, tiny_detr, tmp_path_factory) -> UiSettings:
     # threshold 0: a random DETR's scores are low, and the page should show boxes.
-    return UiSettings(checkpoints_dir=adapter_checkpoint.parents[1], detector=tiny_detr, detector_threshold=0.0, device="cpu", work_dir=tmp_path_factory.mktemp("ui"))
+    return UiSettings(
+        checkpoints_dir=adapter_checkpoint.parents[1], detector=tiny_detr, detector_threshold=0.0, device="cpu", max_upload_mb=2, work_dir=tmp_path_factory.mktemp("ui"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +124,15 @@ def test_a_file_that_is_not_a_video_gets_a_clear_message(page, tmp_path):
     assert "holiday.mp4" in message.first.inner_text()
     assert "Traceback" not in page.content()
     assert page.locator("#moments img").count() == 0
+
+
+def test_uploads_over_the_size_limit_are_refused(server):
+    import httpx
+
+    small = httpx.post(f"{server}gradio_api/upload", files={"files": ("small.mp4", b"x" * 1000)})
+    assert small.status_code == 200
+    big = httpx.post(f"{server}gradio_api/upload", files={"files": ("big.mp4", b"x" * 3_000_000)})
+    assert big.status_code == 413 and "File size exceeded" in big.text
 
 
 # --- without a browser: the pieces the page is made of --------------------------------------------------
