@@ -65,6 +65,7 @@ class DetectObjectsStage:
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         self.detector = model.to(self.device, self.dtype).eval()
         self.labels = model.config.id2label
+        self.preprocess_device = self.device  # resize and normalise where the model runs: on a GPU, 2.7x the frames/s (bench/)
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
@@ -75,7 +76,7 @@ class DetectObjectsStage:
         return {**batch, "objects": objects}
 
     def _detect(self, images: list[np.ndarray]) -> list[list[dict]]:
-        inputs = self.processor(images=images, return_tensors="pt")
+        inputs = self.processor(images=images, return_tensors="pt", device=self.preprocess_device)
         outputs = self.detector(pixel_values=inputs["pixel_values"].to(self.device, self.dtype), pixel_mask=inputs["pixel_mask"].to(self.device))
         # Post-process in fp32: fp16 softmax scores would round to steps of ~5e-4 near 1.
         outputs.logits, outputs.pred_boxes = outputs.logits.float(), outputs.pred_boxes.float()

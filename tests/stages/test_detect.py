@@ -96,7 +96,9 @@ def test_draw_objects_clips_to_the_frame_and_leaves_a_frame_without_objects_alon
 @pytest.mark.gpu
 @gpu
 def test_gpu_half_precision_agrees_with_cpu(detr):
-    frames = _frames(4, 48, 64)
+    # At the processor's own size (64 x 96) nothing is resized: GPU and CPU interpolation differ slightly,
+    # and a random tiny DETR turns slight input differences into other boxes.
+    frames = _frames(4, 64, 96)
     cpu = _stage(detr, max_objects=100)({"frames": frames})["objects"]
     cuda = _stage(detr, max_objects=100, device="cuda")({"frames": frames})["objects"]
     for a, b in zip(cpu, cuda):
