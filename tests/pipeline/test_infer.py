@@ -93,3 +93,23 @@ def test_a_checkpoint_without_an_adapter_needs_a_model(adapter_checkpoint, tmp_p
 def test_cuda_without_a_gpu_says_so(adapter_checkpoint):
     with pytest.raises(ConfigError, match="no CUDA GPU.*--device cpu"):
         VideoTriggerModel.from_checkpoint(adapter_checkpoint, device="cuda")
+
+
+def test_analyze_reports_progress_keeps_the_strongest_moments_and_returns_what_a_page_shows(model, red_cache):
+    videos, _ = red_cache
+    steps = []
+    full = model.analyze(videos / VIDEO, threshold=THRESHOLD, progress=lambda fraction, message: steps.append((fraction, message)))
+    fractions = [f for f, _ in steps]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] >= 0.9
+    assert any("describing" in m for _, m in steps) and any("encoding" in m for _, m in steps)
+    k = full.result["num_triggers_detected"]
+    assert k >= 2, "the test needs a video with several moments"
+    assert len(full.scores) == len(full.timestamps) == full.result["num_frames_analyzed"] and full.threshold == THRESHOLD
+    plan = probe(videos / VIDEO, model.sample_fps)
+    assert len(full.pictures) == k
+    for picture in full.pictures:  # the video's shape, not the square the describer saw
+        assert max(picture.shape[:2]) == 480 and abs(picture.shape[1] / picture.shape[0] - plan.width / plan.height) < 0.01
+
+    one = model.analyze(videos / VIDEO, threshold=THRESHOLD, max_triggers=1).result
+    strongest = max(full.result["triggers"], key=lambda t: t["trigger_confidence"])
+    assert [t["frame_index"] for t in one["triggers"]] == [strongest["frame_index"]]
