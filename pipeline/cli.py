@@ -288,15 +288,21 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--strict-loading", is_flag=True, help="Refuse a checkpoint that does not match the encoder it is used with.")
 @click.option("--model", help="LLaVA path or hub id: needed for a checkpoint without an adapter.")
-def infer(video, checkpoint, output, threshold, device, strict_loading, model):
+@click.option("--detector", help="DETR local path or hub id: also detect objects in the triggered frames.")
+@click.option("--detector-threshold", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Objects below this score are dropped.")
+@click.option("--audio", type=click.Path(dir_okay=False, path_type=Path), help="Also speak the video summary to this WAV file.")
+def infer(video, checkpoint, output, threshold, device, strict_loading, model, detector, detector_threshold, audio):
     """Analyse one video with a checkpoint, every phase in this process (no cache, no Ray)."""
     from vtm.models.llava_adapter import LanguageModelLoadError
     from vtm.pipeline.infer import run_infer
+    from vtm.pipeline.speech import SpeechError
     from vtm.stages.decode import DecodeError
+    from vtm.stages.detect import ObjectDetectorLoadError
 
     try:
-        analysis = run_infer(video, checkpoint, output, threshold=threshold, device=device, strict=strict_loading, llm=model)
-    except (ConfigError, CheckpointError, LanguageModelLoadError, EncoderLoadError) as e:
+        analysis = run_infer(video, checkpoint, output, threshold=threshold, device=device, strict=strict_loading, llm=model,
+                             detector=detector, detector_threshold=detector_threshold, audio=audio)
+    except (ConfigError, CheckpointError, LanguageModelLoadError, EncoderLoadError, ObjectDetectorLoadError, SpeechError) as e:
         _fail(str(e))
     except DecodeError as e:
         _fail(f"{video}: {e}", code=1)

@@ -183,10 +183,17 @@ class VideoTriggerModel:
 
 
 def run_infer(
-    video_path: Path, checkpoint: Path, output: Path, threshold: float = 0.5, device: str = "cpu", strict: bool = False, llm: str | None = None
+    video_path: Path, checkpoint: Path, output: Path, threshold: float = 0.5, device: str = "cpu", strict: bool = False, llm: str | None = None,
+    detector: str | None = None, detector_threshold: float = 0.7, audio: Path | None = None,
 ) -> dict:
-    """`vtm infer`: analyse one video with a checkpoint and write the analysis JSON to `output`."""
-    model = VideoTriggerModel.from_checkpoint(checkpoint, llm=llm, device=device, strict=strict)
+    """`vtm infer`: analyse one video with a checkpoint and write the analysis JSON to `output`; with a
+    `detector` (DETR) each trigger gets its objects, with `audio` the summary is spoken to that WAV file."""
+    describe = replace(DescribeConfig(), objects=detector is not None, detector=detector or DescribeConfig().detector, detector_threshold=detector_threshold)
+    model = VideoTriggerModel.from_checkpoint(checkpoint, llm=llm, device=device, strict=strict, describe=describe)
     analysis = model.analyze_video(Path(video_path), threshold)
     write_json(Path(output), analysis)
+    if audio is not None:
+        from vtm.pipeline.speech import speak_to_wav
+
+        speak_to_wav(analysis["video_summary"], Path(audio))
     return analysis

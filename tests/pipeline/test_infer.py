@@ -113,3 +113,22 @@ def test_analyze_reports_progress_keeps_the_strongest_moments_and_returns_what_a
     one = model.analyze(videos / VIDEO, threshold=THRESHOLD, max_triggers=1).result
     strongest = max(full.result["triggers"], key=lambda t: t["trigger_confidence"])
     assert [t["frame_index"] for t in one["triggers"]] == [strongest["frame_index"]]
+
+
+def test_cli_infer_with_objects_and_a_spoken_summary(red_cache, adapter_checkpoint, tmp_path):
+    import wave
+
+    from vtm.models.tiny import make_tiny_detr
+
+    videos, _ = red_cache
+    out, audio = tmp_path / "analysis.json", tmp_path / "summary.wav"
+    detr = make_tiny_detr(tmp_path / "detr")
+    args = ["infer", str(videos / VIDEO), "--checkpoint", str(adapter_checkpoint), "--output", str(out), "--threshold", str(THRESHOLD)]
+    res = CliRunner().invoke(cli, args + ["--detector", str(detr), "--detector-threshold", "0", "--audio", str(audio)])
+    assert res.exit_code == 0, res.output
+    analysis = json.loads(out.read_text())
+    assert analysis["triggers"] and all(t["objects"] for t in analysis["triggers"])
+    with wave.open(str(audio)) as spoken:
+        assert spoken.getframerate() == 22050 and spoken.getnframes() > 0
+    missing = CliRunner().invoke(cli, args + ["--detector", str(tmp_path / "no-detr")])
+    assert missing.exit_code == 2 and "cannot load object detector" in missing.output
