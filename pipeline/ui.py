@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ from vtm.pipeline.config import ConfigError, DescribeConfig  # noqa: E402
 from vtm.pipeline.plots import format_mmss, timeline_png  # noqa: E402
 from vtm.pipeline.thumbnails import jpeg_bytes  # noqa: E402
 
+KEEP_ANALYSES = 20  # results kept on disk for download; older ones are deleted
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
 CSS = """
 .vtm-headline {font-size: 1.05rem}
@@ -165,6 +167,7 @@ class Analyser:
         result = analysis.result
         out = self.work_dir / uuid.uuid4().hex[:12]
         (out / "frames").mkdir(parents=True)
+        self._prune()
         result = {**result, "video_path": video.name}  # the upload's temporary path means nothing to whoever downloads this
         json_path = out / f"{video.stem}.vtm.json"
         write_json(json_path, result)
@@ -193,6 +196,13 @@ class Analyser:
         return headline, str(timeline), gallery, table, result["video_summary"], audio, str(json_path)
 
 
+    def _prune(self) -> None:
+        """Keep the files of the last KEEP_ANALYSES analyses: a page left running for weeks must not fill the disk."""
+        runs = sorted((d for d in self.work_dir.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+        for old in runs[:-KEEP_ANALYSES]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def clock(seconds: float) -> str:
     """72.4 -> '1:12.4': a moment's time to the tenth of a second (frames are sampled a few times a second)."""
     minutes, rest = divmod(max(0.0, float(seconds)), 60)
@@ -216,7 +226,8 @@ def objects_text(objects: list[dict]) -> str:
 
 def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
     analyser = Analyser(settings)
-    with gr.Blocks(title="vtm — find the moments that matter") as app:
+    # delete_cache: Gradio's copies of uploads and results older than a day go, checked hourly.
+    with gr.Blocks(title="vtm — find the moments that matter", delete_cache=(3600, 86400)) as app:
         gr.Markdown(
             "# vtm — find the moments that matter\n"
             "Upload a video: the trigger model scores every sampled frame, picks the moments that stand out, "

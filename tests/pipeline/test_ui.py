@@ -166,6 +166,18 @@ def test_the_page_says_what_to_do_without_a_checkpoint_or_with_a_too_long_video(
         short.analyse(str(adapter_checkpoint), None, 0.5, 5)
 
 
+def test_only_the_last_analyses_are_kept_on_disk(tmp_path, monkeypatch):
+    import vtm.pipeline.ui as ui
+
+    monkeypatch.setattr(ui, "KEEP_ANALYSES", 3)
+    analyser = Analyser(UiSettings(work_dir=tmp_path))
+    for k in range(5):
+        (tmp_path / f"run{k}").mkdir()
+        os.utime(tmp_path / f"run{k}", (k, k))
+    analyser._prune()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run2", "run3", "run4"]
+
+
 def test_captions_hold_time_confidence_description_and_objects():
     trigger = {"timestamp": 72.4, "trigger_confidence": 0.8712, "analysis": "a red car enters", "objects": [{"label": "car", "score": 0.93, "box": [0, 0, 1, 1]}]}
     assert moment_caption(2, trigger) == "#2 · 1:12.4 · confidence 0.87 — a red car enters · Objects: car 0.93"
