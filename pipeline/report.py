@@ -268,10 +268,10 @@ img.timeline { width: 100%; height: auto; display: block; margin: 8px 0; }
 audio { width: 100%; margin: 4px 0 8px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 12px; margin-top: 8px; }
 .card { border: 1px solid var(--line); border-radius: 8px; overflow: hidden; background: #fff; }
-.card img, .card .noimg { width: 100%; aspect-ratio: 16 / 9; object-fit: cover; display: block; background: #e5e7eb; }
+.card img, .card .noimg { width: 100%; aspect-ratio: 16 / 9; object-fit: contain; display: block; background: #111827; }
 .card .body { padding: 8px 10px; }
 .card .when { font-size: .8rem; color: var(--muted); font-variant-numeric: tabular-nums; }
-.card p { margin: 4px 0; white-space: pre-line; }
+.card p { margin: 4px 0; white-space: pre-line; overflow-wrap: anywhere; }
 .tags { display: flex; flex-wrap: wrap; gap: 4px; }
 .tag { font-size: .75rem; background: #eef2ff; color: #3730a3; border-radius: 999px; padding: 1px 8px; }
 .failed li { margin: 6px 0; }

@@ -28,11 +28,12 @@ import gradio as gr  # noqa: E402
 
 from vtm.cache.atomic import write_json  # noqa: E402
 from vtm.pipeline.config import ConfigError, DescribeConfig  # noqa: E402
+from vtm.pipeline.discover import VIDEO_EXTENSIONS, discover_videos  # noqa: E402
 from vtm.pipeline.plots import format_mmss, timeline_png  # noqa: E402
 from vtm.pipeline.thumbnails import jpeg_bytes  # noqa: E402
 
 KEEP_ANALYSES = 20  # results kept on disk for download; older ones are deleted
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
+MAX_EXAMPLES = 24
 CSS = """
 .vtm-headline {font-size: 1.05rem}
 footer {display: none !important}
@@ -52,6 +53,10 @@ class UiSettings:
     work_dir: Path | None = None  # where each analysis's files go (default: a temporary directory)
 
 
+class PageError(Exception):
+    """A problem the person at the page can act on: shown in the page, in words, never as a traceback."""
+
+
 # --- checkpoints -----------------------------------------------------------------------------------------
 
 
@@ -64,23 +69,49 @@ def find_checkpoints(root: Path) -> list[tuple[str, str]]:
 
 
 def checkpoint_label(directory: Path, root: Path) -> str:
-    """"red/final — efficientnet_lite0 features at 3 fps · 24 training videos · epoch 10 · event F1 0.74 · describes with tiny-llava"."""
+    """"red/final · 24 training videos · epoch 10 · event F1 0.74": which run, and how well it did on held-out videos."""
+    name = directory.relative_to(root).as_posix()
     try:
         meta = json.loads((directory / "meta.json").read_text())
     except (OSError, ValueError):
-        return f"{directory.relative_to(root)} (unreadable meta.json)"
-    features, metrics = meta.get("features") or {}, meta.get("metrics") or {}
-    parts = [f"{features.get('encoder', '?')} features at {features.get('sample_fps', '?'):g} fps" if features.get("sample_fps") else f"{features.get('encoder', '?')} features"]
+        return f"{name} (unreadable meta.json)"
+    parts = [name]
     if meta.get("train_videos") is not None:
         parts.append(f"{meta['train_videos']} training videos")
     if meta.get("epoch") is not None:
         parts.append(f"epoch {meta['epoch']}")
-    f1 = metrics.get("val/event_f1")
+    f1 = (meta.get("metrics") or {}).get("val/event_f1")
     if isinstance(f1, (int, float)) and f1 == f1:  # not NaN
         parts.append(f"event F1 {f1:.2f}")
-    if meta.get("llm"):
-        parts.append(f"describes with {Path(str(meta['llm'])).name}")
-    return f"{directory.relative_to(root)} — " + " · ".join(parts)
+    return " · ".join(parts)
+
+
+def trained_on(directory: Path) -> str:
+    """"efficientnet_lite0 features at 3 fps, describes with tiny-llava" from the checkpoint's meta.json."""
+    try:
+        meta = json.loads((Path(directory) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    features = meta.get("features") or {}
+    fps = features.get("sample_fps")
+    text = f"{features.get('encoder', '?')} features at {fps:g} fps" if isinstance(fps, (int, float)) else f"{features.get('encoder', '?')} features"
+    return text + (f", describes with {Path(str(meta['llm'])).name}" if meta.get("llm") else "")
+
+
+def example_videos(root: Path) -> list:
+    """The videos under `root` that can be read (at most MAX_EXAMPLES): examples that fail would only confuse."""
+    from vtm.stages.decode import DecodeError, probe
+
+    readable = []
+    for video in discover_videos(root):
+        try:
+            probe(video.path, 1.0)
+        except (DecodeError, OSError):
+            continue
+        readable.append(video)
+        if len(readable) == MAX_EXAMPLES:
+            break
+    return readable
 
 
 # --- the analysis behind the page ------------------------------------------------------------------------
@@ -99,7 +130,7 @@ class Analyser:
     def model(self, checkpoint: str | None, progress=None):
         """The VideoTriggerModel of `checkpoint`, loading it (and dropping the last one) if needed."""
         if not checkpoint:
-            raise gr.Error(f"No checkpoint chosen. Train one with `vtm train-from-cache` (checkpoints are looked for under {self.settings.checkpoints_dir}), then pick it above.", duration=None)
+            raise PageError(f"No checkpoint chosen. Train one with `vtm train-from-cache` (checkpoints are looked for under {self.settings.checkpoints_dir}), then pick it above.")
         if self._loaded and self._loaded[0] == checkpoint:
             return self._loaded[1]
         from vtm.models.llava_adapter import LanguageModelLoadError
@@ -116,7 +147,7 @@ class Analyser:
         try:
             model = VideoTriggerModel.from_checkpoint(Path(checkpoint), llm=s.model, device=s.device, describe=describe)
         except (CheckpointError, LanguageModelLoadError, EncoderLoadError, ObjectDetectorLoadError, ConfigError, OSError) as e:
-            raise gr.Error(f"Could not load {checkpoint}: {e}", duration=None) from None
+            raise PageError(f"Could not load {checkpoint}: {e}") from None
         self._loaded = (checkpoint, model)
         return model
 
@@ -126,30 +157,41 @@ class Analyser:
         started = time.perf_counter()
         with self._lock:
             was_loaded = self._loaded is not None and self._loaded[0] == checkpoint
-            model = self.model(checkpoint, progress)
+            try:
+                model = self.model(checkpoint, progress)
+            except PageError as e:
+                return f"**Not loaded.** {e}"
         describer = model.describer
         detector = f" · objects: {Path(describer.detector.model).name}" if describer.detector is not None else ""
         how = "ready" if was_loaded else f"loaded in {time.perf_counter() - started:.1f} s"
         warnings = "".join(f"\n\n**Warning:** {line}" for line in model.report.lines())
         return (
-            f"**Ready:** {Path(checkpoint).parent.name}/{Path(checkpoint).name} {how} on `{model.encoder.device}` · "
-            f"encoder {model.encoder.info.name} · describer {Path(describer.model).name}{' + trained adapter' if describer.adapter else ''}{detector}{warnings}"
+            f"**Ready:** {Path(checkpoint).parent.name}/{Path(checkpoint).name} {how} on `{model.encoder.device}` · trained on {trained_on(checkpoint)} · "
+            f"describer {Path(describer.model).name}{' + trained adapter' if describer.adapter else ''}{detector}{warnings}"
         )
 
     def analyse(self, checkpoint: str | None, video: str | None, threshold: float, max_moments: int, progress=gr.Progress()):
+        """The page's outputs for one video; a problem the person can act on comes back as the headline."""
+        try:
+            return self._analyse(checkpoint, video, threshold, max_moments, progress)
+        except PageError as e:
+            gr.Warning(str(e))  # the toast catches the eye; the headline keeps the message
+            return f"**Could not analyse.** {e}", None, [], None, "", None, None
+
+    def _analyse(self, checkpoint: str | None, video: str | None, threshold: float, max_moments: int, progress):
         from vtm.stages.decode import DecodeError, probe
 
         if not video:
-            raise gr.Error("No video yet: upload one (or pick an example), then press Analyse.")
+            raise PageError("No video yet: upload one (or pick an example), then press Analyse.")
         path = Path(video)
         try:
             plan = probe(path, 1.0)
         except DecodeError as e:
-            raise gr.Error(f"“{path.name}” could not be read as a video: {e}. Upload a video file (MP4, MOV, MKV, AVI, WebM…).", duration=None) from None
+            raise PageError(f"“{path.name}” could not be read as a video: {e}. Upload a video file (MP4, MOV, MKV, AVI, WebM…).") from None
         if plan.duration_s > self.settings.max_seconds:
-            raise gr.Error(
+            raise PageError(
                 f"“{path.name}” is {format_mmss(plan.duration_s)} long; this page analyses videos up to {format_mmss(self.settings.max_seconds)}. "
-                "For longer footage use `vtm extract` and `vtm describe`, which work through whole archives.", duration=None,
+                "For longer footage use `vtm extract` and `vtm describe`, which work through whole archives."
             )
         with self._lock:
             model = self.model(checkpoint, progress)
@@ -157,7 +199,7 @@ class Analyser:
             try:
                 analysis = model.analyze(path, float(threshold), int(max_moments), progress=lambda f, message: progress(f, desc=message))
             except DecodeError as e:
-                raise gr.Error(f"“{path.name}” could not be decoded: {e}", duration=None) from None
+                raise PageError(f"“{path.name}” could not be decoded: {e}") from None
         progress(0.97, desc="drawing the timeline and speaking the summary")
         return self._outputs(path, analysis, time.perf_counter() - started)
 
@@ -218,7 +260,13 @@ def moment_caption(k: int, trigger: dict) -> str:
 
 
 def objects_text(objects: list[dict]) -> str:
-    return ", ".join(f"{o['label']} {o['score']:.2f}" for o in objects)
+    """"person 0.96 ×2, car 0.81": each label once, with its best score and how many were found."""
+    best: dict[str, tuple[float, int]] = {}
+    for o in objects:
+        score, n = best.get(o["label"], (0.0, 0))
+        best[o["label"]] = (max(score, o["score"]), n + 1)
+    ranked = sorted(best.items(), key=lambda item: -item[1][0])
+    return ", ".join(f"{label} {score:.2f}" + (f" ×{n}" if n > 1 else "") for label, (score, n) in ranked)
 
 
 # --- the page ----------------------------------------------------------------------------------------------
@@ -237,10 +285,15 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
             with gr.Column(scale=2, min_width=320):
                 checkpoint = gr.Dropdown(label="Checkpoint", info=f"trained models found under {settings.checkpoints_dir}", elem_id="checkpoint", interactive=True)
                 status = gr.Markdown("Looking for checkpoints…", elem_id="model-status")
-                video = gr.Video(label="Video", sources=["upload"], elem_id="video")
-                examples = sorted(p for p in Path(settings.videos_dir).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES) if settings.videos_dir else []
+                # A file box rather than a player: archives hold formats browsers cannot play (AVI, TS, most MKV),
+                # and a player would flag those as errors although vtm reads them.
+                video = gr.File(label="Video", file_types=list(VIDEO_EXTENSIONS), file_count="single", type="filepath", elem_id="video")
+                examples = example_videos(settings.videos_dir) if settings.videos_dir else []
                 if examples:
-                    gr.Examples([[str(p)] for p in examples[:24]], inputs=[video], label=f"or pick one from {settings.videos_dir}")
+                    gr.Examples(
+                        [[str(v.path)] for v in examples], inputs=[video], label=f"or pick one from {settings.videos_dir}",
+                        example_labels=[v.relpath for v in examples], examples_per_page=MAX_EXAMPLES,
+                    )
                 threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Trigger threshold", info="a moment's score must reach this")
                 max_moments = gr.Slider(1, 50, value=10, step=1, label="Most moments to describe", info="the strongest are kept")
                 analyse = gr.Button("Analyse", variant="primary", elem_id="analyse")
@@ -275,6 +328,9 @@ def launch(settings: UiSettings, host: str = "127.0.0.1", port: int = 7860, bloc
     theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
     app.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, max_file_size=f"{settings.max_upload_mb}mb", allowed_paths=[str(analyser.work_dir)],
-        theme=theme, css=CSS, prevent_thread_lock=not block, show_error=False, quiet=not block,
+        theme=theme, css=CSS, prevent_thread_lock=True, show_error=False, quiet=True,  # quiet: Gradio's hints are about sharing links
     )
+    if block:
+        print(f"vtm ui: open {app.local_url} in a browser (Ctrl-C stops it)", flush=True)
+        app.block_thread()
     return app

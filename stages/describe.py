@@ -54,6 +54,12 @@ def adapter_prompt(prompt: str | None, trained: str) -> str:
     return f"USER: {VIDEO_PLACEHOLDER}\n{prompt} ASSISTANT:"
 
 
+def clean_text(text: str) -> str:
+    """Generated text without control characters (a NUL or escape code in a description breaks JSON
+    readers, subtitles and terminals downstream); line breaks and tabs stay."""
+    return "".join(ch for ch in text if ch.isprintable() or ch in "\n\t").strip()
+
+
 def joined_summary(times: list[float], descriptions: list[str], frames_analyzed: int) -> str:
     """A deterministic summary: the descriptions in time order (what the LLM summary falls back to)."""
     if not descriptions:
@@ -151,7 +157,7 @@ class DescribeStage:
                     raise ValueError("this describe stage has an adapter: each window needs its context (the time-aware encoder's output)")
                 context = torch.as_tensor(np.asarray(batch["context"][lo:hi], np.float32))
                 mask = torch.as_tensor(np.asarray(batch["mask"][lo:hi], bool))
-                descriptions += self.vlm.generate(context, mask, images=images if self.vlm.is_llava else None, prompt=self.full_prompt)
+                descriptions += [clean_text(t) for t in self.vlm.generate(context, mask, images=images if self.vlm.is_llava else None, prompt=self.full_prompt)]
         out = {k: v for k, v in batch.items() if k not in ("frames", "context", "mask")}
         out = {**out, "description": descriptions, "vlm_seconds": time.perf_counter() - started}
         if self.detector is not None:
@@ -163,7 +169,7 @@ class DescribeStage:
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         out = self.language_model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, **self._special_ids())
-        return [t.strip() for t in self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)]
+        return [clean_text(t) for t in self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)]
 
     def _special_ids(self) -> dict:
         pad = self.tokenizer.pad_token_id
@@ -187,7 +193,7 @@ class DescribeStage:
         out = self.language_model.generate(
             input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=self.max_new_tokens, do_sample=False, **self._special_ids()
         )
-        text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True).strip()
+        text = clean_text(self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
         return {"summary": text, "vlm_seconds": time.perf_counter() - started}
 
     def _summary_ids(self, times: list[float], descriptions: list[str]) -> list[int]:

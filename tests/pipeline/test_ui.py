@@ -10,11 +10,10 @@ import shutil
 import socket
 from pathlib import Path
 
-import gradio as gr
 import pytest
 
 from vtm.models.tiny import TINY_DETR_LABELS, make_tiny_detr
-from vtm.pipeline.ui import Analyser, UiSettings, checkpoint_label, find_checkpoints, launch, moment_caption
+from vtm.pipeline.ui import Analyser, UiSettings, checkpoint_label, example_videos, find_checkpoints, launch, moment_caption, objects_text, trained_on
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -77,9 +76,10 @@ def test_analysing_an_uploaded_video_shows_every_result(page, red_cache):
     videos, _ = red_cache
     video = sorted(videos.rglob("*.mp4"))[0]
     _ready(page)
-    assert "training videos" in page.locator("#checkpoint").inner_text() or "training videos" in page.locator("#checkpoint input").input_value()
+    assert "training videos" in page.locator("#checkpoint input").input_value()
+    assert "trained on efficientnet_lite0" in page.locator("#model-status").inner_text()
     page.locator("#video input[type=file]").set_input_files(str(video))
-    page.locator("#video video").wait_for(timeout=30_000)  # the upload is in
+    page.locator("#video").get_by_text(video.name).wait_for(timeout=30_000)  # the upload is in
     page.locator("#analyse").click()
 
     gallery = page.locator("#moments img")
@@ -117,11 +117,11 @@ def test_a_file_that_is_not_a_video_gets_a_clear_message(page, tmp_path):
     fake.write_text("this is a shopping list, not a video\n" * 50)
     _ready(page)
     page.locator("#video input[type=file]").set_input_files(str(fake))
-    page.wait_for_timeout(1500)
+    page.locator("#video").get_by_text("holiday.mp4").wait_for(timeout=30_000)
     page.locator("#analyse").click()
-    message = page.get_by_text("could not be read as a video")
-    message.wait_for(timeout=60_000)
-    assert "holiday.mp4" in message.first.inner_text()
+    headline = page.locator("#headline").get_by_text("could not be read as a video")
+    headline.wait_for(timeout=60_000)
+    assert "Could not analyse" in headline.inner_text() and "holiday.mp4" in headline.inner_text()
     assert "Traceback" not in page.content()
     assert page.locator("#moments img").count() == 0
 
@@ -142,7 +142,8 @@ def test_checkpoints_are_found_and_labelled_with_what_they_were_trained_on(adapt
     found = find_checkpoints(adapter_checkpoint.parents[1])
     assert str(adapter_checkpoint) in [path for _, path in found]
     label = dict((p, l) for l, p in found)[str(adapter_checkpoint)]
-    assert "efficientnet_lite0 features at 3 fps" in label and "training videos" in label and "describes with tiny-llava" in label
+    assert label.startswith("exp/final · ") and "training videos" in label and "epoch 2" in label
+    assert trained_on(adapter_checkpoint) == "efficientnet_lite0 features at 3 fps, describes with tiny-llava"
     assert find_checkpoints(tmp_path / "nothing-here") == []
     broken = tmp_path / "runs" / "broken"
     broken.mkdir(parents=True)
@@ -156,14 +157,23 @@ def test_the_page_says_what_to_do_without_a_checkpoint_or_with_a_too_long_video(
     video = str(sorted(videos.rglob("*.mp4"))[0])
     empty = Analyser(UiSettings(checkpoints_dir=tmp_path / "runs", work_dir=tmp_path / "ui"))
     assert "train one with `vtm train-from-cache`" in empty.load_status(None)
-    with pytest.raises(gr.Error, match="No checkpoint chosen"):
-        empty.analyse(None, video, 0.5, 5)
+    assert "No checkpoint chosen" in empty.analyse(None, video, 0.5, 5)[0]
     short = Analyser(UiSettings(checkpoints_dir=adapter_checkpoint.parents[1], max_seconds=5.0, work_dir=tmp_path / "ui"))
-    with pytest.raises(gr.Error, match="up to 0:05") as e:
-        short.analyse(str(adapter_checkpoint), video, 0.5, 5)
-    assert "vtm extract" in e.value.message
-    with pytest.raises(gr.Error, match="No video yet"):
-        short.analyse(str(adapter_checkpoint), None, 0.5, 5)
+    headline, timeline, gallery, *_ = short.analyse(str(adapter_checkpoint), video, 0.5, 5)
+    assert headline.startswith("**Could not analyse.**") and "up to 0:05" in headline and "vtm extract" in headline
+    assert timeline is None and gallery == []
+    assert "No video yet" in short.analyse(str(adapter_checkpoint), None, 0.5, 5)[0]
+    assert "Not loaded" in short.load_status(str(tmp_path / "no-such-checkpoint"))
+
+
+def test_examples_are_the_readable_videos_only(tmp_path):
+    from vtm.pipeline.sample_data import make_sample_dataset
+
+    root = make_sample_dataset(tmp_path / "videos")
+    examples = example_videos(root)
+    assert examples and all(v.path.is_file() for v in examples)
+    assert not any("broken" in v.relpath for v in examples)  # the sample's deliberately broken files
+    assert [v.relpath for v in examples] == sorted(v.relpath for v in examples)
 
 
 def test_only_the_last_analyses_are_kept_on_disk(tmp_path, monkeypatch):
@@ -181,6 +191,8 @@ def test_only_the_last_analyses_are_kept_on_disk(tmp_path, monkeypatch):
 def test_captions_hold_time_confidence_description_and_objects():
     trigger = {"timestamp": 72.4, "trigger_confidence": 0.8712, "analysis": "a red car enters", "objects": [{"label": "car", "score": 0.93, "box": [0, 0, 1, 1]}]}
     assert moment_caption(2, trigger) == "#2 · 1:12.4 · confidence 0.87 — a red car enters · Objects: car 0.93"
+    many = [{"label": "dog", "score": 0.5}, {"label": "person", "score": 0.9}, {"label": "dog", "score": 0.7}]
+    assert objects_text(many) == "person 0.90, dog 0.70 ×2"
 
 
 def test_ui_listens_on_localhost_by_default():

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from vtm.models.llava_adapter import AdapterConfig, LanguageModelLoadError, VideoLanguageAdapter
 from vtm.models.tiny import make_tiny_causal_lm, make_tiny_llava
-from vtm.stages.describe import DescribeStage, adapter_prompt, joined_summary, plain_prompt
+from vtm.stages.describe import DescribeStage, adapter_prompt, clean_text, joined_summary, plain_prompt
 
 D_MODEL = 16
 
@@ -72,7 +72,7 @@ def test_the_adapter_path_uses_the_windows_context_beside_the_key_frame(with_ada
     frames = _frames(3)
     context, mask = _context()
     out = stage({"frames": frames, "context": context, "mask": mask})["description"]
-    expected = adapter.generate(torch.from_numpy(context), torch.from_numpy(mask), images=list(frames), prompt=stage.full_prompt)
+    expected = [clean_text(t) for t in adapter.generate(torch.from_numpy(context), torch.from_numpy(mask), images=list(frames), prompt=stage.full_prompt)]
     assert out == expected
     other, _ = _context(seed=7)
     assert stage({"frames": frames, "context": other, "mask": mask})["description"] != out
@@ -104,6 +104,10 @@ def test_summary_fits_the_models_context_and_falls_back_to_a_join(plain):
     joined = dataclasses.replace(plain, summary="join")
     assert joined.summarize({"times": [1.0, 2.5], "descriptions": ["a", "b"]})["summary"] == "1.0 s: a | 2.5 s: b"
     assert joined_summary([1.0], ["x"], 3) == "1.0 s: x"
+
+
+def test_generated_text_loses_control_characters_but_keeps_lines():
+    assert clean_text(" a red\x00 car\x1b[31m enters\nthen \ufffdleaves\t ") == "a red car[31m enters\nthen \ufffdleaves"
 
 
 def test_prompts():
