@@ -194,7 +194,8 @@ class DescribeStage:
             input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=self.max_new_tokens, do_sample=False, **self._special_ids()
         )
         text = clean_text(self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
-        return {"summary": text, "vlm_seconds": time.perf_counter() - started}
+        # An empty summary (the model stopped at once) would leave the video without one: fall back to the joined descriptions.
+        return {"summary": text or joined_summary(times, descriptions, batch.get("frames_analyzed", 0)), "vlm_seconds": time.perf_counter() - started}
 
     def _summary_ids(self, times: list[float], descriptions: list[str]) -> list[int]:
         config = self.language_model.config
