@@ -81,6 +81,7 @@ def test_analysing_an_uploaded_video_shows_every_result(page, red_cache):
     page.locator("#video input[type=file]").set_input_files(str(video))
     page.locator("#video").get_by_text(video.name).wait_for(timeout=30_000)  # the upload is in
     page.locator("#analyse").click()
+    page.locator(".progress-level, .progress-bar, .progress-text").first.wait_for(state="attached", timeout=20_000)  # it shows it is working
 
     gallery = page.locator("#moments img")
     gallery.first.wait_for(timeout=ANALYSIS_TIMEOUT_MS)
