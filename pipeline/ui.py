@@ -153,7 +153,9 @@ class Analyser:
 
     def load_status(self, checkpoint: str | None, progress=gr.Progress()) -> str:
         if not checkpoint:
-            return f"No checkpoints under `{self.settings.checkpoints_dir}` yet: train one with `vtm train-from-cache`." if not find_checkpoints(self.settings.checkpoints_dir) else "Pick a checkpoint."
+            if find_checkpoints(self.settings.checkpoints_dir):
+                return "Pick a checkpoint."
+            return f"No checkpoints under `{self.settings.checkpoints_dir}` yet: train one with `vtm train-from-cache`."
         started = time.perf_counter()
         with self._lock:
             was_loaded = self._loaded is not None and self._loaded[0] == checkpoint
@@ -234,9 +236,8 @@ class Analyser:
         )
         if not k:
             headline += f"\n\nNothing reached the threshold ({analysis.threshold:.2f}): lower it to see weaker moments."
-        table = [[k, clock(t["timestamp"]), round(t["trigger_confidence"], 2), t["analysis"], objects_text(t.get("objects") or [])] for k, t in enumerate(triggers, start=1)]
+        table = [[i, clock(t["timestamp"]), round(t["trigger_confidence"], 2), t["analysis"], objects_text(t.get("objects") or [])] for i, t in enumerate(triggers, start=1)]
         return headline, str(timeline), gallery, table, result["video_summary"], audio, str(json_path)
-
 
     def _prune(self) -> None:
         """Keep the files of the last KEEP_ANALYSES analyses: a page left running for weeks must not fill the disk."""

@@ -142,7 +142,7 @@ def test_uploads_over_the_size_limit_are_refused(server):
 def test_checkpoints_are_found_and_labelled_with_what_they_were_trained_on(adapter_checkpoint, tmp_path):
     found = find_checkpoints(adapter_checkpoint.parents[1])
     assert str(adapter_checkpoint) in [path for _, path in found]
-    label = dict((p, l) for l, p in found)[str(adapter_checkpoint)]
+    label = {path: text for text, path in found}[str(adapter_checkpoint)]
     assert label.startswith("exp/final · ") and "training videos" in label and "epoch 2" in label
     assert trained_on(adapter_checkpoint) == "efficientnet_lite0 features at 3 fps, describes with tiny-llava"
     assert find_checkpoints(tmp_path / "nothing-here") == []
