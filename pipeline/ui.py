@@ -301,7 +301,7 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
             with gr.Column(scale=3, min_width=420):
                 headline = gr.Markdown("Results appear here.", elem_id="headline", elem_classes="vtm-headline")
                 timeline = gr.Image(label="Trigger score over time", type="filepath", interactive=False, elem_id="timeline")
-                gallery = gr.Gallery(label="Triggered moments", columns=3, height="auto", object_fit="contain", elem_id="moments")
+                gallery = gr.Gallery(label="Triggered moments", columns=3, object_fit="contain", elem_id="moments")
                 moments = gr.Dataframe(
                     headers=["#", "time", "confidence", "description", "objects"], datatype=["number", "str", "number", "str", "str"],
                     label="Moments", interactive=False, wrap=True, elem_id="moments-table", column_widths=["6%", "10%", "12%", "47%", "25%"],

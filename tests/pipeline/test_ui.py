@@ -105,12 +105,11 @@ def test_analysing_an_uploaded_video_shows_every_result(page, red_cache):
 
     table = page.locator("#moments-table").inner_text()
     assert "confidence" in table and result["triggers"][0]["objects"][0]["label"] in table
-    gallery.first.click()  # the caption of a moment: time, confidence, description, objects
-    caption = page.locator("#moments").inner_text()
-    assert "confidence" in caption and "Objects:" in caption
-    page.keyboard.press("Escape")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-analysed.png"), full_page=True)
+    gallery.first.click()  # a moment enlarged, with its caption: time, confidence, description, objects
+    caption = page.locator("#moments").inner_text()
+    assert "confidence" in caption and "Objects:" in caption
 
 
 def test_a_file_that_is_not_a_video_gets_a_clear_message(page, tmp_path):
