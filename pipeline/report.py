@@ -63,11 +63,15 @@ def render_report(out_dir: Path, manifest: dict) -> str:
     failed = [(vid, e) for vid, e in entries if e.get("status") != "ok"]
     last_run = manifest.get("last_run") if isinstance(manifest.get("last_run"), dict) else {}
 
-    sections = "\n".join(_video_section(out_dir, vid, e) for vid, e in ok)
+    analyses = {vid: _read_analysis(out_dir, e) for vid, e in ok}
+    sections = "\n".join(_video_section(out_dir, vid, e, analyses[vid]) for vid, e in ok)
+    # Counted over every described video on disk: a re-run's last_run covers only what it (re)described.
+    read = [a for a in analyses.values() if a is not None]
+    totals = (sum(_int(a.get("num_frames_analyzed")) for a in read), sum(_int(a.get("num_triggers_detected")) for a in read)) if read else None
     body = [
         "<header>",
         f"<h1>vtm · {escape(out_dir.resolve().name)}</h1>",
-        _efficiency(len(ok), len(failed), last_run),
+        _efficiency(len(ok), len(failed), last_run, totals),
         "</header>",
         _index(ok),
         sections,
@@ -76,21 +80,19 @@ def render_report(out_dir: Path, manifest: dict) -> str:
     return PAGE.format(title=escape(f"vtm report · {out_dir.resolve().name}"), css=CSS, body="\n".join(b for b in body if b))
 
 
-def _efficiency(n_ok: int, n_failed: int, last_run: dict) -> str:
+def _efficiency(n_ok: int, n_failed: int, last_run: dict, totals: tuple[int, int] | None) -> str:
+    """The run's numbers; `totals` (sampled frames, frames sent to the VLM) over every described video."""
     stats = [("videos described", f"{n_ok}"), ("failed", f"{n_failed}")]
     lines = []
-    if last_run:
-        sampled = _int(last_run.get("frames_sampled"))
-        to_vlm = _int(last_run.get("frames_to_vlm"))
-        share = last_run.get("vlm_share")
-        share = float(share) if isinstance(share, (int, float)) else (to_vlm / sampled if sampled else 0.0)
-        stats += [
-            ("sampled frames", f"{sampled:,}"),
-            ("frames to the VLM", f"{to_vlm:,}"),
-            ("VLM share", f"{_percent(share)} %"),
-            ("VLM seconds", f"{_float(last_run.get('vlm_seconds')):.1f}"),
-        ]
+    if totals is None and last_run:
+        totals = (_int(last_run.get("frames_sampled")), _int(last_run.get("frames_to_vlm")))
+    if totals is not None:
+        sampled, to_vlm = totals
+        share = to_vlm / sampled if sampled else 0.0
+        stats += [("sampled frames", f"{sampled:,}"), ("frames to the VLM", f"{to_vlm:,}"), ("VLM share", f"{_percent(share)} %")]
         lines.append(f"{_percent(share)} % of sampled frames went to the vision-language model")
+    if last_run:
+        stats.append(("VLM seconds (last run)", f"{_float(last_run.get('vlm_seconds')):.1f}"))
         model = str(last_run.get("model") or "")
         if model:
             adapter = " with the trained adapter" if last_run.get("adapter") else ""
@@ -123,9 +125,8 @@ def _index(ok: list[tuple[str, dict]]) -> str:
     return f'<nav><h2>Videos</h2><ul>{items}</ul></nav>'
 
 
-def _video_section(out_dir: Path, video_id: str, entry: dict) -> str:
+def _video_section(out_dir: Path, video_id: str, entry: dict, analysis: dict | None) -> str:
     path = str(entry.get("path", video_id))
-    analysis = _read_analysis(out_dir, entry)
     parts = [f'<section class="video" id="{escape(_anchor(video_id), quote=True)}">', f"<h2>{escape(path)}</h2>"]
     if analysis is None:
         parts.append('<p class="muted">The analysis file is missing or unreadable.</p>')
