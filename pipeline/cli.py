@@ -337,8 +337,12 @@ def ui(checkpoints_dir, videos_dir, model, detector, detector_threshold, device,
     """A web page to analyse one video at a time with a trained checkpoint."""
     from vtm.pipeline.ui import UiSettings, launch
 
-    launch(UiSettings(checkpoints_dir=checkpoints_dir, videos_dir=videos_dir, model=model, detector=detector, detector_threshold=detector_threshold,
-                      device=device, max_upload_mb=max_upload_mb, max_seconds=max_minutes * 60), host=host, port=port)
+    settings = UiSettings(checkpoints_dir=checkpoints_dir, videos_dir=videos_dir, model=model, detector=detector, detector_threshold=detector_threshold,
+                          device=device, max_upload_mb=max_upload_mb, max_seconds=max_minutes * 60)
+    try:
+        launch(settings, host=host, port=port)
+    except OSError as e:  # Gradio's message names its own environment variable, not our flag
+        _fail(f"cannot listen on {host}:{port} ({str(e).splitlines()[0]}): is another `vtm ui` running there? Pass another --port.")
 
 
 if __name__ == "__main__":

@@ -284,7 +284,10 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
-                checkpoint = gr.Dropdown(label="Checkpoint", info=f"trained models found under {settings.checkpoints_dir}", elem_id="checkpoint", interactive=True)
+                checkpoint = gr.Dropdown(
+                    label="Checkpoint", info=f"trained models under {settings.checkpoints_dir}: run · training videos · epoch · event F1 on held-out videos",
+                    elem_id="checkpoint", interactive=True,
+                )
                 status = gr.Markdown("Looking for checkpoints…", elem_id="model-status")
                 # A file box rather than a player: archives hold formats browsers cannot play (AVI, TS, most MKV),
                 # and a player would flag those as errors although vtm reads them.

@@ -195,6 +195,19 @@ def test_captions_hold_time_confidence_description_and_objects():
     assert objects_text(many) == "person 0.90, dog 0.70 ×2"
 
 
+def test_a_port_in_use_gets_a_clear_message(tmp_path):
+    from click.testing import CliRunner
+
+    from vtm.pipeline.cli import main as cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(cli, ["ui", "--checkpoints", str(tmp_path), "--port", str(port)])
+    assert res.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in res.output and "--port" in res.output
+
+
 def test_ui_listens_on_localhost_by_default():
     import inspect
 
