@@ -275,6 +275,7 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
             f"frames sampled {summary.frames_sampled}, sent to the VLM {summary.frames_to_vlm} ({summary.vlm_share:.1%}); "
             f"VLM time {summary.vlm_seconds:.1f} s ({summary.model}{', with the adapter' if summary.adapter else ''})"
         )
+    click.echo(f"as a web page: vtm report {summary.out_dir}")
     for path, reason in summary.failed:
         click.secho(f"  failed: {path}: {reason}", fg="red", err=True)
     sys.exit(0 if summary.all_ok else 1)

@@ -115,6 +115,7 @@ def test_describe_with_objects_and_audio_then_a_report_of_the_run(red_cache, tin
     args = ["describe", str(cache_dir), "--out", str(out), "--model", str(tiny_llava), "--objects", "--detector", str(detr), "--audio", "--config", str(config), "--no-progress"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
+    assert f"vtm report {out}" in res.output
 
     videos = json.loads((out / "describe_manifest.json").read_text())["videos"]
     assert len(videos) == 5
