@@ -84,7 +84,7 @@ def timeline_png(
         ax.scatter(tt, ts, s=26, color=TRIGGER_COLOR, edgecolors="white", linewidths=0.6, zorder=3, label=f"triggers ({len(tt)})")
 
     ax.set_xlim(0.0, x_max)
-    ax.set_ylim(0.0, 1.12)  # headroom for the numbers over triggers near 1
+    ax.set_ylim(-0.03, 1.12)  # a score of 0 stays visible above the axis; headroom for the numbers over triggers near 1
     ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
     ax.set_ylabel("score")
     if x_max > MMSS_FROM_S:

@@ -23,6 +23,10 @@ MANIFEST = "describe_manifest.json"
 REPORT = "report.html"
 
 
+# "0 failed" would otherwise read as "every video worked" when extract already set some aside.
+EXTRACT_NOTE = '<p class="muted">Videos that failed in <code>vtm extract</code> never reach describe: <code>vtm cache info CACHE</code> lists them and why.</p>'
+
+
 class ReportError(ValueError):
     """The directory is not the output of a `vtm describe` run."""
 
@@ -82,7 +86,7 @@ def render_report(out_dir: Path, manifest: dict) -> str:
 
 def _efficiency(n_ok: int, n_failed: int, last_run: dict, totals: tuple[int, int] | None) -> str:
     """The run's numbers; `totals` (sampled frames, frames sent to the VLM) over every described video."""
-    stats = [("videos described", f"{n_ok}"), ("failed", f"{n_failed}")]
+    stats = [("videos described", f"{n_ok}"), ("failed to describe", f"{n_failed}")]
     lines = []
     if totals is None and last_run:
         totals = (_int(last_run.get("frames_sampled")), _int(last_run.get("frames_to_vlm")))
@@ -109,7 +113,7 @@ def _efficiency(n_ok: int, n_failed: int, last_run: dict, totals: tuple[int, int
         if not last_run.get("complete", True):
             lines.append("the last run did not complete: some videos may be missing")
     boxes = "".join(f'<div class="stat"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for k, v in stats)
-    notes = "".join(f"<p>{escape(line)}</p>" for line in lines)
+    notes = "".join(f"<p>{escape(line)}</p>" for line in lines) + EXTRACT_NOTE
     heading = "Describe run" if last_run else "Describe run (no summary in the manifest)"
     return f'<section class="run"><h2>{heading}</h2><div class="stats">{boxes}</div>{notes}</section>'
 
@@ -135,7 +139,8 @@ def _video_section(out_dir: Path, video_id: str, entry: dict, analysis: dict | N
         triggers = sorted((t for t in analysis.get("triggers") or [] if isinstance(t, dict)), key=lambda t: _float(t.get("timestamp")))
         summary = str(analysis.get("video_summary") or "")
         frames_analyzed = analysis.get("num_frames_analyzed")
-    meta = [f"{len(triggers) if analysis is not None else _int(entry.get('triggers'))} triggers"]
+    n = len(triggers) if analysis is not None else _int(entry.get("triggers"))
+    meta = [f"{n} trigger{'' if n == 1 else 's'}" if n else "no moment reached the threshold"]
     if isinstance(frames_analyzed, int):
         meta.append(f"{frames_analyzed:,} frames analysed")
     parts.append(f'<p class="muted">{escape(" · ".join(meta))}</p>')
@@ -263,8 +268,9 @@ section, nav { background: #fff; border: 1px solid var(--line); border-radius: 1
 .stat span, .muted { color: var(--muted); font-size: .85rem; }
 .run p { margin: 4px 0; }
 nav ul { margin: 0; padding-left: 18px; columns: 2; }
+@media (max-width: 640px) { nav ul { columns: 1; } }
 a { color: var(--accent); text-decoration: none; }
-.summary { white-space: pre-line; }
+.summary { white-space: pre-line; overflow-wrap: anywhere; }
 img.timeline { width: 100%; height: auto; display: block; margin: 8px 0; }
 audio { width: 100%; margin: 4px 0 8px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 12px; margin-top: 8px; }

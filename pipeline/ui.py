@@ -178,7 +178,7 @@ class Analyser:
             return self._analyse(checkpoint, video, threshold, max_moments, progress)
         except PageError as e:
             gr.Warning(str(e))  # the toast catches the eye; the headline keeps the message
-            return f"**Could not analyse.** {e}", None, [], None, "", None, None
+            return f"**Could not analyse.** {e}", None, gr.Gallery(value=[], visible=False), gr.Dataframe(value=None, visible=False), "", None, None
 
     def _analyse(self, checkpoint: str | None, video: str | None, threshold: float, max_moments: int, progress):
         from vtm.stages.decode import DecodeError, probe
@@ -230,14 +230,22 @@ class Analyser:
             gr.Warning(f"The summary could not be spoken: {e}")
         n, k = result["num_frames_analyzed"], result["num_triggers_detected"]
         duration = float(analysis.timestamps[-1]) if len(analysis.timestamps) else 0.0
-        headline = (
-            f"**{k} moment{'s' if k != 1 else ''}** found in {format_mmss(duration)} of video · {n} frames scored · "
-            f"{k} sent to the describer ({k / max(n, 1):.1%}) · {seconds:.1f} s"
+        if k:
+            headline = (
+                f"**{k} moment{'s' if k != 1 else ''}** found in {format_mmss(duration)} of video · {n} frames scored · "
+                f"{k} sent to the describer ({k / max(n, 1):.1%}) · {seconds:.1f} s"
+            )
+        else:
+            headline = (
+                f"**No moments** in {format_mmss(duration)} of video ({n} frames scored): nothing reached the threshold "
+                f"({analysis.threshold:.2f}). Lower it to see weaker moments."
+            )
+        table = [[i, clock(t["timestamp"]), f"{t['trigger_confidence']:.2f}", t["analysis"], objects_text(t.get("objects") or [])] for i, t in enumerate(triggers, start=1)]
+        # With no moments the gallery and table would be empty boxes: hide them; the headline says why.
+        return (
+            headline, str(timeline), gr.Gallery(value=gallery, visible=bool(k)), gr.Dataframe(value=table, visible=bool(k)),
+            result["video_summary"], audio, str(json_path),
         )
-        if not k:
-            headline += f"\n\nNothing reached the threshold ({analysis.threshold:.2f}): lower it to see weaker moments."
-        table = [[i, clock(t["timestamp"]), round(t["trigger_confidence"], 2), t["analysis"], objects_text(t.get("objects") or [])] for i, t in enumerate(triggers, start=1)]
-        return headline, str(timeline), gallery, table, result["video_summary"], audio, str(json_path)
 
     def _prune(self) -> None:
         """Keep the files of the last KEEP_ANALYSES analyses: a page left running for weeks must not fill the disk."""
@@ -253,11 +261,8 @@ def clock(seconds: float) -> str:
 
 
 def moment_caption(k: int, trigger: dict) -> str:
-    """"#2 · 0:12.4 · confidence 0.87 — a red car enters · Objects: car 0.93, person 0.71"."""
-    text = f"#{k} · {clock(trigger['timestamp'])} · confidence {trigger['trigger_confidence']:.2f} — {trigger['analysis'] or '(no description)'}"
-    if trigger.get("objects"):
-        text += " · Objects: " + objects_text(trigger["objects"])
-    return text
+    """"#2 · 0:12.4 · 0.87": short enough to read under a thumbnail; the table beside it has the description."""
+    return f"#{k} · {clock(trigger['timestamp'])} · {trigger['trigger_confidence']:.2f}"
 
 
 def objects_text(objects: list[dict]) -> str:
@@ -303,14 +308,15 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
                 analyse = gr.Button("Analyse", variant="primary", elem_id="analyse")
             with gr.Column(scale=3, min_width=420):
                 headline = gr.Markdown("Results appear here.", elem_id="headline", elem_classes="vtm-headline")
-                timeline = gr.Image(label="Trigger score over time", type="filepath", interactive=False, elem_id="timeline")
-                gallery = gr.Gallery(label="Triggered moments", columns=3, object_fit="contain", elem_id="moments")
+                # No label or corner buttons on the plot: they would sit on its title and legend.
+                timeline = gr.Image(label="Trigger score over time", show_label=False, buttons=[], type="filepath", interactive=False, elem_id="timeline")
+                gallery = gr.Gallery(label="Triggered moments", columns=3, object_fit="contain", buttons=["download", "fullscreen"], elem_id="moments")
                 moments = gr.Dataframe(
-                    headers=["#", "time", "confidence", "description", "objects"], datatype=["number", "str", "number", "str", "str"],
-                    label="Moments", interactive=False, wrap=True, elem_id="moments-table", column_widths=["6%", "10%", "12%", "47%", "25%"],
+                    headers=["#", "time", "confidence", "description", "objects"], datatype=["number", "str", "str", "str", "str"],
+                    label="Moments", interactive=False, wrap=True, elem_id="moments-table", column_widths=["5%", "11%", "14%", "45%", "25%"],
                 )
                 summary = gr.Textbox(label="Video summary", lines=3, interactive=False, elem_id="summary")
-                audio = gr.Audio(label="Spoken summary", type="filepath", interactive=False, elem_id="spoken-summary")
+                audio = gr.Audio(label="Spoken summary", type="filepath", interactive=False, buttons=["download"], elem_id="spoken-summary")
                 download = gr.File(label="Analysis (JSON)", interactive=False, elem_id="analysis-json")
 
         def refresh():

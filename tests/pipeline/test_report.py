@@ -103,6 +103,7 @@ def test_report_page(tmp_path):
     # that skipped videos counts only what it described).
     assert "2.5 % of sampled frames went to the vision-language model" in text and "1.8 %" not in text
     assert "llava-hf/llava-1.5-7b-hf" in text
+    assert "2 triggers" in text and "no moment reached the threshold" in text and "vtm cache info" in text
     # cards are numbered in time order, like the timeline, and get the frames (listed in time order) in turn
     assert "#1 · 3.0 s · confidence 0.62" in text and "#2 · 12.3 s · confidence 0.87" in text
     assert html.index("a.mp4.frames/01.jpg") < html.index("#1 · 3.0 s") < html.index("a.mp4.frames/02.jpg") < html.index("#2 · 12.3 s")
