@@ -38,7 +38,8 @@ ui: demo
 # so it uses the system's); installed here so a fresh machine needs no manual step.
 browser:
 	@command -v chromium >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "The web page's tests need Chromium: run 'apt-get install -y chromium' as root, then make test again." >&2; exit 1; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 test: setup browser
