@@ -67,10 +67,14 @@ class VideoTriggerModel:
         strict: bool = False,
         encoder_weights: str | None = None,
         describe: DescribeConfig = DescribeConfig(),
+        detector: str | None = None,
+        detector_threshold: float | None = None,
     ) -> VideoTriggerModel:
         """Load everything a checkpoint needs: the visual encoder named in its metadata (`encoder_weights`
         for a torchvision encoder whose weights are not on disk by default), the trigger model, and the
         adapter with its language model (`llm` replaces it; a checkpoint without an adapter needs one).
+        `detector` (DETR path or hub id) also finds objects in the triggered frames, keeping those scored
+        at least `detector_threshold` (default: `describe.detector_threshold`).
 
         A different encoder or weights than the checkpoint was trained on is reported in `.report` and
         logged; with `strict` it is an error.
@@ -90,6 +94,8 @@ class VideoTriggerModel:
         trigger_model, _, report = load_trigger_model(path, settings, strict=strict)
         for line in report.lines():
             log.warning("checkpoint %s", line)
+        if detector is not None:
+            describe = replace(describe, objects=True, detector=detector, detector_threshold=describe.detector_threshold if detector_threshold is None else detector_threshold)
         stage, _ = describe_stage(path, replace(describe, model=llm or describe.model, device=device))
         stage.setup()
         return cls(encoder, trigger_model.to(encoder.device), stage, features["sample_fps"], features["image_size"], report)
@@ -188,8 +194,7 @@ def run_infer(
 ) -> dict:
     """`vtm infer`: analyse one video with a checkpoint and write the analysis JSON to `output`; with a
     `detector` (DETR) each trigger gets its objects, with `audio` the summary is spoken to that WAV file."""
-    describe = replace(DescribeConfig(), objects=detector is not None, detector=detector or DescribeConfig().detector, detector_threshold=detector_threshold)
-    model = VideoTriggerModel.from_checkpoint(checkpoint, llm=llm, device=device, strict=strict, describe=describe)
+    model = VideoTriggerModel.from_checkpoint(checkpoint, llm=llm, device=device, strict=strict, detector=detector, detector_threshold=detector_threshold)
     analysis = model.analyze_video(Path(video_path), threshold)
     write_json(Path(output), analysis)
     if audio is not None:

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: many archives sit on closed networks
@@ -27,7 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: man
 import gradio as gr  # noqa: E402
 
 from vtm.cache.atomic import write_json  # noqa: E402
-from vtm.pipeline.config import ConfigError, DescribeConfig  # noqa: E402
+from vtm.pipeline.config import ConfigError  # noqa: E402
 from vtm.pipeline.discover import VIDEO_EXTENSIONS, discover_videos  # noqa: E402
 from vtm.pipeline.plots import format_mmss, timeline_png  # noqa: E402
 from vtm.pipeline.thumbnails import jpeg_bytes  # noqa: E402
@@ -143,9 +143,8 @@ class Analyser:
             progress(0.0, desc=f"loading {Path(checkpoint).name}")
         self._loaded = None  # let the old model go before the new one takes memory
         s = self.settings
-        describe = replace(DescribeConfig(), objects=s.detector is not None, detector=s.detector or DescribeConfig().detector, detector_threshold=s.detector_threshold, summary="llm")
         try:
-            model = VideoTriggerModel.from_checkpoint(Path(checkpoint), llm=s.model, device=s.device, describe=describe)
+            model = VideoTriggerModel.from_checkpoint(Path(checkpoint), llm=s.model, device=s.device, detector=s.detector, detector_threshold=s.detector_threshold)
         except (CheckpointError, LanguageModelLoadError, EncoderLoadError, ObjectDetectorLoadError, ConfigError, OSError) as e:
             raise PageError(f"Could not load {checkpoint}: {e}") from None
         self._loaded = (checkpoint, model)
