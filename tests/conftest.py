@@ -65,6 +65,27 @@ def own_stage_actors():
 
 
 @pytest.fixture
+def power_cut():
+    """A function that waits (at most `timeout_s`) until `ready()`, then kills a running `vtm` subprocess
+    and every process it started, like a power cut: no clean-up runs. Fails if the run ended first."""
+    import time
+
+    import psutil
+
+    def cut(proc, ready, timeout_s: float = 120.0) -> None:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed:\n" + proc.stdout.read()
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait()
+
+    return cut
+
+
+@pytest.fixture
 def kill_an_actor_when(own_stage_actors):
     """Start a thread that, once `ready()` is true, kills one of this session's actors that did not
     exist when it was started. Returns (thread, killed pids); join the thread after the run."""

@@ -8,14 +8,12 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 import wave
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import polars as pl
-import psutil
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -241,21 +239,14 @@ def test_a_killed_describe_actor_is_restarted_and_nothing_is_lost_or_duplicated(
     assert summary.vlm_share == 1.0
 
 
-def test_a_killed_run_resumes_and_ends_complete(red_cache, tiny_llava, tmp_path):
+def test_a_killed_run_resumes_and_ends_complete(red_cache, tiny_llava, tmp_path, power_cut):
     _, cache_dir = red_cache
     out = tmp_path / "out"
     config = _config_file(tmp_path, dense=True, batch_size=1, summary="join")  # many small calls: time to kill it mid-run
     args = ["describe", str(cache_dir), "--out", str(out), "--model", str(tiny_llava), "--config", str(config), "--no-progress"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "vtm.pipeline.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not any(out.rglob("*.mp4.json")):
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed:\n" + proc.stdout.read()
-    for child in psutil.Process(proc.pid).children(recursive=True):
-        child.kill()
-    proc.kill()  # like a power cut: no clean-up runs
-    proc.wait()
+    power_cut(proc, lambda: any(out.rglob("*.mp4.json")))
     manifest = json.loads((out / "describe_manifest.json").read_text())
     assert manifest["last_run"] == {"complete": False} and not (out / "descriptions.parquet").exists()  # nothing claims to be whole
     done_before = {v for v, e in manifest["videos"].items() if e["status"] == "ok"}

@@ -9,13 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import polars as pl
-import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -149,24 +147,13 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_killed_run_resumes_to_the_same_cache_as_an_uninterrupted_one(ray_local, tmp_path):
+def test_killed_run_resumes_to_the_same_cache_as_an_uninterrupted_one(ray_local, tmp_path, power_cut):
     data = make_archive(tmp_path / "data", 10, seconds=4.0, seed=5)
     straight = tmp_path / "straight"
     assert run_extract(data, straight, progress=False).all_ok
 
     resumed = tmp_path / "resumed"
-    proc = _extract_subprocess(data, resumed)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        done = list((resumed / "scores").glob("*.parquet")) if (resumed / "scores").is_dir() else []
-        if len(done) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed:\n" + proc.stdout.read()
-    for child in psutil.Process(proc.pid).children(recursive=True):
-        child.kill()
-    proc.kill()  # like a power cut: no clean-up runs
-    proc.wait()
+    power_cut(_extract_subprocess(data, resumed), lambda: len(list((resumed / "scores").glob("*.parquet"))) >= 2)
     partial = len(list((resumed / "scores").glob("*.parquet")))
     assert 2 <= partial < 10
 
