@@ -1,8 +1,8 @@
 """Atomic file writes: readers never see a half-written file.
 
 Write to a temporary name in the same directory, fsync, then rename over the final name (rename is
-atomic within one filesystem). A killed writer leaves at most a `*.tmp-*` file, which no reader
-opens and the next run removes.
+atomic within one filesystem). A killed writer leaves at most a `NAME.tmp-XXXXXXXX` file (8 hex digits), which no reader opens
+and the next run removes: only names of this exact form, of files vtm writes there.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 TMP_MARKER = ".tmp-"
+TEMP_NAME = re.compile(r"^(?P<final>.+)\.tmp-[0-9a-f]{8}$")  # what atomic_path names its temporary files
 
 
 @contextlib.contextmanager
@@ -37,11 +39,15 @@ def write_json(final: Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def remove_stale_temps(directory: Path) -> int:
-    """Delete leftovers of killed writers; returns how many were removed."""
+def remove_stale_temps(directory: Path, owns: Callable[[str], bool]) -> int:
+    """Delete leftovers of killed writers directly in `directory` (not below): files named like
+    `atomic_path`'s temporaries of a final name that `owns(final name)` says vtm writes there.
+    Returns how many were removed."""
     removed = 0
     if directory.is_dir():
-        for p in directory.rglob(f"*{TMP_MARKER}*"):
-            p.unlink(missing_ok=True)
-            removed += 1
+        for p in directory.iterdir():
+            m = TEMP_NAME.match(p.name)
+            if m and owns(m["final"]) and p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
+                removed += 1
     return removed

@@ -16,11 +16,13 @@ from __future__ import annotations
 import pyarrow as pa
 
 FORMAT_VERSION = 1
+FORMAT_ID = "vtm-feature-cache"  # in cache.json: marks a folder vtm created, so it knows what it may delete
 
 CACHE_JSON = "cache.json"
 MANIFEST_FILE = "manifest.parquet"
 SCORES_DIR = "scores"
 FEATURES_DIR = "features"
+EXTRACT_CONFIG = "extract_config.yaml"  # the resolved configuration of the last extract
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -41,6 +43,7 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("decoder", pa.string()),  # "decord" or "pyav" (fallback)
         pa.field("status", pa.string(), nullable=False),  # STATUS_OK / STATUS_FAILED
         pa.field("error", pa.string()),  # why it failed, for a person to read
+        pa.field("warning", pa.string()),  # an ok video that lost something (e.g. time ranges that would not decode), in words
         pa.field("fingerprint", pa.string(), nullable=False),  # CacheSettings.fingerprint at write time
     ]
 )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
-import shutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -17,11 +19,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vtm.cache import schema
-from vtm.cache.atomic import atomic_path, remove_stale_temps, write_json
+from vtm.cache.atomic import TEMP_NAME, atomic_path, remove_stale_temps, write_json
+from vtm.cache.lock import LOCK_FILE, DirectoryLock, LockError
 
 
 class CacheError(RuntimeError):
     """The cache cannot be used as asked; the message says what to do."""
+
+
+VIDEO_FILE_STEM = re.compile(r"^[0-9a-f]{16}$")  # vtm.pipeline.discover.video_id_for
+
+
+def read_cache_json(root: Path) -> dict | None:
+    """The cache.json of `root` if vtm wrote it (it has vtm's format id, or is an older vtm's), else None."""
+    try:
+        d = json.loads((Path(root) / schema.CACHE_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(d, dict):
+        return None
+    if d.get("format") == schema.FORMAT_ID or ("format" not in d and "format_version" in d and isinstance(d.get("settings"), dict)):
+        return d
+    return None
+
+
+def _root_text(dataset_root: Path | str) -> str:
+    text = str(dataset_root)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def _owned_names(root: Path) -> dict:
+    """Folder -> which file names in it vtm writes (and so may delete), final names only."""
+    top = {schema.CACHE_JSON, schema.MANIFEST_FILE, schema.EXTRACT_CONFIG}
+    per_video = {schema.SCORES_DIR: ".parquet", schema.FEATURES_DIR: ".h5"}
+
+    def video_file(suffix: str):
+        return lambda name: name.endswith(suffix) and VIDEO_FILE_STEM.match(name[: -len(suffix)]) is not None
+
+    owned = {root: top.__contains__}
+    owned.update({root / sub: video_file(suffix) for sub, suffix in per_video.items()})
+    return owned
 
 
 @dataclass(frozen=True)
@@ -73,10 +110,9 @@ class FeatureCache:
     @classmethod
     def open(cls, root: Path) -> "FeatureCache":
         root = Path(root)
-        meta = root / schema.CACHE_JSON
-        if not meta.is_file():
-            raise CacheError(f"{root} is not a vtm feature cache (no {schema.CACHE_JSON}); run `vtm extract DATASET --cache {root}` first.")
-        d = json.loads(meta.read_text())
+        d = read_cache_json(root)
+        if d is None:
+            raise CacheError(f"{root} is not a vtm feature cache (no {schema.CACHE_JSON} written by vtm); run `vtm extract DATASET --cache {root}` first.")
         if d.get("format_version") != schema.FORMAT_VERSION:
             raise CacheError(
                 f"{root} has cache format {d.get('format_version')}, this vtm reads format {schema.FORMAT_VERSION}; "
@@ -85,14 +121,47 @@ class FeatureCache:
         return cls(root, CacheSettings.from_json(d["settings"]))
 
     @classmethod
-    def create(cls, root: Path, settings: CacheSettings, *, rebuild: bool = False, dataset_root: Path | None = None) -> "FeatureCache":
-        """Open `root` for writing with `settings`, creating it if needed.
+    def check_can_write(cls, root: Path) -> None:
+        """Refuse a folder vtm did not create: an existing, non-empty folder that is not a vtm cache
+        holds someone else's files, and vtm writes (and deletes) only in folders it owns."""
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise CacheError(f"--cache {root} is a file, not a folder; choose a new or empty folder for the cache.")
+        if not root.exists() or read_cache_json(root) is not None:
+            return
+        if (root / schema.CACHE_JSON).exists():
+            raise CacheError(f"{root / schema.CACHE_JSON} was not written by vtm (or is damaged); vtm will not write into {root}. Choose a new or empty folder for --cache.")
+        if any(p.name != LOCK_FILE for p in root.iterdir()):
+            raise CacheError(
+                f"{root} is not empty and is not a vtm feature cache (no {schema.CACHE_JSON}); vtm will not write into it, "
+                "so none of its files is touched. Choose a new or empty folder for --cache."
+            )
 
-        An existing cache built with other settings is refused (mixing would make features
-        incomparable) unless `rebuild` is set, which deletes it first.
+    @classmethod
+    @contextlib.contextmanager
+    def lock_for_writing(cls, root: Path, command: str) -> Iterator[None]:
+        """Check that vtm may write `root` (see check_can_write), create it, and hold its writer lock."""
+        root = Path(root)
+        cls.check_can_write(root)
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            with DirectoryLock(root, command):
+                yield
+        except LockError as e:
+            raise CacheError(str(e)) from None
+
+    @classmethod
+    def create(cls, root: Path, settings: CacheSettings, *, rebuild: bool = False, dataset_root: Path | str | None = None) -> "FeatureCache":
+        """Open `root` for writing with `settings`, creating it if needed (hold `lock_for_writing` around it).
+
+        An existing cache built with other settings (mixing would make features incomparable) or from
+        another dataset root (its paths would point nowhere) is refused unless `rebuild` is set, which
+        first deletes the files vtm wrote there, and only those.
         """
         root = Path(root)
-        if (root / schema.CACHE_JSON).is_file():
+        cls.check_can_write(root)
+        recorded_root = None
+        if read_cache_json(root) is not None:
             if rebuild:
                 cls.clear(root)
             else:
@@ -103,31 +172,52 @@ class FeatureCache:
                         f"the cache at {root} was built with other settings ({'; '.join(diffs)}). "
                         "Pass --rebuild to delete it and start over, or choose another --cache directory."
                     )
-        elif rebuild and root.exists():
-            cls.clear(root)
+                recorded_root = read_cache_json(root).get("dataset_root")
+                if recorded_root and dataset_root is not None and recorded_root != _root_text(dataset_root):
+                    raise CacheError(
+                        f"the cache at {root} belongs to the dataset at {recorded_root}, not {_root_text(dataset_root)}: one cache holds one dataset. "
+                        "Choose another --cache folder for this dataset, or pass --rebuild to delete this cache and start over."
+                    )
         root.mkdir(parents=True, exist_ok=True)
-        for sub in (schema.SCORES_DIR, schema.FEATURES_DIR):
-            (root / sub).mkdir(exist_ok=True)
-        remove_stale_temps(root)
         meta = {
+            "format": schema.FORMAT_ID,
             "format_version": schema.FORMAT_VERSION,
             "fingerprint": settings.fingerprint,
             "settings": dataclasses.asdict(settings),
-            "dataset_root": str(dataset_root) if dataset_root else None,
+            "dataset_root": _root_text(dataset_root) if dataset_root is not None else recorded_root,
         }
-        write_json(root / schema.CACHE_JSON, meta)
+        write_json(root / schema.CACHE_JSON, meta)  # first, so the folder is marked as a vtm cache before anything else lands in it
+        for sub in (schema.SCORES_DIR, schema.FEATURES_DIR):
+            (root / sub).mkdir(exist_ok=True)
+        for folder, owns in _owned_names(root).items():
+            remove_stale_temps(folder, owns)
         return cls(root, settings)
 
     @staticmethod
     def clear(root: Path) -> None:
-        for name in (schema.CACHE_JSON, schema.MANIFEST_FILE):
+        """Delete what vtm wrote in the cache at `root`, by exact name; any other file stays.
+        cache.json goes last, so a clear cut short still leaves a folder marked as a cache."""
+        root = Path(root)
+        if read_cache_json(root) is None:
+            raise CacheError(f"{root} is not a vtm feature cache; --rebuild deletes only a cache vtm wrote. Choose a new or empty folder for --cache.")
+        for folder, owns in _owned_names(root).items():
+            if folder == root or not folder.is_dir() or folder.is_symlink():
+                continue
+            for p in folder.iterdir():
+                m = TEMP_NAME.match(p.name)
+                if owns(m["final"] if m else p.name) and p.is_file() and not p.is_symlink():
+                    p.unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # something that is not vtm's is in it: it stays
+        remove_stale_temps(root, _owned_names(root)[root])
+        for name in (schema.MANIFEST_FILE, schema.EXTRACT_CONFIG, schema.CACHE_JSON):
             (root / name).unlink(missing_ok=True)
-        for sub in (schema.SCORES_DIR, schema.FEATURES_DIR):
-            shutil.rmtree(root / sub, ignore_errors=True)
 
     @property
     def dataset_root(self) -> Path | None:
-        d = json.loads((self.root / schema.CACHE_JSON).read_text())
+        d = read_cache_json(self.root) or {}
         return Path(d["dataset_root"]) if d.get("dataset_root") else None
 
     # ---- manifest ------------------------------------------------------------------------------
@@ -135,7 +225,9 @@ class FeatureCache:
         path = self.root / schema.MANIFEST_FILE
         if not path.is_file():
             return pl.from_arrow(schema.MANIFEST_SCHEMA.empty_table())
-        return pl.read_parquet(path)
+        df = pl.read_parquet(path)
+        missing = [f for f in schema.MANIFEST_SCHEMA if f.name not in df.columns]  # a manifest from before a column was added
+        return df.with_columns(pl.lit(None, dtype=pl.from_arrow(pa.array([], f.type)).dtype).alias(f.name) for f in missing).select(schema.MANIFEST_SCHEMA.names)
 
     def write_manifest(self, rows: Iterable[Mapping]) -> None:
         """Replace the manifest with `rows`, sorted by path so equal content gives equal files."""
@@ -169,17 +261,21 @@ class FeatureCache:
         n = len(timestamps)
         if features.shape[0] != n or len(frame_index) != n:
             raise ValueError(f"video {video_id}: {features.shape[0]} feature rows for {n} timestamps")
+        # HDF5 is built in memory and written as plain bytes: a write that fails (full disk, read-only
+        # folder) is then one clean OSError here, never HDF5's C library failing mid-file.
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as f:
+            chunk = (max(1, min(n, schema.H5_CHUNK_FRAMES)), features.shape[1])
+            f.create_dataset(schema.H5_FEATURES, data=features.astype(self.settings.feature_dtype), chunks=chunk)
+            f.create_dataset(schema.H5_TIMESTAMPS, data=np.asarray(timestamps, np.float64))
+            f.create_dataset(schema.H5_FRAME_INDEX, data=np.asarray(frame_index, np.int64))
+            for name, stat in ((schema.H5_COLOR_HIST, color_hist), (schema.H5_COLOR_GRID, color_grid)):
+                if stat is not None:
+                    f.create_dataset(name, data=np.asarray(stat, np.float16))
+            f.attrs["video_id"] = video_id
+            f.attrs["fingerprint"] = self.settings.fingerprint
         with atomic_path(self.features_path(video_id)) as tmp:
-            with h5py.File(tmp, "w") as f:
-                chunk = (max(1, min(n, schema.H5_CHUNK_FRAMES)), features.shape[1])
-                f.create_dataset(schema.H5_FEATURES, data=features.astype(self.settings.feature_dtype), chunks=chunk)
-                f.create_dataset(schema.H5_TIMESTAMPS, data=np.asarray(timestamps, np.float64))
-                f.create_dataset(schema.H5_FRAME_INDEX, data=np.asarray(frame_index, np.int64))
-                for name, stat in ((schema.H5_COLOR_HIST, color_hist), (schema.H5_COLOR_GRID, color_grid)):
-                    if stat is not None:
-                        f.create_dataset(name, data=np.asarray(stat, np.float16))
-                f.attrs["video_id"] = video_id
-                f.attrs["fingerprint"] = self.settings.fingerprint
+            tmp.write_bytes(buffer.getbuffer())
         columns = {
             "video_id": [video_id] * n,
             "sample_index": np.arange(n, dtype=np.int32),

@@ -12,10 +12,12 @@ import polars as pl
 
 from vtm.cache import schema
 from vtm.cache.atomic import write_json
+from vtm.cache.lock import LockError
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.models.visual_encoder import EncoderLoadError
 from vtm.pipeline.checkpoint import CheckpointError
 from vtm.pipeline.config import ConfigError, load_config
+from vtm.pipeline.disk_errors import explain_os_error
 
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML config (see pipeline/default_config.yaml); flags override it.")
 
@@ -57,6 +59,8 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
         summary = run_extract(dataset_dir, cache_dir, cfg, progress=not no_progress)
     except (ConfigError, CacheError, EncoderLoadError, CheckpointError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(explain_os_error(e), code=1)
     click.echo(
         f"{summary.videos} videos: {summary.ok} extracted, {summary.skipped} already in the cache, "
         f"{len(summary.failed)} failed; {summary.frames} frames in {summary.seconds:.1f} s "
@@ -64,6 +68,8 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
     )
     if not summary.pretrained:
         click.secho("warning: the encoder had no pretrained weights; features come from random weights (pass --weights).", fg="yellow", err=True)
+    for path, warning in summary.warnings:
+        click.secho(f"  warning: {path}: {warning}", fg="yellow", err=True)
     for path, reason in summary.failed:
         click.secho(f"  failed: {path}: {reason}", fg="red", err=True)
     sys.exit(0 if summary.all_ok else 1)
@@ -95,6 +101,8 @@ def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, che
         found = find_triggers(cache, cfg.triggers, score, learned)
     except (ConfigError, CacheError, CheckpointError, ValueError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(explain_os_error(e), code=1)
     width = max([len(p) for p in found] + [5])
     click.echo(f"{'video':<{width}}  triggers (seconds, score)")
     for path, ts in found.items():
@@ -162,8 +170,10 @@ def train_from_cache(cache_dir, annotations, out_dir, resume, epochs, device, ll
     try:
         cfg = load_config(config_path, {"train": {"epochs": epochs, "device": device, "workers": workers}, "model": {"llm": llm}, "ray": {"address": address}})
         result = run_train(cache_dir, annotations, out_dir, cfg, resume=resume, progress=not no_progress)
-    except (ConfigError, CacheError, CheckpointError, AnnotationError) as e:
+    except (ConfigError, CacheError, CheckpointError, AnnotationError, LockError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(explain_os_error(e), code=1)
     shown = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in result.metrics.items())
     click.echo(f"trained {result.epochs} epochs -> {result.final}\n{shown}")
 
@@ -218,6 +228,8 @@ def cache_info(cache_dir):
     click.echo(f"fingerprint {s.fingerprint}")
     hours = (ok["duration_s"].sum() or 0) / 3600
     click.echo(f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), {len(failed)} failed")
+    for row in ok.filter(pl.col("warning").is_not_null()).sort("path").iter_rows(named=True):
+        click.secho(f"  warning: {row['path']}: {row['warning']}", fg="yellow")
     for row in failed.sort("path").iter_rows(named=True):
         click.secho(f"  failed: {row['path']}: {row['error']}", fg="red")
 
@@ -264,8 +276,10 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
             "ray": {"address": address},
         })
         summary = run_describe(cache_dir, out_dir, cfg, checkpoint=checkpoint, progress=not no_progress)
-    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError, ObjectDetectorLoadError, SpeechError) as e:
+    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError, ObjectDetectorLoadError, SpeechError, LockError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(explain_os_error(e), code=1)
     click.echo(
         f"{summary.videos} videos: {summary.described} described, {summary.skipped} already described with these settings, "
         f"{len(summary.failed)} failed; {summary.windows} windows in {summary.seconds:.1f} s -> {summary.out_dir}"
@@ -307,6 +321,10 @@ def infer(video, checkpoint, output, threshold, device, strict_loading, model, d
         _fail(str(e))
     except DecodeError as e:
         _fail(f"{video}: {e}", code=1)
+    except OSError as e:
+        _fail(explain_os_error(e), code=1)
+    if analysis.get("warning"):
+        click.secho(f"warning: {video}: {analysis['warning']}", fg="yellow", err=True)
     click.echo(f"{analysis['num_triggers_detected']} triggers in {analysis['num_frames_analyzed']} frames -> {output}")
 
 

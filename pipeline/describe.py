@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
+from vtm.cache.lock import DirectoryLock
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.cache.windows import read_model_inputs
 from vtm.models.llava_adapter import LanguageModelLoadError, language_model_kind
@@ -239,8 +240,15 @@ def run_describe(
 
     `config.triggers` picks the windows (threshold, min_gap_s, before_s/after_s, max_triggers, ...),
     `config.describe` the model and how it runs. `dataset_root` is where the videos are now, if they
-    moved as a whole since extract (default: where the cache says they were).
+    moved as a whole since extract (default: where the cache says they were). `out_dir` is locked
+    for the run: a second describe into it is refused with who holds it.
     """
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(Path(out_dir), "vtm describe"):
+        return _describe(cache_dir, out_dir, config, checkpoint, progress, dataset_root)
+
+
+def _describe(cache_dir: Path, out_dir: Path, config: Config, checkpoint: Path | None, progress: bool, dataset_root: Path | None) -> DescribeSummary:
     started = time.perf_counter()
     dc = config.describe
     cache = FeatureCache.open(cache_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class VideoFile:
     relpath: str  # POSIX, relative to the dataset root
     size_bytes: int
     mtime_ns: int
+    error: str | None = None  # why this path cannot be read (unreadable folder, broken link): recorded as failed, never skipped
 
     @property
     def video_id(self) -> str:
@@ -32,24 +34,62 @@ def video_id_for(relpath: str) -> str:
 
 
 def discover_videos(root: Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[VideoFile]:
-    """Every file (or directory named like one, to be reported) with a video extension, sorted by path."""
+    """Every file (or directory named like one, to be reported) with a video extension, sorted by path.
+
+    Nothing under `root` is skipped silently: a folder that cannot be listed, a broken or looping link
+    and a file gone while listing come back with their `error` set, to be recorded as failed. Links to
+    folders are followed once; a link back to a folder already read is reported, not walked again.
+    """
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory {root} does not exist or is not a directory")
     exts = {e.lower() for e in extensions}
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def rel(p: Path) -> str:
+        return p.relative_to(root).as_posix()
+
+    def unreadable_folder(err: OSError) -> None:
+        p = Path(err.filename)
+        found.append(VideoFile(p, rel(p), 0, 0, f"folder cannot be read ({err.strerror}): the videos in it were not looked at; fix its permissions and run again"))
+
+    seen_folders = {}  # (device, inode) -> relative path, to tell a link loop from a new folder
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_folder, followlinks=True):
+        here = Path(dirpath)
+        st = here.stat()
+        seen_folders.setdefault((st.st_dev, st.st_ino), rel(here))
         dirnames.sort()
+        for d in sorted(dirnames, key=lambda d: (here / d).is_symlink()):  # real folders first: they keep their own names
+            p = here / d
+            try:
+                target = p.stat()
+            except OSError:
+                continue  # os.walk reports it through onerror
+            already = seen_folders.setdefault((target.st_dev, target.st_ino), rel(p))
+            if already != rel(p):
+                dirnames.remove(d)
+                loop = already == "." or rel(here).startswith(already + "/") or rel(here) == already
+                why = "a link loop (it points to a folder above it)" if loop else "it is read under that name"
+                found.append(VideoFile(p, rel(p), 0, 0, f"link to the folder {already}: not read twice, {why}"))
         for name in filenames + [d for d in dirnames if Path(d).suffix.lower() in exts]:
             if Path(name).suffix.lower() not in exts or name.startswith("."):
                 continue
-            p = Path(dirpath) / name
+            p = here / name
             try:
                 st = p.stat()
-            except OSError:
-                continue  # vanished or a dangling link: nothing to record
-            found.append(VideoFile(p, p.relative_to(root).as_posix(), st.st_size if p.is_file() else 0, st.st_mtime_ns))
+            except OSError as e:
+                found.append(VideoFile(p, rel(p), 0, 0, _unreadable_reason(p, e)))
+                continue
+            found.append(VideoFile(p, rel(p), st.st_size if p.is_file() else 0, st.st_mtime_ns))
     return sorted(found, key=lambda v: v.relpath)
+
+
+def _unreadable_reason(path: Path, err: OSError) -> str:
+    if err.errno == errno.ELOOP:
+        return "symbolic link loop: the link never reaches a file"
+    if path.is_symlink():
+        return f"broken link: its target {os.readlink(path)} does not exist"
+    return f"cannot be read ({err.strerror}): gone or changed while the folder was being listed"
 
 
 def content_digest(path: Path) -> str:

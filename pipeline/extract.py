@@ -27,7 +27,7 @@ from vtm.pipeline.config import Config, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
 from vtm.stages.base import Resources
-from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan
+from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan, partial_decode_warning
 from vtm.stages.encode import EncodeStage
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class ExtractSummary:
     skipped: int = 0  # already in the cache with the same content and settings
     ok: int = 0  # extracted by this run
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, what was lost) of videos kept partly
     frames: int = 0  # sampled frames encoded by this run
     seconds: float = 0.0
     pretrained: bool = True
@@ -78,8 +79,14 @@ def run_extract(
 ) -> ExtractSummary:
     """Extract every video under `dataset_dir` into the cache at `cache_dir`; see the module docstring.
 
-    `decode_stage` replaces the default DecodeStage (e.g. another decoder implementation).
+    `decode_stage` replaces the default DecodeStage (e.g. another decoder implementation). The cache
+    is locked for the whole run: a second writer is refused with who holds it.
     """
+    with FeatureCache.lock_for_writing(cache_dir, "vtm extract"):
+        return _extract(dataset_dir, cache_dir, config, progress, decode_stage)
+
+
+def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool, decode_stage: DecodeStage | None) -> ExtractSummary:
     ec = config.extract
     started = time.perf_counter()
     dataset_dir = Path(dataset_dir).resolve()
@@ -108,7 +115,7 @@ def run_extract(
         max_frames=ec.max_frames,
     )
     cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
-    with atomic_path(cache.root / "extract_config.yaml") as tmp:
+    with atomic_path(cache.root / schema.EXTRACT_CONFIG) as tmp:
         tmp.write_text(dump_config(config))
 
     trigger_model = None
@@ -126,6 +133,11 @@ def run_extract(
     rows = {r["video_id"]: r for r in cache.manifest().to_dicts() if r["status"] == schema.STATUS_OK or r["video_id"] in found}
     todo = []
     for v in videos:
+        if v.error is not None:  # found but unreadable (folder, broken link): recorded, never skipped
+            rows[v.video_id] = {"video_id": v.video_id, "path": v.relpath, "size_bytes": 0, "mtime_ns": 0, "digest": "", "fingerprint": settings.fingerprint,
+                                "status": schema.STATUS_FAILED, "error": v.error}
+            summary.failed.append((v.relpath, v.error))
+            continue
         prior = rows.get(v.video_id)
         unchanged = prior is not None and prior["size_bytes"] == v.size_bytes and prior["mtime_ns"] == v.mtime_ns
         digest = prior["digest"] if unchanged else content_digest(v.path)
@@ -151,6 +163,7 @@ class _Extraction:
         self.probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
         self.decode = stage_task(decode_stage)
         self.change_score = dataclasses.replace(config.change_score)
+        self.sample_fps = ec.fps
         self.encoders = encoders
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.max_decodes = 2 * cpus
@@ -228,13 +241,24 @@ class _Extraction:
         reason = failure_reason(err)
         self.rows[v.row["video_id"]] = {**v.row, "status": schema.STATUS_FAILED, "error": reason}
         self.summary.failed.append((v.row["path"], reason))
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
 
     def _finish(self, v: _Video) -> int:
         parts = [v.parts[i] for i in range(v.n_segments)]
         v.parts.clear()
         joined = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "hist", "grid")}
         plan = v.plan
+        decoded = np.concatenate([p.get("decoded", np.ones(len(p["features"]), bool)) for p in parts])
+        warning = None
+        if not decoded.all():  # a partly corrupt video keeps what decoded, and says what was lost
+            if decoded.sum() < 2:
+                self._fail(v, DecodeError(f"only {int(decoded.sum())} of {len(decoded)} sampled frames decoded: the file is corrupted"), None)
+                return 0
+            warning = partial_decode_warning(plan.timestamps, decoded, self.sample_fps)
+            joined = {k: a[decoded] for k, a in joined.items()}
+            plan = dataclasses.replace(plan, frame_index=plan.frame_index[decoded], timestamps=plan.timestamps[decoded])
+            self.summary.warnings.append((v.row["path"], warning))
         scored = self.change_score({**joined, "timestamps": plan.timestamps})
         if self.trigger_model is not None:
             inputs = joined["features"].astype(np.float32)
@@ -256,6 +280,7 @@ class _Extraction:
             "decoder": plan.decoder,
             "status": schema.STATUS_OK,
             "error": None,
+            "warning": warning,
         }
         self.summary.ok += 1
         return len(plan.frame_index)

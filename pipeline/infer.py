@@ -26,7 +26,7 @@ from vtm.pipeline.checkpoint import CheckpointError, LoadReport, load_trigger_mo
 from vtm.pipeline.config import DescribeConfig, resolve_device
 from vtm.pipeline.describe import analysis_json, describe_stage, window_context
 from vtm.pipeline.thumbnails import display_frame, draw_source_objects, rescale_boxes
-from vtm.stages.decode import DecodeStage, frame_statistics, probe
+from vtm.stages.decode import DecodeError, DecodeStage, frame_statistics, partial_decode_warning, probe
 from vtm.stages.describe import DescribeStage, joined_summary
 from vtm.stages.encode import EncodeStage
 from vtm.stages.select_windows import SelectWindowsStage
@@ -48,6 +48,7 @@ class VideoAnalysis:
     scores: np.ndarray  # the trigger score of each
     threshold: float
     pictures: list[np.ndarray]  # each trigger's key frame at the video's aspect ratio, objects drawn
+    warning: str | None = None  # what a partly decodable video lost (also in `result["warning"]`)
 
 
 class VideoTriggerModel:
@@ -178,14 +179,27 @@ class VideoTriggerModel:
         plan = probe(Path(video_path), self.sample_fps)
         decode = DecodeStage(image_size=self.image_size)
         base = {"path": str(video_path), "rotation": plan.rotation, "decoder": plan.decoder}
-        segments = []
+        segments, decoded = [], []
         for s in range(0, len(plan.frame_index), SEGMENT_FRAMES):
             progress(ENCODED * s / max(len(plan.frame_index), 1), f"sampling and encoding frames {s + 1}-{min(s + SEGMENT_FRAMES, len(plan.frame_index))} of {len(plan.frame_index)}")
-            segments.append(self.model_inputs(decode({**base, "frame_index": plan.frame_index[s : s + SEGMENT_FRAMES]})["frames"]))
-        inputs = np.concatenate(segments)
+            out = decode({**base, "frame_index": plan.frame_index[s : s + SEGMENT_FRAMES]})
+            segments.append(self.model_inputs(out["frames"]))
+            decoded.append(out["decoded"])
+        inputs, decoded = np.concatenate(segments), np.concatenate(decoded)
+        frame_index, timestamps, warning = plan.frame_index, plan.timestamps, None
+        if not decoded.all():  # a partly corrupt video: analyse what decoded, and say what was lost
+            if decoded.sum() < 2:
+                raise DecodeError(f"only {int(decoded.sum())} of {len(decoded)} sampled frames decoded: the file is corrupted")
+            warning = partial_decode_warning(timestamps, decoded, self.sample_fps)
+            log.warning("%s: %s", video_path, warning)
+            inputs, frame_index, timestamps = inputs[decoded], frame_index[decoded], timestamps[decoded]
         key_decode = DecodeStage(image_size=key_frame_size)
-        key_frames = lambda idx: key_decode({**base, "frame_index": plan.frame_index[idx]})["frames"]  # noqa: E731
-        return self._analysis(inputs, plan.timestamps, threshold, key_frames, plan.frame_index, str(video_path), (plan.width, plan.height), max_triggers, progress)
+        key_frames = lambda idx: key_decode({**base, "frame_index": frame_index[idx]})["frames"]  # noqa: E731
+        analysis = self._analysis(inputs, timestamps, threshold, key_frames, frame_index, str(video_path), (plan.width, plan.height), max_triggers, progress)
+        if warning is not None:
+            analysis.result["warning"] = warning
+            analysis.warning = warning
+        return analysis
 
 
 def run_infer(

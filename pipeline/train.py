@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vtm.cache.atomic import atomic_path
+from vtm.cache.lock import DirectoryLock
 from vtm.cache.store import FeatureCache
 from vtm.cache.windows import COLOR_DIM, WindowReader, read_model_inputs
 from vtm.models.temporal_encoder import TemporalEncoderConfig
@@ -469,12 +470,15 @@ def _run_distributed(cache_dir, annotations, out_dir, config: Config, resume) ->
 
 
 def run_train(cache_dir: Path, annotations: Path, out_dir: Path, config: Config = Config(), resume: Path | None = None, progress: bool = True) -> TrainResult:
-    """Train from the cache in this process, or on `config.train.workers` Ray Train workers."""
-    if config.train.workers > 1:
-        return _run_distributed(cache_dir, annotations, out_dir, config, resume)
-    recipe = TrainRecipe(cache_dir, annotations, out_dir, config, resume, progress)
-    recipe.setup()
-    try:
-        return recipe.train()
-    finally:
-        recipe.cleanup()
+    """Train from the cache in this process, or on `config.train.workers` Ray Train workers.
+    `out_dir` is locked for the run: a second training into it is refused with who holds it."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(Path(out_dir), "vtm train-from-cache"):
+        if config.train.workers > 1:
+            return _run_distributed(cache_dir, annotations, out_dir, config, resume)
+        recipe = TrainRecipe(cache_dir, annotations, out_dir, config, resume, progress)
+        recipe.setup()
+        try:
+            return recipe.train()
+        finally:
+            recipe.cleanup()

@@ -239,6 +239,8 @@ class Analyser:
                 f"**No moments** in {format_mmss(duration)} of video ({n} frames scored): nothing reached the threshold "
                 f"({analysis.threshold:.2f}). Lower it to see weaker moments."
             )
+        if analysis.warning:
+            headline += f"\n\n**Part of this video could not be read:** {analysis.warning}."
         table = [[i, clock(t["timestamp"]), f"{t['trigger_confidence']:.2f}", t["analysis"], objects_text(t.get("objects") or [])] for i, t in enumerate(triggers, start=1)]
         # With no moments the gallery and table would be empty boxes: hide them; the headline says why.
         return (

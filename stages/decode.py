@@ -115,6 +115,8 @@ def probe(path: Path, fps: float, max_frames: int | None = None) -> VideoPlan:
         raise DecodeError("file not found (moved or deleted since discovery?)")
     if os.path.getsize(path) == 0:
         raise DecodeError("empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise DecodeError("permission denied: this file cannot be read; fix its permissions and run again")
     rotation, w, h, declared = _pyav_first_frame(path)
     if rotation % 90:
         rotation = 0  # only right angles are meaningful for display; ignore odd matrices
@@ -165,35 +167,63 @@ def _decode_decord(path: Path, frame_index: np.ndarray, size: int) -> np.ndarray
     return vr.get_batch(list(map(int, frame_index))).asnumpy()
 
 
-def _decode_pyav(path: Path, frame_index: np.ndarray, size: int, rotation: int) -> np.ndarray:
-    """Decode the wanted frames by presentation order, seeking to the first one.
+def _decode_pyav(path: Path, frame_index: np.ndarray, size: int, rotation: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the wanted frames by presentation order, seeking to the first one; also which of them decoded.
 
-    Unlike decord, PyAV does not apply the display rotation, so it is applied here.
+    A packet the decoder rejects (corrupt data) is skipped, so a partly damaged file keeps every frame
+    that still decodes; the wanted frames that never come are False in the mask (the caller decides
+    whether what is left is enough). Unlike decord, PyAV
+    does not apply the display rotation, so it is applied here.
     """
+    import av
+
     pts_all = _pyav_timestamps(path)
     container = _pyav_open(path)
     wanted = {round(float(pts_all[i]), 6): k for k, i in enumerate(frame_index)}
     out = np.zeros((len(frame_index), size, size, 3), np.uint8)
-    found = 0
+    decoded = np.zeros(len(frame_index), bool)
     with container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         first = float(pts_all[frame_index[0]])
         container.seek(int(first / float(stream.time_base)), stream=stream, backward=True)
         last = float(pts_all[frame_index[-1]])
-        for frame in container.decode(stream):
-            if frame.time is None:
-                continue
-            k = wanted.get(round(float(frame.pts * stream.time_base), 6))
-            if k is not None:
-                out[k] = frame.to_ndarray(format="rgb24", width=size, height=size)
-                found += 1
-            if frame.time > last + 1e-6 or found == len(frame_index):
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                continue  # corrupt data: the frames it held are lost, the rest of the file is still read
+            for frame in frames:
+                if frame.time is None:
+                    continue
+                k = wanted.get(round(float(frame.pts * stream.time_base), 6))
+                if k is not None:
+                    out[k] = frame.to_ndarray(format="rgb24", width=size, height=size)
+                    decoded[k] = True
+            if (frames and frames[-1].time is not None and frames[-1].time > last + 1e-6) or decoded.all():
                 break
-    if found < len(frame_index):
-        raise DecodeError(f"decoded {found} of {len(frame_index)} wanted frames: the file is truncated or corrupted")
     k = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(out, k=k, axes=(1, 2))) if k else out
+    return (np.ascontiguousarray(np.rot90(out, k=k, axes=(1, 2))) if k else out), decoded
+
+
+def lost_time_ranges(timestamps: np.ndarray, decoded: np.ndarray, fps: float) -> list[tuple[float, float]]:
+    """The stretches of time (start, end in seconds) whose sampled frames did not decode."""
+    ranges: list[tuple[float, float]] = []
+    for i in np.flatnonzero(~np.asarray(decoded, bool)):
+        # a lost sample stands for the time until the next sample
+        start, end = float(timestamps[i]), float(timestamps[i + 1]) if i + 1 < len(timestamps) else float(timestamps[i]) + 1.0 / fps
+        if ranges and start <= ranges[-1][1] + 1e-6:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+    return ranges
+
+
+def partial_decode_warning(timestamps: np.ndarray, decoded: np.ndarray, fps: float) -> str:
+    """In words, for the manifest and the people reading it: what of a partly decoded video was lost."""
+    lost = lost_time_ranges(timestamps, decoded, fps)
+    spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in lost)
+    return f"partly decoded: {int((~decoded).sum())} of {len(decoded)} sampled frames could not be decoded (corrupt data), lost {spans}; the rest is kept"
 
 
 def frame_statistics(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +260,8 @@ class ProbeStage:
 
 @dataclass
 class DecodeStage:
-    """Batch {path, frame_index, rotation, decoder} -> frames resized to image_size² plus statistics."""
+    """Batch {path, frame_index, rotation, decoder} -> frames resized to image_size² plus statistics, and
+    `decoded`: which frames decoded (the others are black; see `partial_decode_warning`)."""
 
     image_size: int = 224
     resources: Resources = Resources(cpus=1)
@@ -248,7 +279,8 @@ class DecodeStage:
                 frames = _decode_decord(path, frame_index, self.image_size)
             except Exception:  # noqa: BLE001 - fall back to the plain decoder below
                 frames = None
+        decoded = np.ones(len(frame_index), bool)
         if frames is None:
-            frames = _decode_pyav(path, frame_index, self.image_size, rotation)
+            frames, decoded = _decode_pyav(path, frame_index, self.image_size, rotation)
         hist, grid = frame_statistics(frames)
-        return {**batch, "frames": frames, "hist": hist, "grid": grid}
+        return {**batch, "frames": frames, "hist": hist, "grid": grid, "decoded": decoded}
