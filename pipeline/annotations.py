@@ -15,6 +15,7 @@ used. Blank lines and lines starting with # are skipped.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,8 @@ def load_annotations(path: Path, cache: FeatureCache, labels: tuple[str, ...] | 
         where = f"{path}:{lineno}"
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise AnnotationError(f"{where}: not valid JSON ({e.msg})") from None
+        except ValueError as e:  # also a number too long for Python to read
+            raise AnnotationError(f"{where}: not valid JSON ({getattr(e, 'msg', str(e)[:100])})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("video"), str):
             raise AnnotationError(f'{where}: each line must be an object with a "video" path')
         unknown = set(obj) - {"video", "start", "end", "label", "description"}
@@ -103,22 +104,36 @@ def load_annotations(path: Path, cache: FeatureCache, labels: tuple[str, ...] | 
         events.setdefault(vid, [])
         if "start" not in obj and "end" not in obj:
             continue
-        try:
-            start, end = float(obj["start"]), float(obj["end"])
-        except (KeyError, TypeError, ValueError):
-            raise AnnotationError(f'{where}: "start" and "end" must both be numbers of seconds') from None
+        start, end = _seconds(obj, "start", where), _seconds(obj, "end", where)
         if start < 0 or end < start:
             raise AnnotationError(f"{where}: end ({end}) before start ({start}), or a negative time")
         if start > duration[vid] + 0.5:
             raise AnnotationError(f"{where}: event starts at {start} s, past the end of the video ({duration[vid]:.1f} s)")
-        label = str(obj.get("label") or DEFAULT_LABEL)
+        for name in ("label", "description"):
+            if obj.get(name) is not None and not isinstance(obj[name], str):
+                raise AnnotationError(f'{where}: "{name}" must be text, got {str(obj[name])[:40]}')
+        label = obj.get("label") or DEFAULT_LABEL
         if labels is not None and label not in labels:
             raise AnnotationError(f"{where}: label {label!r} is not one the model knows ({', '.join(labels)})")
-        events[vid].append(Event(start, min(end, duration[vid]), label, str(obj.get("description") or "")))
+        events[vid].append(Event(start, min(end, duration[vid]), label, obj.get("description") or ""))
     if not events:
         raise AnnotationError(f"{path} names no videos")
     seen = sorted({e.label for evs in events.values() for e in evs}) or [DEFAULT_LABEL]
     return Annotations(events, paths, tuple(labels) if labels is not None else tuple(seen))
+
+
+def _seconds(obj: dict, name: str, where: str) -> float:
+    """obj[name] as finite seconds; JSON allows NaN, Infinity and 400-digit numbers, none of them a time."""
+    value = obj.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AnnotationError(f'{where}: "start" and "end" must both be numbers of seconds; "{name}" is {str(value)[:40]}')
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise AnnotationError(f'{where}: "{name}" must be a finite number of seconds, got {str(value)[:40]}')
+    return seconds
 
 
 def write_annotations(path: Path, rows: list[dict]) -> None:

@@ -8,6 +8,8 @@ stage's section (`change_score`, `triggers`) lists exactly the stage's fields.
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -84,6 +86,14 @@ class ModelConfig:
             raise ConfigError(f"model.window must be at least 2 frames, got {self.window}")
         if self.llm_kind not in ("auto", "llava", "causal_lm"):
             raise ConfigError(f"model.llm_kind must be auto, llava or causal_lm, got {self.llm_kind!r}")
+        _at_least(self, "model", 1, "d_model", "num_layers", "num_heads", "num_soft_tokens", "adapter_hidden")
+        _at_least(self, "model", 0, "lora_rank")
+        if any(h < 1 for h in self.detector_hidden):
+            raise ConfigError(f"model.detector_hidden sizes must be >= 1, got {list(self.detector_hidden)}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be within [0, 1), got {self.dropout}")
+        if not 0 <= self.threshold <= 1:
+            raise ConfigError(f"model.threshold must be within 0..1, got {self.threshold}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,9 @@ class TrainConfig:
             raise ConfigError(f"train.val_fraction must be within [0, 1), got {self.val_fraction}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.lr <= 0 or self.adapter_lr <= 0:
+            raise ConfigError(f"train.lr and train.adapter_lr must be > 0, got {self.lr} and {self.adapter_lr}")
+        _at_least(self, "train", 0, "weight_decay", "warmup_steps", "grad_clip", "negatives_per_positive", "adapter_loss_weight", "data_workers")
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,12 @@ class Config:
             raise ConfigError("triggers.min_gap_s, before_s and after_s must be >= 0")
         if t.max_fraction is not None and not 0 < t.max_fraction <= 1:
             raise ConfigError(f"triggers.max_fraction must be within (0, 1], got {t.max_fraction}")
+        if t.max_triggers is not None and t.max_triggers < 1:
+            raise ConfigError(f"triggers.max_triggers must be >= 1 (or null for no limit), got {t.max_triggers}")
+        c = self.change_score
+        for name in ("window_s", "baseline_s", "feature_scale", "color_scale", "local_scale", "local_cells"):
+            if getattr(c, name, 1) <= 0:
+                raise ConfigError(f"change_score.{name} must be > 0, got {getattr(c, name)}")
 
     def to_dict(self) -> dict:
         return {name: _section_dict(getattr(self, name)) for name in _SECTIONS}
@@ -200,13 +219,58 @@ def _section_dict(obj) -> dict:
     return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in _NOT_SETTINGS}
 
 
+def _at_least(obj, section: str, low: float, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < low:
+            raise ConfigError(f"{section}.{name} must be >= {low}, got {getattr(obj, name)}")
+
+
 def _build_section(name: str, values: Mapping[str, Any]):
     cls = _SECTIONS[name]
     known = {f.name for f in dataclasses.fields(cls)} - _NOT_SETTINGS
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown setting(s) in section {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    return cls(**values)
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _checked(f"{name}.{k}", hints[k], v) for k, v in values.items()})
+
+
+def _checked(key: str, hint, value):
+    """`value` as the type `hint` asks for, or a ConfigError naming `key`: YAML and flags give the wrong
+    type easily (fps: "fast", epochs: "ten"), and NaN or infinity would poison everything downstream."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:  # tuple[int, ...]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, like [{value!r}], got {value!r}")
+        return tuple(_checked(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be a whole number, got {value!r}")
+        if abs(value) >= 2**63:
+            raise ConfigError(f"{key} is too large ({len(str(abs(value)))} digits)")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, got {str(value)[:20]}")
+        return number
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{key} must be text, got {value!r}")
+    return value
 
 
 def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
@@ -224,6 +288,9 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, A
         unknown = set(loaded) - set(_SECTIONS)
         if unknown:
             raise ConfigError(f"unknown section(s) in {path}: {', '.join(sorted(unknown))}; known: {', '.join(_SECTIONS)}")
+        for section, values in loaded.items():
+            if values is not None and not isinstance(values, dict):
+                raise ConfigError(f"section {section!r} in {path} must be a mapping of settings, got {values!r}")
         data = {k: dict(v or {}) for k, v in loaded.items()}
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
