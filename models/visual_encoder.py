@@ -84,12 +84,28 @@ def weights_digest(module: nn.Module) -> str:
 
 
 def _load_state_dict(path: Path) -> dict:
+    import pickle
+
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
-    return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+            raise EncoderLoadError(f"weights file {path} is not a readable safetensors file ({str(e)[:120]})") from None
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which would run code from the file: never shown
+        raise EncoderLoadError(
+            f"weights file {path} holds pickled Python objects besides tensors; vtm never unpickles those (they can run code). "
+            "Save the weights as a plain state_dict of tensors or as .safetensors."
+        ) from None
+    except Exception as e:  # noqa: BLE001 - any other failure means the file is not a torch weights file
+        raise EncoderLoadError(f"weights file {path} is not a PyTorch weights file ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    if not isinstance(sd, dict):
+        raise EncoderLoadError(f"weights file {path} holds a {type(sd).__name__}, not a state_dict of tensors")
+    return sd.get("state_dict", sd)
 
 
 def _load_by_order(model: nn.Module, sd: dict, source: str) -> None:

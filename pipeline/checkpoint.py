@@ -98,7 +98,22 @@ def read_json(directory: Path, name: str) -> dict:
     path = Path(directory) / name
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a vtm checkpoint (no {name}); give a directory written by `vtm train-from-cache`")
-    return json.loads(path.read_text())
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise CheckpointError(f"{path} cannot be read ({str(e)[:120]}): the checkpoint is damaged; use another one or train again") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(d).__name__}, not an object: the checkpoint is damaged; use another one or train again")
+    return d
+
+
+def _load_tensors(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the checkpoint is incomplete; use another one or train again")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e)[:120]}): the checkpoint is damaged; use another one or train again") from None
 
 
 def load_trigger_model(
@@ -113,14 +128,17 @@ def load_trigger_model(
     initialised fresh and listed in the report). With `strict`, any mismatch is an error.
     """
     directory = Path(directory)
-    saved = TriggerModelConfig.from_dict(read_json(directory, "config.json")["model"])
+    try:
+        saved = TriggerModelConfig.from_dict(read_json(directory, "config.json")["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory / 'config.json'} does not describe a trigger model ({type(e).__name__}: {str(e)[:120]}): the checkpoint is damaged or not vtm's") from None
     meta = read_json(directory, "meta.json")
     report = LoadReport()
     if settings is not None:
         trained_on, here = meta.get("features", {}), feature_signature(settings)
         report.mismatches += [f"{k}: trained on {trained_on.get(k)!r}, cache has {here[k]!r}" for k in FEATURE_KEYS if trained_on.get(k) != here[k]]
     model = TriggerModel(config or saved)
-    state = load_file(str(directory / "model.safetensors"))
+    state = _load_tensors(directory / "model.safetensors")
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     report.fresh = sorted(k for k in own if k not in fits)
@@ -166,8 +184,8 @@ def load_training_state(directory: Path) -> dict:
     directory = Path(directory) / "training_state"
     if not (directory / "state.json").is_file():
         raise CheckpointError(f"{directory.parent} has no training state to resume from (was it written by an older vtm?)")
-    info = json.loads((directory / "state.json").read_text())
-    tensors = load_file(str(directory / "state.safetensors"))
+    info = read_json(directory, "state.json")
+    tensors = _load_tensors(directory / "state.safetensors")
     cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda_rng.")), key=lambda k: int(k.split(".")[1]))]
     py = info["python_rng"]
     npr = info["numpy_rng"]

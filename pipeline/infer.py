@@ -83,8 +83,8 @@ class VideoTriggerModel:
         path = Path(path)
         device = resolve_device(device)
         features = read_json(path, "meta.json").get("features")
-        if not features:
-            raise CheckpointError(f"{path} does not record the features it was trained on (meta.json has no 'features'); was it written by vtm train-from-cache?")
+        if not isinstance(features, dict) or not all(k in features for k in ("encoder", "sample_fps", "image_size")):
+            raise CheckpointError(f"{path / 'meta.json'} does not record the features it was trained on ('features' with encoder, sample_fps, image_size); was it written by vtm train-from-cache?")
         encoder = EncodeStage(encoder=features["encoder"], weights=encoder_weights, device=device)  # other weights show in the digest check
         encoder.setup()
         info = encoder.info

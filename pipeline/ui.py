@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -62,10 +63,29 @@ class PageError(Exception):
 
 def find_checkpoints(root: Path) -> list[tuple[str, str]]:
     """(label, path) of every checkpoint under `root`, newest first; the label says what it was trained on."""
+    return scan_checkpoints(root)[0]
+
+
+def scan_checkpoints(root: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """The checkpoints under `root` (see find_checkpoints), and a note for each folder skipped because its
+    meta.json cannot be read: one damaged run must not hide the others."""
     root = Path(root)
-    found = [meta.parent for meta in root.rglob("meta.json") if (meta.parent / "model.safetensors").is_file()] if root.is_dir() else []
-    found.sort(key=lambda d: d.stat().st_mtime, reverse=True)
-    return [(checkpoint_label(d, root), str(d)) for d in found]
+    found, skipped = [], []
+    for meta in sorted(root.rglob("meta.json")) if root.is_dir() else []:
+        d = meta.parent
+        if not (d / "model.safetensors").is_file():
+            continue
+        try:
+            ok = isinstance(json.loads(meta.read_text()), dict)
+            mtime = d.stat().st_mtime
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            skipped.append(f"{d.relative_to(root).as_posix()} (its meta.json is damaged)")
+            continue
+        found.append((mtime, d))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [(checkpoint_label(d, root), str(d)) for _, d in found], skipped
 
 
 def checkpoint_label(directory: Path, root: Path) -> str:
@@ -75,12 +95,15 @@ def checkpoint_label(directory: Path, root: Path) -> str:
         meta = json.loads((directory / "meta.json").read_text())
     except (OSError, ValueError):
         return f"{name} (unreadable meta.json)"
+    if not isinstance(meta, dict):
+        return f"{name} (unreadable meta.json)"
     parts = [name]
     if meta.get("train_videos") is not None:
         parts.append(f"{meta['train_videos']} training videos")
     if meta.get("epoch") is not None:
         parts.append(f"epoch {meta['epoch']}")
-    f1 = (meta.get("metrics") or {}).get("val/event_f1")
+    metrics = meta.get("metrics")
+    f1 = metrics.get("val/event_f1") if isinstance(metrics, dict) else None
     if isinstance(f1, (int, float)) and f1 == f1:  # not NaN
         parts.append(f"event F1 {f1:.2f}")
     return " · ".join(parts)
@@ -92,7 +115,9 @@ def trained_on(directory: Path) -> str:
         meta = json.loads((Path(directory) / "meta.json").read_text())
     except (OSError, ValueError):
         return ""
-    features = meta.get("features") or {}
+    features = meta.get("features") if isinstance(meta, dict) else None
+    if not isinstance(features, dict):
+        return ""
     fps = features.get("sample_fps")
     text = f"{features.get('encoder', '?')} features at {fps:g} fps" if isinstance(fps, (int, float)) else f"{features.get('encoder', '?')} features"
     return text + (f", describes with {Path(str(meta['llm'])).name}" if meta.get("llm") else "")
@@ -151,10 +176,15 @@ class Analyser:
         return model
 
     def load_status(self, checkpoint: str | None, progress=gr.Progress()) -> str:
+        found, skipped = scan_checkpoints(self.settings.checkpoints_dir)
+        note = f"\n\n_Skipped: {'; '.join(skipped)}._" if skipped else ""
         if not checkpoint:
-            if find_checkpoints(self.settings.checkpoints_dir):
-                return "Pick a checkpoint."
-            return f"No checkpoints under `{self.settings.checkpoints_dir}` yet: train one with `vtm train-from-cache`."
+            if found:
+                return "Pick a checkpoint." + note
+            return f"No checkpoints under `{self.settings.checkpoints_dir}` yet: train one with `vtm train-from-cache`." + note
+        return self._load_status(checkpoint, progress) + note
+
+    def _load_status(self, checkpoint: str, progress) -> str:
         started = time.perf_counter()
         with self._lock:
             was_loaded = self._loaded is not None and self._loaded[0] == checkpoint
@@ -250,7 +280,8 @@ class Analyser:
 
     def _prune(self) -> None:
         """Keep the files of the last KEEP_ANALYSES analyses: a page left running for weeks must not fill the disk."""
-        runs = sorted((d for d in self.work_dir.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+        ours = re.compile(r"^[0-9a-f]{12}$")  # the names _outputs gives: nothing else in work_dir is touched
+        runs = sorted((d for d in self.work_dir.iterdir() if d.is_dir() and ours.match(d.name)), key=lambda d: d.stat().st_mtime)
         for old in runs[:-KEEP_ANALYSES]:
             shutil.rmtree(old, ignore_errors=True)
 
