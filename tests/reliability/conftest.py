@@ -95,3 +95,21 @@ def run_python(code: str, obey_permissions: bool = False, timeout: float = 120) 
         caps = "-dac_override,-dac_read_search"
         prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
     return subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def messy_extract(tmp_path_factory, ray_local):
+    """`vtm extract` run once on an archive with a good video, a partly corrupt one, a broken link and a
+    folder link looping back: (click result, archive, cache folder)."""
+    from click.testing import CliRunner
+
+    from vtm.pipeline.cli import main
+
+    base = tmp_path_factory.mktemp("messy")
+    root = base / "videos"
+    write_video(root / "good.mp4", seconds=2)
+    corrupt_middle(write_video(root / "damaged.mp4", seconds=10))
+    (root / "gone.mp4").symlink_to(root / "nowhere.mp4")
+    (root / "loop").symlink_to(root)
+    result = CliRunner().invoke(main, ["extract", str(root), "--cache", str(base / "cache"), "--no-progress"])
+    return result, root, base / "cache"

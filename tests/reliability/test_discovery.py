@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from vtm.pipeline.discover import discover_videos
 
 from .conftest import run_python
@@ -50,27 +48,13 @@ def test_an_unreadable_folder_is_reported(tmp_path):
     assert found["private"].startswith("folder cannot be read (Permission denied)")
 
 
-@pytest.fixture
-def messy_archive(tmp_path):
-    from .conftest import write_video
-
-    root = tmp_path / "videos"
-    write_video(root / "good.mp4", seconds=2)
-    (root / "gone.mp4").symlink_to(root / "nowhere.mp4")
-    (root / "loop").symlink_to(root)
-    return root
-
-
-def test_extract_records_them_as_failed_and_exits_1(messy_archive, tmp_path, ray_local):
-    from click.testing import CliRunner
-
+def test_extract_records_them_as_failed_and_exits_1(messy_extract):
     from vtm.cache.store import FeatureCache
-    from vtm.pipeline.cli import main
 
-    result = CliRunner().invoke(main, ["extract", str(messy_archive), "--cache", str(tmp_path / "cache"), "--no-progress"])
+    result, _, cache_dir = messy_extract
     assert result.exit_code == 1, result.output
-    assert "1 extracted" in result.output and "2 failed" in result.output
-    rows = {r["path"]: r for r in FeatureCache.open(tmp_path / "cache").manifest().to_dicts()}
+    assert "2 extracted" in result.output and "2 failed" in result.output
+    rows = {r["path"]: r for r in FeatureCache.open(cache_dir).manifest().to_dicts()}
     assert rows["good.mp4"]["status"] == "ok"
     assert rows["gone.mp4"]["status"] == "failed" and "broken link" in rows["gone.mp4"]["error"]
     assert rows["loop"]["status"] == "failed" and "link loop" in rows["loop"]["error"]
