@@ -30,6 +30,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except OSError as e:
+        if e.filename is None:  # a failed write() names no file; the message should say which one
+            e.filename = str(final)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

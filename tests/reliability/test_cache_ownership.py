@@ -77,7 +77,7 @@ def test_rebuild_removes_only_what_vtm_wrote(tmp_path):
 
 
 def test_stale_temp_clean_up_takes_only_vtms_own_temporaries(tmp_path):
-    cache = FeatureCache.create(tmp_path, SETTINGS)
+    FeatureCache.create(tmp_path, SETTINGS)
     ours = [tmp_path / "manifest.parquet.tmp-0a1b2c3d", tmp_path / "features" / f"{VIDEO_ID}.h5.tmp-deadbeef"]
     for p in ours:
         p.write_bytes(b"half-written")
