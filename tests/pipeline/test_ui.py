@@ -187,11 +187,13 @@ def test_only_the_last_analyses_are_kept_on_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ui, "KEEP_ANALYSES", 3)
     analyser = Analyser(UiSettings(work_dir=tmp_path))
+    (tmp_path / "my-notes").mkdir()  # not one of the page's result folders: never deleted
+    os.utime(tmp_path / "my-notes", (0, 0))
     for k in range(5):
-        (tmp_path / f"run{k}").mkdir()
-        os.utime(tmp_path / f"run{k}", (k, k))
+        (tmp_path / f"{k:012x}").mkdir()
+        os.utime(tmp_path / f"{k:012x}", (k + 1, k + 1))
     analyser._prune()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run2", "run3", "run4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000000000002", "000000000003", "000000000004", "my-notes"]
 
 
 def test_captions_and_object_lists_are_short():
