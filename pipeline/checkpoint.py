@@ -63,6 +63,9 @@ def save_checkpoint(
     `language_model` (an adapter whose LLM base was fine-tuned) is saved whole under llm/.
     """
     directory = Path(directory)
+    if directory.exists() and not ((directory / "meta.json").is_file() and (directory / "model.safetensors").is_file()):
+        # it is replaced below: only ever an older checkpoint, never a folder of someone's files
+        raise CheckpointError(f"{directory} exists and is not a vtm checkpoint; vtm will not replace it. Move it away or choose another --out folder.")
     tmp = directory.with_name(directory.name + ".tmp-writing")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

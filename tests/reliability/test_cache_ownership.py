@@ -92,3 +92,19 @@ def test_an_empty_folder_and_a_new_path_are_fine(tmp_path):
     for root in (tmp_path / "empty", tmp_path / "new" / "cache"):
         FeatureCache.create(root, SETTINGS)
         assert FeatureCache.open(root).settings == SETTINGS
+
+
+def test_training_never_replaces_a_folder_that_is_not_a_checkpoint(tmp_path):
+    from vtm.models.temporal_encoder import TemporalEncoderConfig
+    from vtm.models.trigger_detector import TriggerDetectorConfig
+    from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+    from vtm.pipeline.checkpoint import CheckpointError, save_checkpoint
+
+    config = TriggerModelConfig(encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2), detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(4,)), window=4)
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "thesis.docx").write_bytes(b"mine")
+    with pytest.raises(CheckpointError, match="is not a vtm checkpoint"):
+        save_checkpoint(tmp_path / "final", TriggerModel(config), {})
+    assert (tmp_path / "final" / "thesis.docx").read_bytes() == b"mine"
+    save_checkpoint(tmp_path / "epoch-1", TriggerModel(config), {})
+    save_checkpoint(tmp_path / "epoch-1", TriggerModel(config), {})  # an older checkpoint is replaced

@@ -58,3 +58,17 @@ def test_extract_records_them_as_failed_and_exits_1(messy_extract):
     assert rows["good.mp4"]["status"] == "ok"
     assert rows["gone.mp4"]["status"] == "failed" and "broken link" in rows["gone.mp4"]["error"]
     assert rows["loop"]["status"] == "failed" and "link loop" in rows["loop"]["error"]
+
+
+def test_a_video_gone_after_discovery_fails_with_its_reason(tmp_path):
+    import pytest
+
+    from vtm.stages.decode import DecodeError, probe
+
+    from .conftest import write_video
+
+    write_video(tmp_path / "v.mp4", seconds=1)
+    (found,) = discover_videos(tmp_path)
+    (tmp_path / "v.mp4").unlink()
+    with pytest.raises(DecodeError, match="moved or deleted since discovery"):
+        probe(found.path, 3.0)
