@@ -131,7 +131,7 @@ class FeatureCache:
             return
         if (root / schema.CACHE_JSON).exists():
             raise CacheError(f"{root / schema.CACHE_JSON} was not written by vtm (or is damaged); vtm will not write into {root}. Choose a new or empty folder for --cache.")
-        if any(p.name != LOCK_FILE for p in root.iterdir()):
+        if any(not p.name.startswith(LOCK_FILE) for p in root.iterdir()):  # a lock (or its temporary) left by a killed vtm is vtm's
             raise CacheError(
                 f"{root} is not empty and is not a vtm feature cache (no {schema.CACHE_JSON}); vtm will not write into it, "
                 "so none of its files is touched. Choose a new or empty folder for --cache."
