@@ -68,7 +68,11 @@ class DirectoryLock:
             "token": self.token,
         }
         tmp = self.path.with_name(f"{LOCK_FILE}.{self.token}")
-        tmp.write_text(json.dumps(me))
+        try:
+            tmp.write_text(json.dumps(me))
+        except OSError as e:  # read-only, full or not ours: name the folder, not the lock's temporary
+            e.filename = str(self.path.parent)
+            raise
         try:
             for _ in range(3):
                 try:

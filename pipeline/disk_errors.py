@@ -35,4 +35,4 @@ def explain_os_error(err: OSError) -> str:
     else:
         what, todo = (err.strerror or str(err) or type(err).__name__), "check the path and the disk"
     at = f" at {where}" if where else ""
-    return f"{what}{at}: {todo}. What was finished before is kept; run the same command again to resume."
+    return f"{what}{at}: {todo}. Nothing finished before is lost; run the same command again once that is fixed (it resumes)."
