@@ -10,9 +10,10 @@ atomically, and the manifest is flushed every few seconds, so a killed run resum
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +22,14 @@ import ray
 from tqdm import tqdm
 
 from vtm.cache import schema
-from vtm.cache.atomic import atomic_path
-from vtm.cache.store import CacheSettings, FeatureCache
-from vtm.pipeline.config import Config, dump_config
+from vtm.cache.atomic import atomic_path, write_json
+from vtm.cache.store import CacheError, CacheSettings, FeatureCache
+from vtm.models.visual_encoder import EncoderLoadError, weights_source
+from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
 from vtm.stages.base import Resources
-from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan
+from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan, cuda_hwaccel
 from vtm.stages.encode import EncodeStage
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ class ExtractSummary:
     frames: int = 0  # sampled frames encoded by this run
     seconds: float = 0.0
     pretrained: bool = True
+    busy_s: Counter = field(default_factory=Counter)  # seconds each stage worked, summed over its workers (probe_s, decode_s, ...)
+    decoded_with: Counter = field(default_factory=Counter)  # decode tasks by how they decoded (pyav-nonref, decord, ...)
+    started_ray: bool = False  # False: everything was already in the cache, nothing was started
 
     @property
     def all_ok(self) -> bool:
@@ -84,32 +89,34 @@ def run_extract(
     started = time.perf_counter()
     dataset_dir = Path(dataset_dir).resolve()
     videos = discover_videos(dataset_dir)
+    source = _encoder_source(ec)
+    done = _nothing_to_do(videos, dataset_dir, Path(cache_dir), config, source)
+    if done is not None:
+        done.seconds = time.perf_counter() - started
+        return done
     init_ray(config.ray.address)
 
     use_gpu = ec.device != "cpu" and cluster_gpus() > 0
+    if ec.decode_device == "cuda" and not use_gpu:
+        raise ConfigError("extract.decode_device is cuda, but the encoder runs on no GPU (no GPU in the Ray cluster, or extract.device is cpu)")
+    gpu_decode = use_gpu and ec.decode_device != "cpu" and cuda_hwaccel() is not None
     n_encoders = ec.num_encoders or (cluster_gpus() if use_gpu else 1)
     encode = EncodeStage(
         encoder=ec.encoder,
         weights=ec.weights,
         device="cuda" if use_gpu else "cpu",
         allow_random=ec.allow_random_weights,
-        resources=Resources(cpus=1, gpus=1 if use_gpu else 0),
+        # Decoding on the GPU shares it: the encoders take half of each GPU, the decode tasks the rest.
+        resources=Resources(cpus=1, gpus=(0.5 if gpu_decode else 1) if use_gpu else 0),
     )
     encoders = stage_actors(encode, n_encoders)
     info = ray.get(encoders[0].invoke.remote("encoder_info"))  # raises EncoderLoadError early
-    settings = CacheSettings(
-        encoder=info["name"],
-        weights=info["weights"],
-        weights_digest=info["weights_digest"],
-        pretrained=info["pretrained"],
-        feature_dim=info["feature_dim"],
-        sample_fps=ec.fps,
-        image_size=ec.image_size,
-        max_frames=ec.max_frames,
-    )
+    settings = _cache_settings(info, ec)
     cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
     with atomic_path(cache.root / "extract_config.yaml") as tmp:
         tmp.write_text(dump_config(config))
+    if source is not None and _same_weights(source, info):
+        write_json(cache.root / schema.ENCODER_SOURCE_JSON, {"source": source, "encoder_info": info})
 
     trigger_model = None
     if ec.trigger_checkpoint:
@@ -119,7 +126,7 @@ def run_extract(
         for line in report.lines():
             log.warning("trigger checkpoint %s", line)
 
-    summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained)
+    summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained, started_ray=True)
     # Videos gone from disk keep their rows while they are ok (their features stay useful); a failure
     # that no longer exists is forgotten.
     found = {v.video_id for v in videos}
@@ -135,10 +142,85 @@ def run_extract(
         base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint}
         todo.append(_Video(v, base))
 
-    decode_stage = decode_stage or DecodeStage(image_size=ec.image_size)
+    if decode_stage is None:
+        decode_stage = DecodeStage(image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu")
+        if gpu_decode:  # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave
+            gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
+            decode_stage = dataclasses.replace(decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000)))
     _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _cache_settings(info: dict, ec: ExtractConfig) -> CacheSettings:
+    """The cache settings of a run: what its encoder is (`EncodeStage.encoder_info`) and how it samples."""
+    return CacheSettings(
+        encoder=info["name"],
+        weights=info["weights"],
+        weights_digest=info["weights_digest"],
+        pretrained=info["pretrained"],
+        feature_dim=info["feature_dim"],
+        sample_fps=ec.fps,
+        image_size=ec.image_size,
+        max_frames=ec.max_frames,
+    )
+
+
+def _encoder_source(ec: ExtractConfig) -> dict | None:
+    """What decides the encoder's weights (`weights_source`), or None where only loading the model can say."""
+    try:
+        source = weights_source(ec.encoder, ec.weights)
+    except EncoderLoadError:
+        return None  # the run itself reports it, from the encoder actor
+    if source is not None and "random" in source and not ec.allow_random_weights:
+        return None
+    return source
+
+
+def _same_weights(source: dict, info: dict) -> bool:
+    """Whether the encoder actor loaded the weights that `source` names (on a cluster its node could differ)."""
+    if "file" in source:
+        return info["weights"] != "random" and Path(info["weights"]).resolve() == Path(source["file"])
+    return info["weights"] == ("random" if "random" in source else source["encoder"])
+
+
+def _nothing_to_do(videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, config: Config, source: dict | None) -> ExtractSummary | None:
+    """The run's summary when every video is already in the cache with the same content and settings, else None.
+
+    Answers without Ray and without loading the model: the weights digest comes from the cache's
+    record of the weights source (`weights_source`, a digest of the weights file) that built it.
+    Anything else to do, or anything unusual (a failed video, a moved dataset, a checkpoint to apply,
+    --rebuild), is left to the full run.
+    """
+    ec = config.extract
+    record = cache_dir / schema.ENCODER_SOURCE_JSON
+    if source is None or ec.rebuild or ec.trigger_checkpoint or not record.is_file():
+        return None
+    try:
+        cache = FeatureCache.open(cache_dir)
+        recorded = json.loads(record.read_text())
+        if recorded["source"] != source or cache.dataset_root != dataset_dir:
+            return None
+        settings = _cache_settings(recorded["encoder_info"], ec)
+    except (CacheError, OSError, ValueError, KeyError, TypeError):
+        return None
+    if settings.fingerprint != cache.settings.fingerprint:
+        return None
+    rows = {r["video_id"]: r for r in cache.manifest().to_dicts()}
+    if any(r["status"] != schema.STATUS_OK for r in rows.values()):
+        return None
+    for v in videos:
+        prior = rows.get(v.video_id)
+        if prior is None or (prior["size_bytes"], prior["mtime_ns"], prior["fingerprint"]) != (v.size_bytes, v.mtime_ns, settings.fingerprint):
+            return None
+        if not cache.has_video(v.video_id):
+            return None
+    resolved = dump_config(config)
+    config_file = cache.root / "extract_config.yaml"
+    if not config_file.is_file() or config_file.read_text() != resolved:
+        with atomic_path(config_file) as tmp:
+            tmp.write_text(resolved)
+    return ExtractSummary(cache.root, videos=len(videos), skipped=len(videos), pretrained=settings.pretrained)
 
 
 class _Extraction:
@@ -177,7 +259,9 @@ class _Extraction:
                 while segments and len(decodes) + len(decoded) < self.max_decodes:
                     v, seg, idx = segments.popleft()
                     if not v.failed:
-                        batch = {"path": str(v.file.path), "frame_index": idx, "rotation": v.plan.rotation, "decoder": v.plan.decoder, "segment": seg}
+                        pts, pts_start = v.plan.pts_around(idx)
+                        batch = {"path": str(v.file.path), "frame_index": idx, "rotation": v.plan.rotation, "decoder": v.plan.decoder, "segment": seg,
+                                 "pts": pts, "pts_start": pts_start}
                         decodes[self.decode(batch)] = (v, seg)
                 while decoded and min(load) < self.per_encoder_queue:
                     ref, v, seg = decoded.popleft()
@@ -190,7 +274,9 @@ class _Extraction:
                     if ref in probes:
                         v = probes.pop(ref)
                         try:
-                            v.plan = ray.get(ref)["plan"]
+                            probed = ray.get(ref)
+                            v.plan = probed["plan"]
+                            self.summary.busy_s.update(probed.get("timing", {}))
                         except Exception as e:  # noqa: BLE001 - one video's failure is data
                             self._fail(v, e, bar)
                             continue
@@ -206,12 +292,16 @@ class _Extraction:
                         if v.failed:
                             continue
                         try:
-                            v.parts[seg] = ray.get(ref)
+                            v.parts[seg] = part = ray.get(ref)
                         except Exception as e:  # noqa: BLE001
                             self._fail(v, e, bar)
                             continue
+                        self.summary.busy_s.update(part.get("timing", {}))
+                        self.summary.decoded_with[part.get("decoded_with", "?")] += 1
                         if len(v.parts) == v.n_segments:
+                            t_write = time.perf_counter()
                             frames_done += self._finish(v)
+                            self.summary.busy_s["write_s"] += time.perf_counter() - t_write
                             bar.update(1)
                             bar.set_postfix(frames_s=f"{frames_done / (time.perf_counter() - t0):.1f}", failed=len(self.summary.failed))
                 if time.perf_counter() - last_flush > MANIFEST_FLUSH_S:
@@ -233,18 +323,19 @@ class _Extraction:
     def _finish(self, v: _Video) -> int:
         parts = [v.parts[i] for i in range(v.n_segments)]
         v.parts.clear()
-        joined = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "hist", "grid")}
+        joined = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "hist", "grid", "frame_index")}
         plan = v.plan
-        scored = self.change_score({**joined, "timestamps": plan.timestamps})
+        # The frames decoded may be neighbours of the planned ones (DecodeStage.nearest_frames): store those.
+        frame_index = joined["frame_index"]
+        timestamps = plan.pts[frame_index] if plan.pts is not None else plan.timestamps
+        scored = self.change_score({**joined, "timestamps": timestamps})
         if self.trigger_model is not None:
             inputs = joined["features"].astype(np.float32)
             if self.trigger_model.config.color_inputs:
                 # rounded as stored, so this equals re-scoring from the cache later
                 inputs = np.concatenate([inputs, joined["hist"].astype(np.float16).astype(np.float32)], axis=1)
-            scored["trigger_score"], _ = self.trigger_model.score_video(inputs, plan.timestamps)
-        self.cache.write_video(
-            v.row["video_id"], joined["features"], plan.timestamps, plan.frame_index, scored, color_hist=joined["hist"], color_grid=joined["grid"]
-        )
+            scored["trigger_score"], _ = self.trigger_model.score_video(inputs, timestamps)
+        self.cache.write_video(v.row["video_id"], joined["features"], timestamps, frame_index, scored, color_hist=joined["hist"], color_grid=joined["grid"])
         self.rows[v.row["video_id"]] = {
             **v.row,
             "duration_s": plan.duration_s,
@@ -252,10 +343,10 @@ class _Extraction:
             "width": plan.width,
             "height": plan.height,
             "rotation": plan.rotation,
-            "frames_sampled": len(plan.frame_index),
+            "frames_sampled": len(frame_index),
             "decoder": plan.decoder,
             "status": schema.STATUS_OK,
             "error": None,
         }
         self.summary.ok += 1
-        return len(plan.frame_index)
+        return len(frame_index)
