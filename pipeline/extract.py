@@ -138,6 +138,7 @@ def run_extract(
         digest = prior["digest"] if unchanged else content_digest(v.path)
         if prior and prior["status"] == schema.STATUS_OK and prior["digest"] == digest and prior["fingerprint"] == settings.fingerprint and cache.has_video(v.video_id):
             summary.skipped += 1
+            rows[v.video_id] = {**prior, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns}  # touched, same content: next time needs no digest
             continue
         base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint}
         todo.append(_Video(v, base))
