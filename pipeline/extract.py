@@ -5,6 +5,11 @@
 
 Videos stream through: only the segments in flight are in memory, each finished video is written
 atomically, and the manifest is flushed every few seconds, so a killed run resumes where it stopped.
+
+Speed (bench/bench_extract_scale.py): decode tasks run one decoder thread each, skip the frames no
+other frame refers to (a sampled frame may become its neighbour, within one frame interval) and use
+the GPU's video decoder where the encoders have a GPU; a new cache is probed while the model loads;
+and a re-run with nothing to do answers from the cache alone, without Ray or the model.
 """
 
 from __future__ import annotations
@@ -110,7 +115,13 @@ def run_extract(
         resources=Resources(cpus=1, gpus=(0.5 if gpu_decode else 1) if use_gpu else 0),
     )
     encoders = stage_actors(encode, n_encoders)
-    info = ray.get(encoders[0].invoke.remote("encoder_info"))  # raises EncoderLoadError early
+    info_ref = encoders[0].invoke.remote("encoder_info")
+    early_probes = {}
+    if ec.rebuild or not (Path(cache_dir) / schema.CACHE_JSON).is_file():
+        # A new cache skips nothing, so every video will be probed: start while the encoders load their model.
+        probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
+        early_probes = {v.video_id: probe({"path": str(v.path)}) for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]}
+    info = ray.get(info_ref)  # raises EncoderLoadError early
     settings = _cache_settings(info, ec)
     cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
     with atomic_path(cache.root / "extract_config.yaml") as tmp:
@@ -148,7 +159,7 @@ def run_extract(
         if gpu_decode:  # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave
             gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
             decode_stage = dataclasses.replace(decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000)))
-    _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo)
+    _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo, early_probes)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -242,10 +253,12 @@ class _Extraction:
         self.progress = progress
         self.trigger_model = trigger_model
 
-    def run(self, todo: list[_Video]) -> None:
-        waiting = deque(todo)
+    def run(self, todo: list[_Video], early_probes: dict | None = None) -> None:
+        """Extract `todo`; `early_probes` (video id -> probe ref) are probes already started for some of them."""
+        early_probes = early_probes or {}
+        probes: dict = {early_probes[v.file.video_id]: v for v in todo if v.file.video_id in early_probes}  # ref -> video
+        waiting = deque(v for v in todo if v.file.video_id not in early_probes)
         segments: deque = deque()  # (video, segment number, frame indices)
-        probes: dict = {}  # ref -> video
         decoded: deque = deque()  # (ref, video, seg) decoded, waiting for an encoder
         decodes: dict = {}  # ref -> (video, seg)
         encodes: dict = {}  # ref -> (video, seg, encoder number)
