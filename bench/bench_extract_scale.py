@@ -262,8 +262,6 @@ def summarise(r: dict) -> list[tuple[str, str]]:
     if "process_s" in ext:
         rows.append(("vtm extract cold", f"{ext['process_s']:.1f} s = {vhh(ext['process_s']):.0f} video-h/h (process); work {ext['work_s']:.1f} s = {vhh(ext['work_s']):.0f} "
                                          f"video-h/h; {ext['ok']} ok, {len(ext['failed'])} failed{gpu(ext)}"))
-        rows.append(("extract phases (s)", f"import {ext['import_s']:.1f} | Ray start {ext['ray_init_s']:.1f} | model load {ext['model_load_s']:.1f} | work {ext['work_s']:.1f} "
-                                           f"| Ray shutdown {ext['ray_shutdown_s']:.1f}"))
         rows += _extract_rows(ext, limit, cores)
     if "wall_s" in rerun:
         rows.append(("re-run, nothing to do", f"{rerun['wall_s']:.2f} s vs import vtm.pipeline.extract {rerun['import_s']:.2f} s: {ratio(rerun['wall_s'], rerun['import_s']):.2f}x "

@@ -176,16 +176,20 @@ class VideoTriggerModel:
         message)` is told how far it got. Raises DecodeError for a video that cannot be read."""
         progress = progress or (lambda fraction, message: None)
         plan = probe(Path(video_path), self.sample_fps)
-        decode = DecodeStage(image_size=self.image_size)
+        decode = DecodeStage(image_size=self.image_size, nearest_frames=True)  # the frames `vtm extract` samples
         base = {"path": str(video_path), "rotation": plan.rotation, "decoder": plan.decoder}
-        segments = []
+        segments, sampled = [], []
         for s in range(0, len(plan.frame_index), SEGMENT_FRAMES):
             progress(ENCODED * s / max(len(plan.frame_index), 1), f"sampling and encoding frames {s + 1}-{min(s + SEGMENT_FRAMES, len(plan.frame_index))} of {len(plan.frame_index)}")
-            segments.append(self.model_inputs(decode({**base, "frame_index": plan.frame_index[s : s + SEGMENT_FRAMES]})["frames"]))
-        inputs = np.concatenate(segments)
+            idx = plan.frame_index[s : s + SEGMENT_FRAMES]
+            pts, pts_start = plan.pts_around(idx)
+            out = decode({**base, "frame_index": idx, "pts": pts, "pts_start": pts_start})
+            segments.append(self.model_inputs(out["frames"]))
+            sampled.append(out["frame_index"])
+        inputs, frame_index = np.concatenate(segments), np.concatenate(sampled)
         key_decode = DecodeStage(image_size=key_frame_size)
-        key_frames = lambda idx: key_decode({**base, "frame_index": plan.frame_index[idx]})["frames"]  # noqa: E731
-        return self._analysis(inputs, plan.timestamps, threshold, key_frames, plan.frame_index, str(video_path), (plan.width, plan.height), max_triggers, progress)
+        key_frames = lambda idx: key_decode({**base, "frame_index": frame_index[idx]})["frames"]  # noqa: E731
+        return self._analysis(inputs, plan.pts[frame_index], threshold, key_frames, frame_index, str(video_path), (plan.width, plan.height), max_triggers, progress)
 
 
 def run_infer(
