@@ -9,7 +9,9 @@ Every number is measured in this run, on this machine, and compared as a ratio:
                 are generated, one process per core, and copied to fill the archive.
 2. decode limit every frame decoded with PyAV, one single-threaded process per core, nothing converted:
                 what the CPUs can decode (the CPU limit of issue 13).
-3. scenedetect  PySceneDetect's ContentDetector, one process per core (OpenCV one thread each).
+3. decoders     extract's own decoder (probe, skipping unreferenced frames, resize) without Ray or the
+                encoder, one process per core: on the CPU, and on the GPU where there is one.
+   scenedetect  PySceneDetect's ContentDetector, one process per core (OpenCV one thread each).
 4. extract      `vtm extract` cold: `run_extract` in a fresh process with its own Ray, default settings;
                 its phases (import, Ray start, model load, work) and each stage's busy seconds.
 5. re-run       `python -m vtm.pipeline.cli extract` again on the finished cache, whole process, as a user
@@ -59,6 +61,11 @@ def _warm(kind: str) -> int:
         import scenedetect  # noqa: F401
 
         cv2.setNumThreads(1)
+    elif kind == "decoder":
+        import decord  # noqa: F401
+
+        import vtm.pipeline.config  # noqa: F401 - imports torch, through the encoder's defaults
+        import vtm.stages.decode  # noqa: F401
     else:
         import av  # noqa: F401
     return os.getpid()
@@ -83,6 +90,27 @@ def _decode_every_frame(path: str) -> tuple[int, float]:
         for _ in container.decode(stream):
             n += 1
     return n, time.process_time() - t
+
+
+def _extract_decoder(args: tuple[str, str]) -> tuple[int, float, str]:
+    """Extract's decode stage alone over one video, segment by segment as extract runs it: frames, CPU seconds, how."""
+    from vtm.pipeline.config import ExtractConfig
+    from vtm.stages.decode import DecodeStage, probe
+
+    path, device = args
+    ec = ExtractConfig()
+    t = time.process_time()
+    plan = probe(Path(path), ec.fps, ec.max_frames)
+    stage = DecodeStage(image_size=ec.image_size, nearest_frames=True, device=device)
+    stage.setup()
+    n, how = 0, set()
+    for s in range(0, len(plan.frame_index), ec.segment_frames):
+        idx = plan.frame_index[s : s + ec.segment_frames]
+        pts, pts_start = plan.pts_around(idx)
+        out = stage({"path": path, "frame_index": idx, "rotation": plan.rotation, "decoder": plan.decoder, "pts": pts, "pts_start": pts_start})
+        n += len(out["frames"])
+        how.add(out["decoded_with"])
+    return n, time.process_time() - t, ",".join(sorted(how))
 
 
 def _scenedetect(path: str) -> int:
@@ -171,6 +199,18 @@ def step_decode_limit(data: dict, cores: int) -> dict:
     return {"wall_s": wall, "frames": sum(n for n, _ in results), "cpu_s": sum(c for _, c in results), "processes": cores}
 
 
+def step_decoders(data: dict, cores: int, sampler: GpuSampler) -> dict:
+    """Extract's decoder (probe, decode, resize) without Ray or the encoder, one process per core; on the GPU too where there is one."""
+    videos = sorted(str(p) for p in data["archive"].rglob("*.mp4"))
+    out = {}
+    for device in ("cpu", "cuda") if sampler.proc is not None else ("cpu",):
+        t0 = time.perf_counter()
+        results, wall = _pool_map(_extract_decoder, [(v, device) for v in videos], "decoder", cores)
+        out[device] = {"wall_s": wall, "frames": sum(r[0] for r in results), "cpu_s": sum(r[1] for r in results), "decoded_with": sorted({r[2] for r in results}),
+                       "gpu": sampler.between(t0, time.perf_counter())}
+    return out
+
+
 def step_scenedetect(data: dict, cores: int) -> dict:
     videos = sorted(str(p) for p in data["archive"].rglob("*.mp4"))
     scenes, wall = _pool_map(_scenedetect, videos, "scenedetect", cores)
@@ -257,6 +297,10 @@ def summarise(r: dict) -> list[tuple[str, str]]:
     if "wall_s" in limit:
         rows.append(("decode every frame", f"{limit['wall_s']:.1f} s = {vhh(limit['wall_s']):.0f} video-h/h ({limit['frames']} frames, {limit['cpu_s']:.0f} CPU-s, "
                                            f"{limit['processes']} processes){gpu(limit)}"))
+    for device, d in steps.get("decoders", {}).items():
+        if isinstance(d, dict) and "wall_s" in d:
+            rows.append((f"extract's decoder, {device}", f"{d['wall_s']:.1f} s = {vhh(d['wall_s']):.0f} video-h/h ({d['frames']} sampled frames, {d['cpu_s']:.0f} CPU-s, "
+                                                         f"{', '.join(d['decoded_with'])}; no Ray, no encoder){gpu(d)}"))
     if "wall_s" in psd:
         rows.append(("PySceneDetect", f"{psd['wall_s']:.1f} s = {vhh(psd['wall_s']):.0f} video-h/h ({psd['scenes']} scenes){gpu(psd)}"))
     if "process_s" in ext:
@@ -331,7 +375,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="seconds per video [30; --quick 3]")
     parser.add_argument("--out", type=Path, help="directory for bench_extract_scale.json (default: a new temp dir)")
     parser.add_argument("--keep-data", action="store_true", help="keep the generated videos and caches")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["decode_limit", "scenedetect", "extract", "rerun", "nvdec", "extract_cpu_decode"], help="steps to leave out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["decode_limit", "decoders", "scenedetect", "extract", "rerun", "nvdec", "extract_cpu_decode"], help="steps to leave out")
     args = parser.parse_args()
     try:
         import psutil  # noqa: F401
@@ -359,7 +403,7 @@ def main() -> None:
         log(f"  {data['hours'] * 60:.1f} min of video in {data['generate_s']:.0f} s")
         save()
         # Most telling first: a run cut short by a time limit still has them.
-        steps = [("decode_limit", lambda: step_decode_limit(data, cores)), ("extract", lambda: step_extract(data, work)),
+        steps = [("decode_limit", lambda: step_decode_limit(data, cores)), ("decoders", lambda: step_decoders(data, cores, sampler)), ("extract", lambda: step_extract(data, work)),
                  ("rerun", lambda: step_rerun(data, work)), ("nvdec", lambda: step_nvdec(data)), ("scenedetect", lambda: step_scenedetect(data, cores))]
         if result["machine"]["gpu"]:
             steps.append(("extract_cpu_decode", lambda: step_extract_cpu_decode(data, work)))

@@ -34,7 +34,7 @@ from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
 from vtm.stages.base import Resources
-from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan, cuda_hwaccel
+from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan, cuda_decoding_built
 from vtm.stages.encode import EncodeStage
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def run_extract(
     use_gpu = ec.device != "cpu" and cluster_gpus() > 0
     if ec.decode_device == "cuda" and not use_gpu:
         raise ConfigError("extract.decode_device is cuda, but the encoder runs on no GPU (no GPU in the Ray cluster, or extract.device is cpu)")
-    gpu_decode = use_gpu and ec.decode_device != "cpu" and cuda_hwaccel() is not None
+    gpu_decode = use_gpu and ec.decode_device != "cpu" and cuda_decoding_built()  # each decode task falls back to its CPU if its GPU fails
     n_encoders = ec.num_encoders or (cluster_gpus() if use_gpu else 1)
     encode = EncodeStage(
         encoder=ec.encoder,

@@ -212,6 +212,13 @@ def _decode_pyav(path: Path, frame_index: np.ndarray, size: int, rotation: int) 
 _cuda_device = None  # this process's CUDA device context, held so that every video reuses it (False: none here)
 
 
+def cuda_decoding_built() -> bool:
+    """Whether this PyAV's FFmpeg can decode on CUDA at all (no GPU is touched; `cuda_hwaccel` finds out if one is usable)."""
+    from av.codec.hwaccel import hwdevices_available
+
+    return "cuda" in hwdevices_available()
+
+
 def cuda_hwaccel():
     """PyAV's CUDA hardware decoding (NVDEC) where this FFmpeg build and process have a GPU, else None.
 
@@ -221,11 +228,11 @@ def cuda_hwaccel():
     """
     global _cuda_device
     import av
-    from av.codec.hwaccel import HWAccel, hwdevices_available
+    from av.codec.hwaccel import HWAccel
 
     if _cuda_device is None:
         _cuda_device = False
-        if "cuda" in hwdevices_available():
+        if cuda_decoding_built():
             try:
                 _cuda_device = HWAccel("cuda", options={"primary_ctx": "1"}).create(av.Codec("h264", "r"))
             except (av.FFmpegError, NotImplementedError):
