@@ -339,9 +339,9 @@ def _extract_rows(ext: dict, limit: dict, cores: int) -> list[tuple[str, str]]:
                                    f"| Ray shutdown {ext['ray_shutdown_s']:.1f}")]
     names = ("probe_s", "decode_s", "stats_s", "to_encoder_s", "encode_s", "write_s")
     rows.append(("busy (core-s)", " | ".join(f"{k[:-2]} {busy.get(k, 0):.1f}" for k in names)
-                 + f"   (CPU: probe {busy.get('probe_cpu_s', 0):.1f}, decode {busy.get('decode_cpu_s', 0):.1f}; decode includes resizing the sampled frames)"))
+                 + f"   (CPU: probe {busy.get('probe_cpu_s', 0):.1f}, decode+stats {busy.get('decode_cpu_s', 0):.1f}; decode includes resizing the sampled frames)"))
     decode_side = sum(busy.get(k, 0) for k in ("probe_s", "decode_s", "stats_s"))
-    decode_cpu = sum(busy.get(k, 0) for k in ("probe_cpu_s", "decode_cpu_s", "stats_s"))
+    decode_cpu = sum(busy.get(k, 0) for k in ("probe_cpu_s", "decode_cpu_s"))  # decode_cpu_s includes the statistics
     slots = max(1.0, ext["cluster_cpus"] - ext["n_encoders"]) * ext["work_s"]
     rows.append(("idle", f"decode workers busy {100 * decode_side / slots:.0f} % of {slots:.0f} core-s during work; the process tree used "
                          f"{ext['tree_cpu_s'] / ext['process_s']:.1f} of {cores} cores on average"))
