@@ -50,23 +50,24 @@ CHILD_ENV = {
 # --------------------------------------------------------------------------------------------
 
 
-def child_extract(dataset: Path, cache: Path, result: Path, probe_threads: bool = False) -> None:
+def child_extract(dataset: Path, cache: Path, result: Path, probe_threads: bool = False, config_file: Path | None = None) -> None:
     """Run extract as a user of the library would, timing its phases from the outside.
 
     Ray is started here (the same call run_extract makes; it skips its own when Ray is up) so that
     start-up is timed on its own; and the encoder actors are waited for as soon as they are created,
     so that model load is timed on its own too. Neither changes what extract does. With
     `probe_threads` it also asks Ray, after the run, how many torch threads the encoder actor got.
+    `config_file`: a YAML config instead of the defaults.
     """
     t_process = time.perf_counter()
     import ray
 
     import vtm.pipeline.extract as extract
-    from vtm.pipeline.config import Config
+    from vtm.pipeline.config import Config, load_config
     from vtm.pipeline.ray_runner import init_ray
 
     import_s = time.perf_counter() - t_process
-    config = Config()
+    config = load_config(config_file) if config_file else Config()
     t = time.perf_counter()
     init_ray(config.ray.address)
     ray_init_s = time.perf_counter() - t
@@ -104,6 +105,8 @@ def child_extract(dataset: Path, cache: Path, result: Path, probe_threads: bool 
         "encode_stage": marks["encode_stage"],
         "n_encoders": marks["n_encoders"],
         "encoders_restarted": restarted,
+        "busy_s": dict(summary.busy_s),  # per stage, summed over workers
+        "decoded_with": dict(summary.decoded_with),
     }
     if probe_threads:
         out["actor_torch_threads"] = actor_torch_threads(marks["encode_stage"]["resources"]["cpus"])
@@ -219,6 +222,7 @@ def child_scenedetect(dataset: Path, result: Path) -> None:
 CHILDREN = {
     "extract": child_extract,
     "extract_probe_threads": functools.partial(child_extract, probe_threads=True),
+    "extract_config": lambda dataset, cache, config_file, result: child_extract(dataset, cache, result, config_file=config_file),
     "encoder": child_encoder,
     "scenedetect": child_scenedetect,
 }

@@ -5,6 +5,8 @@
       manifest.parquet        one row per input video (MANIFEST_SCHEMA)
       scores/<video_id>.parquet   one row per sampled frame (SCORES_SCHEMA)
       features/<video_id>.h5      per-frame features of one video (HDF5 layout below)
+      encoder_source.json     which weights file (or seed) gave cache.json's weights digest, so that a
+                              re-run with nothing to do knows it without loading the model
 
 One file per video under scores/ and features/ keeps every write atomic (temp name, then rename),
 lets a killed run resume video by video, and lets a reader open one video's window without touching
@@ -23,6 +25,7 @@ MANIFEST_FILE = "manifest.parquet"
 SCORES_DIR = "scores"
 FEATURES_DIR = "features"
 EXTRACT_CONFIG = "extract_config.yaml"  # the resolved configuration of the last extract
+ENCODER_SOURCE_JSON = "encoder_source.json"  # {"source": models.visual_encoder.weights_source(...), "encoder_info": {...}}
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"

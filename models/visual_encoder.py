@@ -139,6 +139,50 @@ def _efficientnet_lite0_package_weights() -> Path | None:
     return path if path.is_file() else None
 
 
+def _weights_file(name: str, weights: str | None) -> Path | None:
+    """The weights file a torchvision/timm encoder loads: `weights`, else the packaged or cached one, else None (random)."""
+    if weights:
+        source = Path(weights).expanduser()
+        if not source.is_file():
+            raise EncoderLoadError(f"weights file {weights} not found")
+        return source
+    return _efficientnet_lite0_package_weights() if name in TIMM_ENCODERS else _torchvision_default_weights(name)
+
+
+def weights_source(name: str = DEFAULT_ENCODER, weights: str | None = None) -> dict | None:
+    """What decides the weights `build_visual_encoder(name, weights)` loads, found without building the model.
+
+    Equal sources give equal weights: a file is named by its path and a digest of all its bytes;
+    random weights by the seed and the library versions that draw them; a local Hugging Face model
+    directory by a digest of its files. A hub id gives None: only loading it says which files it is.
+    `vtm extract` keeps the source beside the cache, so a re-run with nothing to do need not load
+    the model to know its weights digest.
+    """
+    if name in TORCHVISION_ENCODERS or name in TIMM_ENCODERS:
+        source = _weights_file(name, weights)
+        if source is None:
+            import importlib
+
+            library = importlib.import_module("timm" if name in TIMM_ENCODERS else "torchvision")
+            return {"encoder": name, "random": f"seed 0, torch {torch.__version__}, {library.__name__} {library.__version__}"}
+        return {"encoder": name, "file": str(source.resolve()), "sha256": _files_digest([source])}
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return {"encoder": name, "directory": str(local.resolve()), "sha256": _files_digest(sorted(p for p in local.rglob("*") if p.is_file()), root=local)}
+    return None
+
+
+def _files_digest(paths: list[Path], root: Path | None = None) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        if root is not None:
+            h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def build_visual_encoder(name: str = DEFAULT_ENCODER, weights: str | None = None, *, allow_random: bool = True) -> tuple[VisualEncoder, EncoderInfo]:
     """Build an encoder by name. `weights` is a local file (torchvision/timm) or unused for HF models.
 
@@ -151,7 +195,6 @@ def build_visual_encoder(name: str = DEFAULT_ENCODER, weights: str | None = None
             import timm
 
             backbone = timm.create_model(name, pretrained=False, num_classes=0)
-            default = _efficientnet_lite0_package_weights()
             by_order = True
         else:
             import torchvision
@@ -161,11 +204,8 @@ def build_visual_encoder(name: str = DEFAULT_ENCODER, weights: str | None = None
                 backbone.fc = nn.Identity()
             else:
                 backbone.classifier = nn.Identity()
-            default = _torchvision_default_weights(name)
             by_order = False
-        source = Path(weights).expanduser() if weights else default
-        if weights and not source.is_file():
-            raise EncoderLoadError(f"weights file {weights} not found")
+        source = _weights_file(name, weights)
         if source is not None:
             sd = _load_state_dict(source)
             sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "classifier.", "_fc."))}

@@ -38,6 +38,7 @@ class ExtractConfig:
     max_frames: int | None = None  # cap on sampled frames per video
     segment_frames: int = 64  # sampled frames per decode task (and per encoder call)
     device: str = "auto"  # auto | cpu | cuda
+    decode_device: str = "auto"  # auto (the GPU's video decoder where the encoder runs on a GPU) | cpu | cuda
     num_encoders: int | None = None  # encoder actors; default one per GPU, or one on CPU
     rebuild: bool = False  # delete an existing cache built with other settings
     trigger_checkpoint: str | None = None  # a trained checkpoint: its learned trigger score is stored too
@@ -55,6 +56,8 @@ class ExtractConfig:
             raise ConfigError(f"extract.device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.num_encoders is not None and self.num_encoders < 1:
             raise ConfigError(f"extract.num_encoders must be >= 1, got {self.num_encoders}")
+        if self.decode_device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"extract.decode_device must be auto, cpu or cuda, got {self.decode_device!r}")
 
 
 @dataclass(frozen=True)

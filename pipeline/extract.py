@@ -5,14 +5,20 @@
 
 Videos stream through: only the segments in flight are in memory, each finished video is written
 atomically, and the manifest is flushed every few seconds, so a killed run resumes where it stopped.
+
+Speed (bench/bench_extract_scale.py): decode tasks run one decoder thread each, skip the frames no
+other frame refers to (a sampled frame may become its neighbour, within one frame interval) and use
+the GPU's video decoder where the encoders have a GPU; a new cache is probed while the model loads;
+and a re-run with nothing to do answers from the cache alone, without Ray or the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +27,14 @@ import ray
 from tqdm import tqdm
 
 from vtm.cache import schema
-from vtm.cache.atomic import atomic_path
-from vtm.cache.store import CacheSettings, FeatureCache
-from vtm.pipeline.config import Config, dump_config
+from vtm.cache.atomic import atomic_path, write_json
+from vtm.cache.store import CacheError, CacheSettings, FeatureCache
+from vtm.models.visual_encoder import EncoderLoadError, weights_source
+from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
 from vtm.stages.base import Resources
-from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan, partial_decode_warning
+from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan, cuda_decoding_built, partial_decode_warning
 from vtm.stages.encode import EncodeStage
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,9 @@ class ExtractSummary:
     frames: int = 0  # sampled frames encoded by this run
     seconds: float = 0.0
     pretrained: bool = True
+    busy_s: Counter = field(default_factory=Counter)  # seconds each stage worked, summed over its workers (probe_s, decode_s, ...)
+    decoded_with: Counter = field(default_factory=Counter)  # decode tasks by how they decoded (pyav-nonref, decord, ...)
+    started_ray: bool = False  # False: everything was already in the cache, nothing was started
 
     @property
     def all_ok(self) -> bool:
@@ -91,32 +101,40 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
     started = time.perf_counter()
     dataset_dir = Path(dataset_dir).resolve()
     videos = discover_videos(dataset_dir)
+    source = _encoder_source(ec)
+    done = _nothing_to_do(videos, dataset_dir, Path(cache_dir), config, source)
+    if done is not None:
+        done.seconds = time.perf_counter() - started
+        return done
     init_ray(config.ray.address)
 
     use_gpu = ec.device != "cpu" and cluster_gpus() > 0
+    if ec.decode_device == "cuda" and not use_gpu:
+        raise ConfigError("extract.decode_device is cuda, but the encoder runs on no GPU (no GPU in the Ray cluster, or extract.device is cpu)")
+    gpu_decode = use_gpu and ec.decode_device != "cpu" and cuda_decoding_built()  # each decode task falls back to its CPU if its GPU fails
     n_encoders = ec.num_encoders or (cluster_gpus() if use_gpu else 1)
     encode = EncodeStage(
         encoder=ec.encoder,
         weights=ec.weights,
         device="cuda" if use_gpu else "cpu",
         allow_random=ec.allow_random_weights,
-        resources=Resources(cpus=1, gpus=1 if use_gpu else 0),
+        # Decoding on the GPU shares it: the encoders take half of each GPU, the decode tasks the rest.
+        resources=Resources(cpus=1, gpus=(0.5 if gpu_decode else 1) if use_gpu else 0),
     )
     encoders = stage_actors(encode, n_encoders)
-    info = ray.get(encoders[0].invoke.remote("encoder_info"))  # raises EncoderLoadError early
-    settings = CacheSettings(
-        encoder=info["name"],
-        weights=info["weights"],
-        weights_digest=info["weights_digest"],
-        pretrained=info["pretrained"],
-        feature_dim=info["feature_dim"],
-        sample_fps=ec.fps,
-        image_size=ec.image_size,
-        max_frames=ec.max_frames,
-    )
+    info_ref = encoders[0].invoke.remote("encoder_info")
+    early_probes = {}
+    if ec.rebuild or not (Path(cache_dir) / schema.CACHE_JSON).is_file():
+        # A new cache skips nothing, so every video will be probed: start while the encoders load their model.
+        probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
+        early_probes = {v.video_id: probe({"path": str(v.path)}) for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]}
+    info = ray.get(info_ref)  # raises EncoderLoadError early
+    settings = _cache_settings(info, ec)
     cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
     with atomic_path(cache.root / schema.EXTRACT_CONFIG) as tmp:
         tmp.write_text(dump_config(config))
+    if source is not None and _same_weights(source, info):
+        write_json(cache.root / schema.ENCODER_SOURCE_JSON, {"source": source, "encoder_info": info})
 
     trigger_model = None
     if ec.trigger_checkpoint:
@@ -126,7 +144,7 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
         for line in report.lines():
             log.warning("trigger checkpoint %s", line)
 
-    summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained)
+    summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained, started_ray=True)
     # Videos gone from disk keep their rows while they are ok (their features stay useful); a failure
     # that no longer exists is forgotten.
     found = {v.video_id for v in videos}
@@ -143,14 +161,90 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
         digest = prior["digest"] if unchanged else content_digest(v.path)
         if prior and prior["status"] == schema.STATUS_OK and prior["digest"] == digest and prior["fingerprint"] == settings.fingerprint and cache.has_video(v.video_id):
             summary.skipped += 1
+            rows[v.video_id] = {**prior, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns}  # touched, same content: next time needs no digest
             continue
         base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint}
         todo.append(_Video(v, base))
 
-    decode_stage = decode_stage or DecodeStage(image_size=ec.image_size)
-    _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo)
+    if decode_stage is None:
+        decode_stage = DecodeStage(image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu")
+        if gpu_decode:  # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave
+            gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
+            decode_stage = dataclasses.replace(decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000)))
+    _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo, early_probes)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _cache_settings(info: dict, ec: ExtractConfig) -> CacheSettings:
+    """The cache settings of a run: what its encoder is (`EncodeStage.encoder_info`) and how it samples."""
+    return CacheSettings(
+        encoder=info["name"],
+        weights=info["weights"],
+        weights_digest=info["weights_digest"],
+        pretrained=info["pretrained"],
+        feature_dim=info["feature_dim"],
+        sample_fps=ec.fps,
+        image_size=ec.image_size,
+        max_frames=ec.max_frames,
+    )
+
+
+def _encoder_source(ec: ExtractConfig) -> dict | None:
+    """What decides the encoder's weights (`weights_source`), or None where only loading the model can say."""
+    try:
+        source = weights_source(ec.encoder, ec.weights)
+    except EncoderLoadError:
+        return None  # the run itself reports it, from the encoder actor
+    if source is not None and "random" in source and not ec.allow_random_weights:
+        return None
+    return source
+
+
+def _same_weights(source: dict, info: dict) -> bool:
+    """Whether the encoder actor loaded the weights that `source` names (on a cluster its node could differ)."""
+    if "file" in source:
+        return info["weights"] != "random" and Path(info["weights"]).resolve() == Path(source["file"])
+    return info["weights"] == ("random" if "random" in source else source["encoder"])
+
+
+def _nothing_to_do(videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, config: Config, source: dict | None) -> ExtractSummary | None:
+    """The run's summary when every video is already in the cache with the same content and settings, else None.
+
+    Answers without Ray and without loading the model: the weights digest comes from the cache's
+    record of the weights source (`weights_source`, a digest of the weights file) that built it.
+    Anything else to do, or anything unusual (a failed video, a moved dataset, a checkpoint to apply,
+    --rebuild), is left to the full run.
+    """
+    ec = config.extract
+    record = cache_dir / schema.ENCODER_SOURCE_JSON
+    if source is None or ec.rebuild or ec.trigger_checkpoint or not record.is_file():
+        return None
+    try:
+        cache = FeatureCache.open(cache_dir)
+        recorded = json.loads(record.read_text())
+        if recorded["source"] != source or cache.dataset_root != dataset_dir:
+            return None
+        settings = _cache_settings(recorded["encoder_info"], ec)
+    except (CacheError, OSError, ValueError, KeyError, TypeError):
+        return None
+    if settings.fingerprint != cache.settings.fingerprint:
+        return None
+    rows = {r["video_id"]: r for r in cache.manifest().to_dicts()}
+    if any(r["status"] != schema.STATUS_OK for r in rows.values()):
+        return None
+    for v in videos:
+        prior = rows.get(v.video_id)
+        if prior is None or (prior["size_bytes"], prior["mtime_ns"], prior["fingerprint"]) != (v.size_bytes, v.mtime_ns, settings.fingerprint):
+            return None
+        if not cache.has_video(v.video_id):
+            return None
+    resolved = dump_config(config)
+    config_file = cache.root / "extract_config.yaml"
+    if not config_file.is_file() or config_file.read_text() != resolved:
+        with atomic_path(config_file) as tmp:
+            tmp.write_text(resolved)
+    return ExtractSummary(cache.root, videos=len(videos), skipped=len(videos), pretrained=settings.pretrained)
 
 
 class _Extraction:
@@ -172,10 +266,12 @@ class _Extraction:
         self.progress = progress
         self.trigger_model = trigger_model
 
-    def run(self, todo: list[_Video]) -> None:
-        waiting = deque(todo)
+    def run(self, todo: list[_Video], early_probes: dict | None = None) -> None:
+        """Extract `todo`; `early_probes` (video id -> probe ref) are probes already started for some of them."""
+        early_probes = early_probes or {}
+        probes: dict = {early_probes[v.file.video_id]: v for v in todo if v.file.video_id in early_probes}  # ref -> video
+        waiting = deque(v for v in todo if v.file.video_id not in early_probes)
         segments: deque = deque()  # (video, segment number, frame indices)
-        probes: dict = {}  # ref -> video
         decoded: deque = deque()  # (ref, video, seg) decoded, waiting for an encoder
         decodes: dict = {}  # ref -> (video, seg)
         encodes: dict = {}  # ref -> (video, seg, encoder number)
@@ -190,7 +286,9 @@ class _Extraction:
                 while segments and len(decodes) + len(decoded) < self.max_decodes:
                     v, seg, idx = segments.popleft()
                     if not v.failed:
-                        batch = {"path": str(v.file.path), "frame_index": idx, "rotation": v.plan.rotation, "decoder": v.plan.decoder, "segment": seg}
+                        pts, pts_start = v.plan.pts_around(idx)
+                        batch = {"path": str(v.file.path), "frame_index": idx, "rotation": v.plan.rotation, "decoder": v.plan.decoder, "segment": seg,
+                                 "pts": pts, "pts_start": pts_start}
                         decodes[self.decode(batch)] = (v, seg)
                 while decoded and min(load) < self.per_encoder_queue:
                     ref, v, seg = decoded.popleft()
@@ -203,7 +301,9 @@ class _Extraction:
                     if ref in probes:
                         v = probes.pop(ref)
                         try:
-                            v.plan = ray.get(ref)["plan"]
+                            probed = ray.get(ref)
+                            v.plan = probed["plan"]
+                            self.summary.busy_s.update(probed.get("timing", {}))
                         except Exception as e:  # noqa: BLE001 - one video's failure is data
                             self._fail(v, e, bar)
                             continue
@@ -219,12 +319,16 @@ class _Extraction:
                         if v.failed:
                             continue
                         try:
-                            v.parts[seg] = ray.get(ref)
+                            v.parts[seg] = part = ray.get(ref)
                         except Exception as e:  # noqa: BLE001
                             self._fail(v, e, bar)
                             continue
+                        self.summary.busy_s.update(part.get("timing", {}))
+                        self.summary.decoded_with[part.get("decoded_with", "?")] += 1
                         if len(v.parts) == v.n_segments:
+                            t_write = time.perf_counter()
                             frames_done += self._finish(v)
+                            self.summary.busy_s["write_s"] += time.perf_counter() - t_write
                             bar.update(1)
                             bar.set_postfix(frames_s=f"{frames_done / (time.perf_counter() - t0):.1f}", failed=len(self.summary.failed))
                 if time.perf_counter() - last_flush > MANIFEST_FLUSH_S:
@@ -247,28 +351,29 @@ class _Extraction:
     def _finish(self, v: _Video) -> int:
         parts = [v.parts[i] for i in range(v.n_segments)]
         v.parts.clear()
-        joined = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "hist", "grid")}
+        joined = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "hist", "grid", "frame_index")}
         plan = v.plan
         decoded = np.concatenate([p.get("decoded", np.ones(len(p["features"]), bool)) for p in parts])
+        # The frames decoded may be neighbours of the planned ones (DecodeStage.nearest_frames): store those.
+        frame_index = joined["frame_index"]
+        timestamps = plan.pts[frame_index] if plan.pts is not None else plan.timestamps
         warning = None
         if not decoded.all():  # a partly corrupt video keeps what decoded, and says what was lost
             if decoded.sum() < 2:
                 self._fail(v, DecodeError(f"only {int(decoded.sum())} of {len(decoded)} sampled frames decoded: the file is corrupted"), None)
                 return 0
-            warning = partial_decode_warning(plan.timestamps, decoded, self.sample_fps)
+            warning = partial_decode_warning(timestamps, decoded, self.sample_fps)
             joined = {k: a[decoded] for k, a in joined.items()}
-            plan = dataclasses.replace(plan, frame_index=plan.frame_index[decoded], timestamps=plan.timestamps[decoded])
+            frame_index, timestamps = frame_index[decoded], timestamps[decoded]
             self.summary.warnings.append((v.row["path"], warning))
-        scored = self.change_score({**joined, "timestamps": plan.timestamps})
+        scored = self.change_score({**joined, "timestamps": timestamps})
         if self.trigger_model is not None:
             inputs = joined["features"].astype(np.float32)
             if self.trigger_model.config.color_inputs:
                 # rounded as stored, so this equals re-scoring from the cache later
                 inputs = np.concatenate([inputs, joined["hist"].astype(np.float16).astype(np.float32)], axis=1)
-            scored["trigger_score"], _ = self.trigger_model.score_video(inputs, plan.timestamps)
-        self.cache.write_video(
-            v.row["video_id"], joined["features"], plan.timestamps, plan.frame_index, scored, color_hist=joined["hist"], color_grid=joined["grid"]
-        )
+            scored["trigger_score"], _ = self.trigger_model.score_video(inputs, timestamps)
+        self.cache.write_video(v.row["video_id"], joined["features"], timestamps, frame_index, scored, color_hist=joined["hist"], color_grid=joined["grid"])
         self.rows[v.row["video_id"]] = {
             **v.row,
             "duration_s": plan.duration_s,
@@ -276,11 +381,11 @@ class _Extraction:
             "width": plan.width,
             "height": plan.height,
             "rotation": plan.rotation,
-            "frames_sampled": len(plan.frame_index),
+            "frames_sampled": len(frame_index),
             "decoder": plan.decoder,
             "status": schema.STATUS_OK,
             "error": None,
             "warning": warning,
         }
         self.summary.ok += 1
-        return len(plan.frame_index)
+        return len(frame_index)

@@ -177,16 +177,19 @@ class VideoTriggerModel:
         message)` is told how far it got. Raises DecodeError for a video that cannot be read."""
         progress = progress or (lambda fraction, message: None)
         plan = probe(Path(video_path), self.sample_fps)
-        decode = DecodeStage(image_size=self.image_size)
+        decode = DecodeStage(image_size=self.image_size, nearest_frames=True)  # the frames `vtm extract` samples
         base = {"path": str(video_path), "rotation": plan.rotation, "decoder": plan.decoder}
-        segments, decoded = [], []
+        segments, sampled, decoded = [], [], []
         for s in range(0, len(plan.frame_index), SEGMENT_FRAMES):
             progress(ENCODED * s / max(len(plan.frame_index), 1), f"sampling and encoding frames {s + 1}-{min(s + SEGMENT_FRAMES, len(plan.frame_index))} of {len(plan.frame_index)}")
-            out = decode({**base, "frame_index": plan.frame_index[s : s + SEGMENT_FRAMES]})
+            idx = plan.frame_index[s : s + SEGMENT_FRAMES]
+            pts, pts_start = plan.pts_around(idx)
+            out = decode({**base, "frame_index": idx, "pts": pts, "pts_start": pts_start})
             segments.append(self.model_inputs(out["frames"]))
+            sampled.append(out["frame_index"])
             decoded.append(out["decoded"])
-        inputs, decoded = np.concatenate(segments), np.concatenate(decoded)
-        frame_index, timestamps, warning = plan.frame_index, plan.timestamps, None
+        inputs, frame_index, decoded = np.concatenate(segments), np.concatenate(sampled), np.concatenate(decoded)
+        timestamps, warning = plan.pts[frame_index], None
         if not decoded.all():  # a partly corrupt video: analyse what decoded, and say what was lost
             if decoded.sum() < 2:
                 raise DecodeError(f"only {int(decoded.sum())} of {len(decoded)} sampled frames decoded: the file is corrupted")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,10 @@ class EncodeStage:
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
+        t0 = time.perf_counter()
         frames = torch.from_numpy(np.array(batch["frames"]))  # a writable copy: Ray hands out read-only arrays
+        t1 = time.perf_counter()
         out = [self.model(chunk.to(self.device, non_blocking=True)).cpu() for chunk in frames.split(self.max_batch)]
         features = torch.cat(out).numpy().astype(np.float16)
-        return {**{k: v for k, v in batch.items() if k != "frames"}, "features": features}
+        timing = {**batch.get("timing", {}), "to_encoder_s": t1 - t0, "encode_s": time.perf_counter() - t1}
+        return {**{k: v for k, v in batch.items() if k != "frames"}, "features": features, "timing": timing}

@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vtm.models.visual_encoder import EncoderLoadError, build_visual_encoder, weights_digest
+from vtm.models.visual_encoder import EncoderLoadError, build_visual_encoder, weights_digest, weights_source
 
 
 def _frames(n=2, size=64, seed=0):
@@ -93,3 +93,14 @@ def test_hugging_face_vision_models_from_a_local_path(tmp_path, make):
     with torch.no_grad():
         out = enc(_frames(3, size=48))  # any frame size: resized to the model's own
     assert out.shape == (3, dim) and torch.isfinite(out).all()
+
+
+def test_weights_source_names_the_weights_without_building_the_model(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"\0" * 1000)
+    first = weights_source("resnet18", str(weights))
+    assert first == weights_source("resnet18", str(weights)) and first["file"] == str(weights.resolve())
+    weights.write_bytes(b"\0" * 999 + b"\1")  # same name and size, other bytes
+    assert weights_source("resnet18", str(weights))["sha256"] != first["sha256"]
+    assert weights_source("efficientnet_lite0", None)["file"].endswith(".pth")  # the packaged weights
+    assert weights_source("some-org/some-hub-model") is None  # only loading it says which files it is

@@ -15,16 +15,18 @@ import h5py
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from click.testing import CliRunner
 
 from vtm.cache.store import CacheError, FeatureCache
+from vtm.models.visual_encoder import _efficientnet_lite0_package_weights
 from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import Config, load_config
 from vtm.pipeline.evaluation import event_scores
 from vtm.pipeline.extract import run_extract
 from vtm.pipeline.sample_data import make_archive
 from vtm.pipeline.triggers import find_triggers
-from vtm.stages.decode import DecodeStage
+from vtm.stages.decode import DecodeStage, probe
 
 
 def test_every_good_video_ok_every_broken_one_failed_with_a_reason(extracted, ground_truth):
@@ -190,3 +192,44 @@ def test_cli_extract_triggers_and_info(sample_dir, ray_local, tmp_path):
 
     res = runner.invoke(cli, ["extract", str(data), "--cache", str(cache), "--fps", "1"])
     assert res.exit_code == 2 and "--rebuild" in res.output
+
+
+def test_extracted_samples_stay_within_one_frame_of_the_plan(extracted, sample_dir):
+    """Extract skips decoding unreferenced frames, so a sample may be its planned frame's neighbour."""
+    _, cache = extracted
+    moved = 0
+    for row in cache.manifest().filter(pl.col("status") == "ok").iter_rows(named=True):
+        plan = probe(sample_dir / row["path"], fps=3.0)
+        _, timestamps, frame_index = cache.read_features(row["video_id"])
+        assert len(frame_index) == len(plan.frame_index) == row["frames_sampled"]
+        assert np.all(np.abs(frame_index - plan.frame_index) <= 1), row["path"]
+        np.testing.assert_allclose(timestamps, plan.pts[frame_index])
+        moved += int(np.sum(frame_index != plan.frame_index))
+    assert moved > 0  # the H.264 videos have B-frames: some samples did move
+
+
+def test_a_rerun_with_nothing_to_do_starts_no_ray_loads_no_model_and_writes_nothing(ray_local, tmp_path):
+    weights = tmp_path / "lite0.pth"
+    shutil.copy2(_efficientnet_lite0_package_weights(), weights)
+    config = load_config(None, {"extract": {"weights": str(weights)}})
+    data = make_archive(tmp_path / "data", 2, seconds=2.0, seed=7)
+    cache = tmp_path / "cache"
+    first = run_extract(data, cache, config, progress=False)
+    assert first.all_ok and first.ok == 2 and first.started_ray
+    before = _tree_bytes(cache)
+
+    again = run_extract(data, cache, config, progress=False)
+    assert (again.videos, again.skipped, again.ok, again.frames, again.started_ray) == (2, 2, 0, 0, False)
+    assert _tree_bytes(cache) == before
+
+    clip = next(data.rglob("*.mp4"))
+    os.utime(clip)  # touched, same bytes: the full run looks, finds nothing to do, and remembers the new time
+    assert run_extract(data, cache, config, progress=False).started_ray
+    assert not run_extract(data, cache, config, progress=False).started_ray
+
+    sd = torch.load(weights, weights_only=True)
+    name = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[name] = sd[name] + 0.01
+    torch.save(sd, weights)  # other weights under the same name: the cache must refuse them, not skip
+    with pytest.raises(CacheError, match="weights_digest.*--rebuild"):
+        run_extract(data, cache, config, progress=False)
