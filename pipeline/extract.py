@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path
+from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheSettings, FeatureCache
 from vtm.pipeline.config import Config, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
@@ -65,7 +66,7 @@ class _Video:
 def failure_reason(err: BaseException) -> str:
     """A person-readable reason from a task error (the original DecodeError text where there is one)."""
     cause = getattr(err, "cause", None) or err
-    if isinstance(cause, DecodeError):
+    if isinstance(cause, (DecodeError, StorageError)):
         return str(cause)
     if isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)) or "crash" in type(err).__name__.lower():
         return "the decoder process crashed on this file (corrupted stream?)"
@@ -74,15 +75,16 @@ def failure_reason(err: BaseException) -> str:
 
 
 def run_extract(
-    dataset_dir: Path, cache_dir: Path, config: Config = Config(), progress: bool = True, decode_stage: DecodeStage | None = None
+    dataset_dir: Path | str, cache_dir: Path, config: Config = Config(), progress: bool = True, decode_stage: DecodeStage | None = None
 ) -> ExtractSummary:
     """Extract every video under `dataset_dir` into the cache at `cache_dir`; see the module docstring.
 
-    `decode_stage` replaces the default DecodeStage (e.g. another decoder implementation).
+    `dataset_dir` may be an object-storage URL (s3://bucket/prefix, see `vtm.cache.storage`): the workers stream
+    its objects. `decode_stage` replaces the default DecodeStage (e.g. another decoder implementation).
     """
     ec = config.extract
     started = time.perf_counter()
-    dataset_dir = Path(dataset_dir).resolve()
+    dataset_dir = dataset_dir if is_url(dataset_dir) else Path(dataset_dir).resolve()
     videos = discover_videos(dataset_dir)
     init_ray(config.ray.address)
 
@@ -127,12 +129,19 @@ def run_extract(
     todo = []
     for v in videos:
         prior = rows.get(v.video_id)
-        unchanged = prior is not None and prior["size_bytes"] == v.size_bytes and prior["mtime_ns"] == v.mtime_ns
-        digest = prior["digest"] if unchanged else content_digest(v.path)
+        unchanged = prior is not None and prior["size_bytes"] == v.size_bytes and prior["mtime_ns"] == v.mtime_ns and prior.get("etag") == v.etag
+        remote = {"url": v.path, "etag": v.etag} if is_url(v.path) else {}
+        try:
+            digest = prior["digest"] if unchanged else content_digest(v.path)
+        except StorageError as e:  # this object cannot be read now: it fails alone
+            rows[v.video_id] = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": "",
+                                "fingerprint": settings.fingerprint, **remote, "status": schema.STATUS_FAILED, "error": str(e)}
+            summary.failed.append((v.relpath, str(e)))
+            continue
         if prior and prior["status"] == schema.STATUS_OK and prior["digest"] == digest and prior["fingerprint"] == settings.fingerprint and cache.has_video(v.video_id):
             summary.skipped += 1
             continue
-        base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint}
+        base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint, **remote}
         todo.append(_Video(v, base))
 
     decode_stage = decode_stage or DecodeStage(image_size=ec.image_size)

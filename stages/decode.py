@@ -3,7 +3,8 @@
 Sampling is by presentation timestamps, not frame counts, so it is right for 25, 30, 29.97 fps and
 variable-frame-rate files alike: for each target time k/fps we take the frame on screen at that
 time. decord is the fast path; PyAV is the fallback for files decord cannot open, and the source of
-clear error messages and rotation metadata.
+clear error messages and rotation metadata. Videos in object storage (a URL instead of a path) are
+streamed through PyAV (decord needs a local file), so no scratch copy is ever written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vtm.cache.storage import StorageError, is_url, open_video, read_ranges, stat_object
 from vtm.stages.base import Resources
 
 GRID = 16  # cells per side of the local-change grid
@@ -53,14 +55,24 @@ def sample_by_time(pts: np.ndarray, fps: float, max_frames: int | None = None) -
     return idx.astype(np.int64)
 
 
-def _pyav_open(path: Path):
+def _location(path) -> Path | str:
+    """A local path as a Path; an object-storage URL unchanged."""
+    return path if is_url(path) else Path(path)
+
+
+def _pyav_open(path: Path | str):
     import av
 
     try:
-        container = av.open(str(path))
+        container = av.open(open_video(path) if is_url(path) else str(path))
+    except StorageError:
+        raise  # the store's own reason (denied, missing, connection lost) says more than the demuxer's
     except Exception as e:  # noqa: BLE001 - any failure to open is this video's reason
-        with open(path, "rb") as f:
-            head = f.read(12)
+        if is_url(path):
+            head = read_ranges(path, [(0, 12)])[0]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(12)
         if head[4:8] == b"ftyp":  # an MP4/MOV box header: the file started out as a real video
             raise DecodeError("truncated or incompletely written MP4/MOV: its index (moov atom) is missing") from e
         raise DecodeError(f"cannot open as a video ({_short(e)}): not a video file, or corrupted") from e
@@ -100,26 +112,36 @@ def _pyav_first_frame(path: Path) -> tuple[int, int, int, float | None]:
             declared = None
         try:
             frame = next(container.decode(video=0))
+        except StorageError:
+            raise
         except (StopIteration, Exception) as e:  # noqa: BLE001
             raise DecodeError(f"no decodable video frame ({_short(e) if not isinstance(e, StopIteration) else 'stream is empty'})") from e
         rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
         return rotation, frame.width, frame.height, declared
 
 
-def probe(path: Path, fps: float, max_frames: int | None = None) -> VideoPlan:
-    """Open a video, read its timestamps and plan the sampled frames. Raises DecodeError."""
-    path = Path(path)
-    if path.is_dir():
+def probe(path: Path | str, fps: float, max_frames: int | None = None) -> VideoPlan:
+    """Open a video (a path or an object-storage URL), read its timestamps and plan the sampled frames.
+
+    Raises DecodeError, or StorageError for an object that cannot be read."""
+    path = _location(path)
+    if is_url(path):
+        size = stat_object(path).size_bytes
+    elif path.is_dir():
         raise DecodeError("is a directory, not a video file")
-    if not path.is_file():
+    elif not path.is_file():
         raise DecodeError("file not found (moved or deleted since discovery?)")
-    if os.path.getsize(path) == 0:
+    else:
+        size = os.path.getsize(path)
+    if size == 0:
         raise DecodeError("empty file (0 bytes)")
     rotation, w, h, declared = _pyav_first_frame(path)
     if rotation % 90:
         rotation = 0  # only right angles are meaningful for display; ignore odd matrices
     decoder = "decord"
     try:
+        if is_url(path):
+            raise StorageError("decord reads local files only")  # streamed objects go to PyAV below
         import decord
 
         vr = decord.VideoReader(str(path), num_threads=1)
@@ -225,7 +247,7 @@ class ProbeStage:
         pass
 
     def __call__(self, batch: dict) -> dict:
-        return {**batch, "plan": probe(Path(batch["path"]), self.fps, self.max_frames)}
+        return {**batch, "plan": probe(_location(batch["path"]), self.fps, self.max_frames)}
 
 
 @dataclass
@@ -239,7 +261,7 @@ class DecodeStage:
         pass  # nothing heavy: decoders are opened per video
 
     def __call__(self, batch: dict) -> dict:
-        path = Path(batch["path"])
+        path = _location(batch["path"])
         frame_index = np.asarray(batch["frame_index"], np.int64)
         rotation = int(batch.get("rotation", 0))
         frames = None

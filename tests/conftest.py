@@ -112,3 +112,26 @@ def kill_an_actor_when(own_stage_actors):
         return thread, killed
 
     return start
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server on 127.0.0.1 for the whole session (see tests/s3_server.py)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("s3_server", Path(__file__).with_name("s3_server.py"))
+    module = sys.modules.setdefault("s3_server", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    server = module.start_server()
+    yield server
+    server.process.terminate()
+    server.process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """This process talks to the test server the way a user's shell would: AWS_* variables only."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
