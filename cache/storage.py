@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 log = logging.getLogger(__name__)
 
 READ_BLOCK = 8 * 1024 * 1024  # bytes fetched per request while streaming: few round trips, bounded memory
-RETRIES = 4  # tries of one read before the video fails
+RETRIES = 3  # tries of one request before the video fails (the SDK retries inside each too)
 RETRY_WAIT_S = 0.5  # doubled after each try
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE, errno.EHOSTUNREACH, errno.ENETUNREACH}
@@ -68,10 +68,14 @@ def redact(url: str) -> str:
 
 
 def _filesystem(url: str):
+    """The store's filesystem and the path in it, with no listing remembered from earlier calls: a long-lived
+    process (a test session, the web page) must see objects changed since, not stale sizes or ETags."""
     import fsspec
 
     try:
-        return fsspec.core.url_to_fs(url)
+        fs, path = fsspec.core.url_to_fs(url)
+        fs.invalidate_cache(path)
+        return fs, path
     except (ImportError, ValueError) as e:  # an unknown protocol, or its package (s3fs, gcsfs, adlfs) not installed
         raise StorageError(f"cannot open {redact(url)}: {e}") from e
 

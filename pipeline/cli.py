@@ -12,12 +12,23 @@ import polars as pl
 
 from vtm.cache import schema
 from vtm.cache.atomic import write_json
+from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.models.visual_encoder import EncoderLoadError
 from vtm.pipeline.checkpoint import CheckpointError
 from vtm.pipeline.config import ConfigError, load_config
 
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML config (see pipeline/default_config.yaml); flags override it.")
+
+
+def _local_or_url(directory: bool):
+    """A click argument callback: an object-storage URL as given, else an existing local directory (or file) as a Path."""
+    def check(ctx, param, value):
+        if is_url(value):
+            return value
+        return click.Path(exists=True, file_okay=not directory, dir_okay=directory, path_type=Path).convert(value, param, ctx)
+
+    return check
 
 
 def _fail(message: str, code: int = 2):
@@ -33,7 +44,7 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset_dir", callback=_local_or_url(directory=True))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Feature cache directory (created if missing).")
 @click.option("--fps", type=float, help="Frames sampled per second of video [3].")
 @click.option("--encoder", help="resnet18 | resnet50 | efficientnet_b0 | efficientnet_lite0 | Hugging Face model path or id.")
@@ -46,7 +57,11 @@ def main(verbose: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @CONFIG_OPTION
 def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, address, rebuild, trigger_checkpoint, no_progress, config_path):
-    """Decode, encode and score every video under DATASET_DIR into the feature cache."""
+    """Decode, encode and score every video under DATASET_DIR into the feature cache.
+
+    DATASET_DIR is a local directory or an object-storage prefix (s3://bucket/prefix, gs://..., az://...,
+    any fsspec URL) read with the credentials the store's SDK finds (environment, profile, instance role).
+    """
     from vtm.pipeline.extract import run_extract
 
     try:
@@ -55,7 +70,7 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
             "ray": {"address": address},
         })
         summary = run_extract(dataset_dir, cache_dir, cfg, progress=not no_progress)
-    except (ConfigError, CacheError, EncoderLoadError, CheckpointError) as e:
+    except (ConfigError, CacheError, EncoderLoadError, CheckpointError, StorageError) as e:
         _fail(str(e))
     click.echo(
         f"{summary.videos} videos: {summary.ok} extracted, {summary.skipped} already in the cache, "
@@ -282,7 +297,7 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
 
 
 @main.command()
-@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("video", callback=_local_or_url(directory=False))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Analysis JSON to write.")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="Trigger score a moment must reach (0..1).")
@@ -293,7 +308,7 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
 @click.option("--detector-threshold", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Objects below this score are dropped.")
 @click.option("--audio", type=click.Path(dir_okay=False, path_type=Path), help="Also speak the video summary to this WAV file.")
 def infer(video, checkpoint, output, threshold, device, strict_loading, model, detector, detector_threshold, audio):
-    """Analyse one video with a checkpoint, every phase in this process (no cache, no Ray)."""
+    """Analyse one video (a file or an object-storage URL) with a checkpoint, every phase in this process (no cache, no Ray)."""
     from vtm.models.llava_adapter import LanguageModelLoadError
     from vtm.pipeline.infer import run_infer
     from vtm.pipeline.speech import SpeechError
@@ -305,7 +320,7 @@ def infer(video, checkpoint, output, threshold, device, strict_loading, model, d
                              detector=detector, detector_threshold=detector_threshold, audio=audio)
     except (ConfigError, CheckpointError, LanguageModelLoadError, EncoderLoadError, ObjectDetectorLoadError, SpeechError) as e:
         _fail(str(e))
-    except DecodeError as e:
+    except (DecodeError, StorageError) as e:
         _fail(f"{video}: {e}", code=1)
     click.echo(f"{analysis['num_triggers_detected']} triggers in {analysis['num_frames_analyzed']} frames -> {output}")
 

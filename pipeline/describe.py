@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
+from vtm.cache.storage import StorageError, stat_object
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.cache.windows import read_model_inputs
 from vtm.models.llava_adapter import LanguageModelLoadError, language_model_kind
@@ -198,7 +199,7 @@ def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s
 @dataclass
 class _Video:
     row: dict  # the cache manifest row
-    source: Path
+    source: Path | str  # the video file, or its object-storage URL
     fingerprint: str
     frames_analyzed: int = 0
     sample_index: np.ndarray | None = None  # the windows' centre samples
@@ -266,7 +267,7 @@ def run_describe(
         if prior and prior["status"] == "ok" and prior["fingerprint"] == fp and _outputs_complete(out_dir, prior):
             summary.skipped += 1
             continue
-        todo.append(_Video(row, root / row["path"], fp))
+        todo.append(_Video(row, row.get("url") or root / row["path"], fp))
 
     if todo:  # nothing to do starts no Ray and loads no model
         # Until this run ends, the table and the report would describe an earlier state: drop them.
@@ -584,6 +585,15 @@ def _outputs_complete(out_dir: Path, entry: dict) -> bool:
 def _source_problem(v: _Video) -> str | None:
     """Why the source video cannot give the key frames the cache's frame indices point at, or None."""
     path, row = v.source, v.row
+    if row.get("url"):
+        try:
+            stored = stat_object(row["url"])
+            changed = stored.size_bytes != row["size_bytes"] or (stored.etag != row.get("etag") and content_digest(row["url"]) != row["digest"])
+        except StorageError as e:
+            return f"cannot read the source video: {e}"
+        if changed:
+            return f"source video {row['url']} changed since extract (other content than the cache was built from): re-run `vtm extract` first"
+        return None
     if not path.is_file():
         return f"source video not found at {path} (moved or deleted since extract?): put it back, or pass the directory the videos are in now"
     stat = path.stat()

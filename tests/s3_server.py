@@ -44,14 +44,18 @@ class S3Server:
         return keys
 
 
-def start_server() -> S3Server:
+def free_endpoint() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def start_server(endpoint: str) -> S3Server:
+    port = endpoint.rsplit(":", 1)[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    server = S3Server(f"http://127.0.0.1:{port}", process)
+    server = S3Server(endpoint, process)
     deadline = time.time() + 60
     while True:
         try:
@@ -60,5 +64,5 @@ def start_server() -> S3Server:
         except Exception:  # noqa: BLE001 - not listening yet
             if process.poll() is not None or time.time() > deadline:
                 process.kill()
-                raise RuntimeError(f"the moto S3 server did not start on port {port}")
+                raise RuntimeError(f"the moto S3 server did not start on {endpoint}")
             time.sleep(0.1)
