@@ -327,6 +327,34 @@ def infer(video, checkpoint, output, threshold, device, strict_loading, model, d
 
 @main.command()
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", required=True, type=click.Choice(["clips", "csv", "edl", "otio", "chapters"]), help="What to write (see below).")
+@click.option("--to", "to_dir", type=click.Path(file_okay=False, path_type=Path), help="Where to write [OUT_DIR, beside the describe run's files].")
+@click.option("--exact", is_flag=True, help="clips: re-encode the exact window instead of copying from the keyframe before it.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def export(out_dir, fmt, to_dir, exact, no_progress):
+    """Write the moments of a `vtm describe` run (OUT_DIR) for video editors, players and spreadsheets.
+
+    \b
+    clips     <video>.clips/NN.mp4 + NN.json: each moment as its own file (stream copy; --exact re-encodes)
+    csv       moments.csv: one row per moment (video, start, end, score, description, objects)
+    edl       <video>.edl: CMX 3600 edit decision list, descriptions as comments and markers
+    otio      <video>.otio: OpenTimelineIO timeline, one clip and marker per moment
+    chapters  <video>.chapters.vtt: WebVTT chapters beside the subtitles
+    """
+    from vtm.pipeline.export import ExportError, run_export
+
+    try:
+        summary = run_export(out_dir, fmt, to_dir, exact=exact, progress=not no_progress)
+    except ExportError as e:
+        _fail(str(e))
+    click.echo(f"{summary.moments} moments of {summary.videos} videos -> {len(summary.files)} files in {summary.out_dir}")
+    for video, reason in summary.failed:
+        click.secho(f"  failed: {video}: {reason}", fg="red", err=True)
+    sys.exit(0 if summary.all_ok else 1)
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report(out_dir):
     """Write OUT_DIR/report.html for a `vtm describe` run: per video its timeline, key frames, descriptions and objects."""
     from vtm.pipeline.report import ReportError, write_report

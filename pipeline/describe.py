@@ -173,14 +173,14 @@ def _cue_text(text: str) -> str:
     return text.replace("-->", "->") or "(empty description)"
 
 
-def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s: float, duration_s: float | None = None) -> str:
-    """A WebVTT track: one cue per trigger, from before_s ahead of it to after_s after it.
+def moment_spans(times: list[float], before_s: float, after_s: float, duration_s: float | None = None) -> list[tuple[float, float]]:
+    """(start, end) seconds of each trigger's moment: from before_s ahead of it to after_s after it.
 
-    Cues of near triggers are cut at the midpoint between them, so they never overlap and each still
-    holds its own trigger time.
+    Moments of near triggers are cut at the midpoint between them, so they never overlap and each still
+    holds its own trigger time. The subtitles, the chapters and every export use these spans.
     """
-    lines = ["WEBVTT", ""]
-    for k, (t, d) in enumerate(zip(times, descriptions)):
+    spans = []
+    for k, t in enumerate(times):
         start, end = t - before_s, t + after_s
         if k > 0:
             start = max(start, (times[k - 1] + t) / 2)
@@ -188,7 +188,15 @@ def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s
             end = min(end, (t + times[k + 1]) / 2)
         if duration_s:
             end = min(end, max(duration_s, t + 0.001))
-        start, end = max(start, 0.0), max(end, start + 0.001)
+        start = max(start, 0.0)
+        spans.append((start, max(end, start + 0.001)))
+    return spans
+
+
+def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s: float, duration_s: float | None = None) -> str:
+    """A WebVTT track: one cue per trigger over its moment (see `moment_spans`)."""
+    lines = ["WEBVTT", ""]
+    for k, ((start, end), d) in enumerate(zip(moment_spans(times, before_s, after_s, duration_s), descriptions)):
         lines += [str(k + 1), f"{_vtt_time(start)} --> {_vtt_time(end)}", _cue_text(d), ""]
     return "\n".join(lines)
 

@@ -8,9 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import av
 import numpy as np
+import opentimelineio as otio
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -20,6 +21,7 @@ from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import load_config
 from vtm.pipeline.describe import run_describe
 from vtm.pipeline.discover import content_digest
+from vtm.pipeline.export import run_export
 from vtm.pipeline.extract import run_extract
 from vtm.pipeline.sample_data import make_archive, make_red_object_archive
 from vtm.stages.decode import probe
@@ -108,6 +110,15 @@ def test_describe_reads_key_frames_from_the_store_and_reports_a_missing_object(s
         assert analysis["video_path"] == row["url"]
         frames = sorted((tmp_path / "out" / f"{row['path']}.frames").glob("*.jpg"))
         assert len(frames) == len(analysis["triggers"])
+
+    # Results where people use them, cut from the same URLs: a clip opens in PyAV, the timeline points at the object.
+    assert run_export(tmp_path / "out", "clips", tmp_path / "clips", progress=False).all_ok
+    assert run_export(tmp_path / "out", "otio", progress=False).all_ok
+    clip = tmp_path / "clips/red/clip_0000.mp4.clips/01.mp4"
+    with av.open(str(clip)) as container:
+        assert sum(1 for _ in container.decode(video=0)) > 10
+    timeline = otio.adapters.read_from_file(str(tmp_path / "out/red/clip_0000.mp4.otio"))
+    assert list(timeline.find_clips())[0].media_reference.target_url == f"{url}/red/clip_0000.mp4"
 
     s3_server.client().delete_object(Bucket="vtm-archive", Key="cams/red/clip_0001.mp4")
     try:
