@@ -198,8 +198,8 @@ class _RetryingReader(io.RawIOBase):
         self._pos = 0
         self._file = None
         try:
-            self._size = _retrying(lambda: self._fs.size(self._path), url)
             self._file = _retrying(self._open, url)
+            self._size = self._file.size  # known from opening: no second request
         except OSError as e:
             raise StorageError(f"{redact(url)}: {explain(e)}") from e
 
