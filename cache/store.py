@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, remove_stale_temps, write_json
+from vtm.cache.storage import is_url
 
 
 class CacheError(RuntimeError):
@@ -126,9 +127,11 @@ class FeatureCache:
             shutil.rmtree(root / sub, ignore_errors=True)
 
     @property
-    def dataset_root(self) -> Path | None:
+    def dataset_root(self) -> Path | str | None:
+        """Where the videos were extracted from: a directory, or an object-storage URL (a str)."""
         d = json.loads((self.root / schema.CACHE_JSON).read_text())
-        return Path(d["dataset_root"]) if d.get("dataset_root") else None
+        root = d.get("dataset_root")
+        return None if not root else root if is_url(root) else Path(root)
 
     # ---- manifest ------------------------------------------------------------------------------
     def manifest(self) -> pl.DataFrame:

@@ -143,7 +143,7 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
     try:
         cfg = load_config(config_path)
         cache = FeatureCache.open(cache_dir)
-        if cache.dataset_root and cache.dataset_root.resolve() != dataset_dir.resolve():
+        if isinstance(cache.dataset_root, str) or (cache.dataset_root and cache.dataset_root.resolve() != dataset_dir.resolve()):
             _fail(f"the cache was extracted from {cache.dataset_root}, not {dataset_dir}")
         found = find_triggers(cache, cfg.triggers, "change")
     except (ConfigError, CacheError) as e:
