@@ -327,7 +327,7 @@ def infer(video, checkpoint, output, threshold, device, strict_loading, model, d
 
 @main.command()
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--format", "fmt", required=True, type=click.Choice(["clips", "csv", "edl", "otio", "chapters"]), help="What to write (see below).")
+@click.option("--format", "fmt", required=True, type=click.Choice(["clips", "csv", "edl", "otio", "chapters"]), help="What to write (listed above).")
 @click.option("--to", "to_dir", type=click.Path(file_okay=False, path_type=Path), help="Where to write [OUT_DIR, beside the describe run's files].")
 @click.option("--exact", is_flag=True, help="clips: re-encode the exact window instead of copying from the keyframe before it.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")

@@ -140,7 +140,8 @@ def run_extract(
             continue
         if prior and prior["status"] == schema.STATUS_OK and prior["digest"] == digest and prior["fingerprint"] == settings.fingerprint and cache.has_video(v.video_id):
             summary.skipped += 1
-            rows[v.video_id] = {**prior, "mtime_ns": v.mtime_ns, **remote}  # same content under a new ETag: no digest next time
+            if remote:  # the same content under a new ETag: no digest next time
+                rows[v.video_id] = {**prior, "mtime_ns": v.mtime_ns, **remote}
             continue
         base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint, **remote}
         todo.append(_Video(v, base))

@@ -62,24 +62,24 @@ def test_extract_from_s3_records_where_each_video_is_and_no_credentials(s3_extra
 
 
 def test_a_rerun_skips_unchanged_objects_and_picks_up_changed_and_new_ones(s3_server, ray_local, tmp_path):
-    videos = make_archive(tmp_path / "videos", 3, seconds=3.0, seed=11)
+    videos = make_archive(tmp_path / "videos", 2, seconds=2.0, seed=11)
     s3_server.upload(videos, "vtm-changes", "a")
     args = ["extract", "s3://vtm-changes/a/", "--cache", str(tmp_path / "cache"), "--no-progress"]
     first = CliRunner().invoke(cli, args)
-    assert first.exit_code == 0 and "3 extracted" in first.output, first.output
+    assert first.exit_code == 0 and "2 extracted" in first.output, first.output
     before = FeatureCache.open(tmp_path / "cache").manifest().sort("path")
 
     again = CliRunner().invoke(cli, args)
-    assert again.exit_code == 0 and "0 extracted, 3 already in the cache" in again.output, again.output
+    assert again.exit_code == 0 and "0 extracted, 2 already in the cache" in again.output, again.output
 
     names = before["path"].to_list()
-    other = make_archive(tmp_path / "other", 1, seconds=4.0, seed=12)
+    other = make_archive(tmp_path / "other", 1, seconds=2.5, seed=12)
     new_video = next(p for p in sorted(other.rglob("*")) if p.suffix in (".mp4", ".mkv", ".webm", ".avi", ".mov") and p.is_file())
     client = s3_server.client()
     client.upload_file(str(new_video), "vtm-changes", f"a/{names[0]}")  # replaced under the same key
     client.upload_file(str(new_video), "vtm-changes", "a/new/added.mp4")
     third = CliRunner().invoke(cli, args)
-    assert third.exit_code == 0 and "4 videos: 2 extracted, 2 already in the cache" in third.output, third.output
+    assert third.exit_code == 0 and "3 videos: 2 extracted, 1 already in the cache" in third.output, third.output
     after = FeatureCache.open(tmp_path / "cache").manifest().sort("path")
     changed = after.filter(pl.col("path") == names[0]).row(0, named=True)
     assert changed["digest"] == content_digest(new_video) != before.filter(pl.col("path") == names[0])["digest"][0]
@@ -88,7 +88,7 @@ def test_a_rerun_skips_unchanged_objects_and_picks_up_changed_and_new_ones(s3_se
 
 
 def test_a_denied_object_fails_alone_and_a_bad_bucket_fails_the_run(s3_server, ray_local, tmp_path):
-    videos = make_archive(tmp_path / "videos", 2, seconds=3.0, seed=13)
+    videos = make_archive(tmp_path / "videos", 2, seconds=2.0, seed=13)
     keys = s3_server.upload(videos, "vtm-denied", "cams")
     denied = next(k for k in keys if not k.endswith(".json"))
     policy = {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::vtm-denied/{denied}"}
