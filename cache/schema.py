@@ -48,6 +48,10 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("error", pa.string()),  # why it failed, for a person to read
         pa.field("warning", pa.string()),  # an ok video that lost something (e.g. time ranges that would not decode), in words
         pa.field("fingerprint", pa.string(), nullable=False),  # CacheSettings.fingerprint at write time
+        # Videos in object storage (null for local files): where every reader opens them, credentials never
+        # included, and the store's version of the object (ETag, @version id where the bucket keeps versions).
+        pa.field("url", pa.string()),
+        pa.field("etag", pa.string()),
     ]
 )
 

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from vtm.cache import schema
 from vtm.cache.atomic import TEMP_NAME, atomic_path, remove_stale_temps, write_json
 from vtm.cache.lock import LOCK_FILE, DirectoryLock, LockError
+from vtm.cache.storage import is_url
 
 
 class CacheError(RuntimeError):
@@ -216,9 +217,10 @@ class FeatureCache:
             (root / name).unlink(missing_ok=True)
 
     @property
-    def dataset_root(self) -> Path | None:
-        d = read_cache_json(self.root) or {}
-        return Path(d["dataset_root"]) if d.get("dataset_root") else None
+    def dataset_root(self) -> Path | str | None:
+        """Where the videos were extracted from: a directory, or an object-storage URL (a str)."""
+        root = (read_cache_json(self.root) or {}).get("dataset_root")
+        return None if not root else root if is_url(root) else Path(root)
 
     # ---- manifest ------------------------------------------------------------------------------
     def manifest(self) -> pl.DataFrame:

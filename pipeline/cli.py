@@ -13,6 +13,7 @@ import polars as pl
 from vtm.cache import schema
 from vtm.cache.atomic import write_json
 from vtm.cache.lock import LockError
+from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.models.visual_encoder import EncoderLoadError
 from vtm.pipeline.checkpoint import CheckpointError
@@ -20,6 +21,16 @@ from vtm.pipeline.config import ConfigError, load_config
 from vtm.pipeline.disk_errors import explain_os_error
 
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML config (see pipeline/default_config.yaml); flags override it.")
+
+
+def _local_or_url(directory: bool):
+    """A click argument callback: an object-storage URL as given, else an existing local directory (or file) as a Path."""
+    def check(ctx, param, value):
+        if is_url(value):
+            return value
+        return click.Path(exists=True, file_okay=not directory, dir_okay=directory, path_type=Path).convert(value, param, ctx)
+
+    return check
 
 
 def _fail(message: str, code: int = 2):
@@ -35,7 +46,7 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset_dir", callback=_local_or_url(directory=True))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Feature cache directory (created if missing).")
 @click.option("--fps", type=float, help="Frames sampled per second of video [3].")
 @click.option("--encoder", help="resnet18 | resnet50 | efficientnet_b0 | efficientnet_lite0 | Hugging Face model path or id.")
@@ -48,7 +59,11 @@ def main(verbose: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @CONFIG_OPTION
 def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, address, rebuild, trigger_checkpoint, no_progress, config_path):
-    """Decode, encode and score every video under DATASET_DIR into the feature cache."""
+    """Decode, encode and score every video under DATASET_DIR into the feature cache.
+
+    DATASET_DIR is a local directory or an object-storage prefix (s3://bucket/prefix, gs://..., az://...,
+    any fsspec URL) read with the credentials the store's SDK finds (environment, profile, instance role).
+    """
     from vtm.pipeline.extract import run_extract
 
     try:
@@ -57,7 +72,7 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
             "ray": {"address": address},
         })
         summary = run_extract(dataset_dir, cache_dir, cfg, progress=not no_progress)
-    except (ConfigError, CacheError, EncoderLoadError, CheckpointError) as e:
+    except (ConfigError, CacheError, EncoderLoadError, CheckpointError, StorageError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(explain_os_error(e), code=1)
@@ -136,7 +151,7 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
     try:
         cfg = load_config(config_path)
         cache = FeatureCache.open(cache_dir)
-        if cache.dataset_root and cache.dataset_root.resolve() != dataset_dir.resolve():
+        if isinstance(cache.dataset_root, str) or (cache.dataset_root and cache.dataset_root.resolve() != dataset_dir.resolve()):
             _fail(f"the cache was extracted from {cache.dataset_root}, not {dataset_dir}")
         found = find_triggers(cache, cfg.triggers, "change")
     except (ConfigError, CacheError) as e:
@@ -296,7 +311,7 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
 
 
 @main.command()
-@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("video", callback=_local_or_url(directory=False))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Analysis JSON to write.")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="Trigger score a moment must reach (0..1).")
@@ -307,7 +322,7 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
 @click.option("--detector-threshold", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Objects below this score are dropped.")
 @click.option("--audio", type=click.Path(dir_okay=False, path_type=Path), help="Also speak the video summary to this WAV file.")
 def infer(video, checkpoint, output, threshold, device, strict_loading, model, detector, detector_threshold, audio):
-    """Analyse one video with a checkpoint, every phase in this process (no cache, no Ray)."""
+    """Analyse one video (a file or an object-storage URL) with a checkpoint, every phase in this process (no cache, no Ray)."""
     from vtm.models.llava_adapter import LanguageModelLoadError
     from vtm.pipeline.infer import run_infer
     from vtm.pipeline.speech import SpeechError
@@ -319,13 +334,41 @@ def infer(video, checkpoint, output, threshold, device, strict_loading, model, d
                              detector=detector, detector_threshold=detector_threshold, audio=audio)
     except (ConfigError, CheckpointError, LanguageModelLoadError, EncoderLoadError, ObjectDetectorLoadError, SpeechError) as e:
         _fail(str(e))
-    except DecodeError as e:
+    except (DecodeError, StorageError) as e:
         _fail(f"{video}: {e}", code=1)
     except OSError as e:
         _fail(explain_os_error(e), code=1)
     if analysis.get("warning"):
         click.secho(f"warning: {video}: {analysis['warning']}", fg="yellow", err=True)
     click.echo(f"{analysis['num_triggers_detected']} triggers in {analysis['num_frames_analyzed']} frames -> {output}")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", required=True, type=click.Choice(["clips", "csv", "edl", "otio", "chapters"]), help="What to write (listed above).")
+@click.option("--to", "to_dir", type=click.Path(file_okay=False, path_type=Path), help="Where to write [OUT_DIR, beside the describe run's files].")
+@click.option("--exact", is_flag=True, help="clips: re-encode the exact window instead of copying from the keyframe before it.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def export(out_dir, fmt, to_dir, exact, no_progress):
+    """Write the moments of a `vtm describe` run (OUT_DIR) for video editors, players and spreadsheets.
+
+    \b
+    clips     <video>.clips/NN.mp4 + NN.json: each moment as its own file (stream copy; --exact re-encodes)
+    csv       moments.csv: one row per moment (video, start, end, score, description, objects)
+    edl       <video>.edl: CMX 3600 edit decision list, descriptions as comments and markers
+    otio      <video>.otio: OpenTimelineIO timeline, one clip and marker per moment
+    chapters  <video>.chapters.vtt: WebVTT chapters beside the subtitles
+    """
+    from vtm.pipeline.export import ExportError, run_export
+
+    try:
+        summary = run_export(out_dir, fmt, to_dir, exact=exact, progress=not no_progress)
+    except ExportError as e:
+        _fail(str(e))
+    click.echo(f"{summary.moments} moments of {summary.videos} videos -> {len(summary.files)} files in {summary.out_dir}")
+    for video, reason in summary.failed:
+        click.secho(f"  failed: {video}: {reason}", fg="red", err=True)
+    sys.exit(0 if summary.all_ok else 1)
 
 
 @main.command()

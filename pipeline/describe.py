@@ -39,6 +39,7 @@ from tqdm import tqdm
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
 from vtm.cache.lock import DirectoryLock
+from vtm.cache.storage import StorageError, stat_object
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.cache.windows import read_model_inputs
 from vtm.models.llava_adapter import LanguageModelLoadError, language_model_kind
@@ -173,14 +174,14 @@ def _cue_text(text: str) -> str:
     return text.replace("-->", "->") or "(empty description)"
 
 
-def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s: float, duration_s: float | None = None) -> str:
-    """A WebVTT track: one cue per trigger, from before_s ahead of it to after_s after it.
+def moment_spans(times: list[float], before_s: float, after_s: float, duration_s: float | None = None) -> list[tuple[float, float]]:
+    """(start, end) seconds of each trigger's moment: from before_s ahead of it to after_s after it.
 
-    Cues of near triggers are cut at the midpoint between them, so they never overlap and each still
-    holds its own trigger time.
+    Moments of near triggers are cut at the midpoint between them, so they never overlap and each still
+    holds its own trigger time. The subtitles, the chapters and every export use these spans.
     """
-    lines = ["WEBVTT", ""]
-    for k, (t, d) in enumerate(zip(times, descriptions)):
+    spans = []
+    for k, t in enumerate(times):
         start, end = t - before_s, t + after_s
         if k > 0:
             start = max(start, (times[k - 1] + t) / 2)
@@ -188,7 +189,15 @@ def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s
             end = min(end, (t + times[k + 1]) / 2)
         if duration_s:
             end = min(end, max(duration_s, t + 0.001))
-        start, end = max(start, 0.0), max(end, start + 0.001)
+        start = max(start, 0.0)
+        spans.append((start, max(end, start + 0.001)))
+    return spans
+
+
+def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s: float, duration_s: float | None = None) -> str:
+    """A WebVTT track: one cue per trigger over its moment (see `moment_spans`)."""
+    lines = ["WEBVTT", ""]
+    for k, ((start, end), d) in enumerate(zip(moment_spans(times, before_s, after_s, duration_s), descriptions)):
         lines += [str(k + 1), f"{_vtt_time(start)} --> {_vtt_time(end)}", _cue_text(d), ""]
     return "\n".join(lines)
 
@@ -199,7 +208,7 @@ def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s
 @dataclass
 class _Video:
     row: dict  # the cache manifest row
-    source: Path
+    source: Path | str  # the video file, or its object-storage URL
     fingerprint: str
     frames_analyzed: int = 0
     sample_index: np.ndarray | None = None  # the windows' centre samples
@@ -274,7 +283,7 @@ def _describe(cache_dir: Path, out_dir: Path, config: Config, checkpoint: Path |
         if prior and prior["status"] == "ok" and prior["fingerprint"] == fp and _outputs_complete(out_dir, prior):
             summary.skipped += 1
             continue
-        todo.append(_Video(row, root / row["path"], fp))
+        todo.append(_Video(row, row.get("url") or root / row["path"], fp))
 
     if todo:  # nothing to do starts no Ray and loads no model
         # Until this run ends, the table and the report would describe an earlier state: drop them.
@@ -592,6 +601,15 @@ def _outputs_complete(out_dir: Path, entry: dict) -> bool:
 def _source_problem(v: _Video) -> str | None:
     """Why the source video cannot give the key frames the cache's frame indices point at, or None."""
     path, row = v.source, v.row
+    if row.get("url"):
+        try:
+            stored = stat_object(row["url"])
+            changed = stored.size_bytes != row["size_bytes"] or (stored.etag != row.get("etag") and content_digest(row["url"]) != row["digest"])
+        except StorageError as e:
+            return f"cannot read the source video: {e}"
+        if changed:
+            return f"source video {row['url']} changed since extract (other content than the cache was built from): re-run `vtm extract` first"
+        return None
     if not path.is_file():
         return f"source video not found at {path} (moved or deleted since extract?): put it back, or pass the directory the videos are in now"
     stat = path.stat()

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
+from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheError, CacheSettings, FeatureCache
 from vtm.models.visual_encoder import EncoderLoadError, weights_source
 from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
@@ -76,7 +77,7 @@ class _Video:
 def failure_reason(err: BaseException) -> str:
     """A person-readable reason from a task error (the original DecodeError text where there is one)."""
     cause = getattr(err, "cause", None) or err
-    if isinstance(cause, DecodeError):
+    if isinstance(cause, (DecodeError, StorageError)):
         return str(cause)
     if isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)) or "crash" in type(err).__name__.lower():
         return "the decoder process crashed on this file (corrupted stream?)"
@@ -85,12 +86,13 @@ def failure_reason(err: BaseException) -> str:
 
 
 def run_extract(
-    dataset_dir: Path, cache_dir: Path, config: Config = Config(), progress: bool = True, decode_stage: DecodeStage | None = None
+    dataset_dir: Path | str, cache_dir: Path, config: Config = Config(), progress: bool = True, decode_stage: DecodeStage | None = None
 ) -> ExtractSummary:
     """Extract every video under `dataset_dir` into the cache at `cache_dir`; see the module docstring.
 
-    `decode_stage` replaces the default DecodeStage (e.g. another decoder implementation). The cache
-    is locked for the whole run: a second writer is refused with who holds it.
+    `dataset_dir` may be an object-storage URL (s3://bucket/prefix, see `vtm.cache.storage`): the workers stream
+    its objects. `decode_stage` replaces the default DecodeStage (e.g. another decoder implementation). The
+    cache is locked for the whole run: a second writer is refused with who holds it.
     """
     with FeatureCache.lock_for_writing(cache_dir, "vtm extract"):
         return _extract(dataset_dir, cache_dir, config, progress, decode_stage)
@@ -99,7 +101,7 @@ def run_extract(
 def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool, decode_stage: DecodeStage | None) -> ExtractSummary:
     ec = config.extract
     started = time.perf_counter()
-    dataset_dir = Path(dataset_dir).resolve()
+    dataset_dir = dataset_dir if is_url(dataset_dir) else Path(dataset_dir).resolve()
     videos = discover_videos(dataset_dir)
     source = _encoder_source(ec)
     done = _nothing_to_do(videos, dataset_dir, Path(cache_dir), config, source)
@@ -157,13 +159,21 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
             summary.failed.append((v.relpath, v.error))
             continue
         prior = rows.get(v.video_id)
-        unchanged = prior is not None and prior["size_bytes"] == v.size_bytes and prior["mtime_ns"] == v.mtime_ns
-        digest = prior["digest"] if unchanged else content_digest(v.path)
+        unchanged = prior is not None and prior["size_bytes"] == v.size_bytes and prior["mtime_ns"] == v.mtime_ns and prior.get("etag") == v.etag
+        remote = {"url": v.path, "etag": v.etag} if is_url(v.path) else {}
+        try:
+            digest = prior["digest"] if unchanged else content_digest(v.path)
+        except StorageError as e:  # this object cannot be read now: it fails alone
+            rows[v.video_id] = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": "",
+                                "fingerprint": settings.fingerprint, **remote, "status": schema.STATUS_FAILED, "error": str(e)}
+            summary.failed.append((v.relpath, str(e)))
+            continue
         if prior and prior["status"] == schema.STATUS_OK and prior["digest"] == digest and prior["fingerprint"] == settings.fingerprint and cache.has_video(v.video_id):
             summary.skipped += 1
-            rows[v.video_id] = {**prior, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns}  # touched, same content: next time needs no digest
+            # touched, same content (or the same content under a new ETag): next time needs no digest
+            rows[v.video_id] = {**prior, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, **remote}
             continue
-        base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint}
+        base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint, **remote}
         todo.append(_Video(v, base))
 
     if decode_stage is None:
@@ -235,12 +245,12 @@ def _nothing_to_do(videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, 
         return None
     for v in videos:
         prior = rows.get(v.video_id)
-        if prior is None or (prior["size_bytes"], prior["mtime_ns"], prior["fingerprint"]) != (v.size_bytes, v.mtime_ns, settings.fingerprint):
+        if prior is None or (prior["size_bytes"], prior["mtime_ns"], prior.get("etag"), prior["fingerprint"]) != (v.size_bytes, v.mtime_ns, v.etag, settings.fingerprint):
             return None
         if not cache.has_video(v.video_id):
             return None
     resolved = dump_config(config)
-    config_file = cache.root / "extract_config.yaml"
+    config_file = cache.root / schema.EXTRACT_CONFIG
     if not config_file.is_file() or config_file.read_text() != resolved:
         with atomic_path(config_file) as tmp:
             tmp.write_text(resolved)

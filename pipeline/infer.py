@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vtm.cache.atomic import write_json
+from vtm.cache.storage import is_url
 from vtm.cache.store import CacheSettings
 from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline.checkpoint import CheckpointError, LoadReport, load_trigger_model, read_json
@@ -165,18 +166,18 @@ class VideoTriggerModel:
         size = (frames.shape[2], frames.shape[1])
         return self._analysis(self.model_inputs(frames), timestamps, trigger_threshold, lambda idx: frames[idx], np.arange(len(frames)), None, size).result
 
-    def analyze_video(self, video_path: Path, trigger_threshold: float = 0.5, key_frame_size: int = 336) -> dict:
+    def analyze_video(self, video_path: Path | str, trigger_threshold: float = 0.5, key_frame_size: int = 336) -> dict:
         """One video file -> its analysis (see `analyze`)."""
         return self.analyze(video_path, trigger_threshold, key_frame_size=key_frame_size).result
 
     def analyze(
-        self, video_path: Path, threshold: float = 0.5, max_triggers: int | None = None, key_frame_size: int = 336, progress: Progress | None = None
+        self, video_path: Path | str, threshold: float = 0.5, max_triggers: int | None = None, key_frame_size: int = 336, progress: Progress | None = None
     ) -> VideoAnalysis:
-        """One video file: sampled and decoded in segments, so memory stays flat; key frames decoded again at
+        """One video file (or object-storage URL): sampled and decoded in segments, so memory stays flat; key frames decoded again at
         `key_frame_size` for the describer; at most `max_triggers` moments (the strongest). `progress(fraction,
         message)` is told how far it got. Raises DecodeError for a video that cannot be read."""
         progress = progress or (lambda fraction, message: None)
-        plan = probe(Path(video_path), self.sample_fps)
+        plan = probe(video_path if is_url(video_path) else Path(video_path), self.sample_fps)
         decode = DecodeStage(image_size=self.image_size, nearest_frames=True)  # the frames `vtm extract` samples
         base = {"path": str(video_path), "rotation": plan.rotation, "decoder": plan.decoder}
         segments, sampled, decoded = [], [], []
@@ -212,7 +213,7 @@ def run_infer(
     """`vtm infer`: analyse one video with a checkpoint and write the analysis JSON to `output`; with a
     `detector` (DETR) each trigger gets its objects, with `audio` the summary is spoken to that WAV file."""
     model = VideoTriggerModel.from_checkpoint(checkpoint, llm=llm, device=device, strict=strict, detector=detector, detector_threshold=detector_threshold)
-    analysis = model.analyze_video(Path(video_path), threshold)
+    analysis = model.analyze_video(video_path if is_url(video_path) else Path(video_path), threshold)
     write_json(Path(output), analysis)
     if audio is not None:
         from vtm.pipeline.speech import speak_to_wav

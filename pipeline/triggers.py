@@ -66,7 +66,12 @@ def learned_scores(cache: FeatureCache, model, video_ids: list[str] | None = Non
     return out
 
 
-def trigger_times(triggers: dict[str, list[dict]], dataset_root: Path | None = None) -> dict[str, list[float]]:
+def trigger_times(triggers: dict[str, list[dict]], dataset_root: Path | str | None = None) -> dict[str, list[float]]:
     """The JSON written by `vtm triggers --json`: {video_path: [seconds, ...]}."""
-    return {(str(dataset_root / p) if dataset_root else p): [t["time"] for t in ts] for p, ts in triggers.items()}
+    def where(path: str) -> str:
+        if isinstance(dataset_root, str):  # an object-storage URL
+            return f"{dataset_root}/{path}"
+        return str(dataset_root / path) if dataset_root else path
+
+    return {where(p): [t["time"] for t in ts] for p, ts in triggers.items()}
 

@@ -3,7 +3,8 @@
 Sampling is by presentation timestamps, not frame counts, so it is right for 25, 30, 29.97 fps and
 variable-frame-rate files alike: for each target time k/fps we take the frame on screen at that
 time. decord is the fast path; PyAV is the fallback for files decord cannot open, and the source of
-clear error messages and rotation metadata.
+clear error messages and rotation metadata. Videos in object storage (a URL instead of a path) are
+streamed through PyAV (decord needs a local file), so no scratch copy is ever written.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vtm.cache.storage import StorageError, is_url, open_video, read_ranges, stat_object
 from vtm.stages.base import Resources
 
 GRID = 16  # cells per side of the local-change grid
@@ -64,14 +66,24 @@ def sample_by_time(pts: np.ndarray, fps: float, max_frames: int | None = None) -
     return idx.astype(np.int64)
 
 
-def _pyav_open(path: Path):
+def _location(path) -> Path | str:
+    """A local path as a Path; an object-storage URL unchanged."""
+    return path if is_url(path) else Path(path)
+
+
+def _pyav_open(path: Path | str):
     import av
 
     try:
-        container = av.open(str(path))
+        container = av.open(open_video(path) if is_url(path) else str(path))
+    except StorageError:
+        raise  # the store's own reason (denied, missing, connection lost) says more than the demuxer's
     except Exception as e:  # noqa: BLE001 - any failure to open is this video's reason
-        with open(path, "rb") as f:
-            head = f.read(12)
+        if is_url(path):
+            head = read_ranges(path, [(0, 12)])[0]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(12)
         if head[4:8] == b"ftyp":  # an MP4/MOV box header: the file started out as a real video
             raise DecodeError("truncated or incompletely written MP4/MOV: its index (moov atom) is missing") from e
         raise DecodeError(f"cannot open as a video ({_short(e)}): not a video file, or corrupted") from e
@@ -112,20 +124,28 @@ def _pyav_first_frame(path: Path) -> tuple[int, int, int, float | None]:
             declared = None
         try:
             frame = next(container.decode(video=0))
+        except StorageError:
+            raise
         except (StopIteration, Exception) as e:  # noqa: BLE001
             raise DecodeError(f"no decodable video frame ({_short(e) if not isinstance(e, StopIteration) else 'stream is empty'})") from e
         rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
         return rotation, frame.width, frame.height, declared
 
 
-def probe(path: Path, fps: float, max_frames: int | None = None) -> VideoPlan:
-    """Open a video, read its timestamps and plan the sampled frames. Raises DecodeError."""
-    path = Path(path)
-    if path.is_dir():
+def probe(path: Path | str, fps: float, max_frames: int | None = None) -> VideoPlan:
+    """Open a video (a path or an object-storage URL), read its timestamps and plan the sampled frames.
+
+    Raises DecodeError, or StorageError for an object that cannot be read."""
+    path = _location(path)
+    if is_url(path):
+        size = stat_object(path).size_bytes
+    elif path.is_dir():
         raise DecodeError("is a directory, not a video file")
-    if not path.is_file():
+    elif not path.is_file():
         raise DecodeError("file not found (moved or deleted since discovery?)")
-    if os.path.getsize(path) == 0:
+    else:
+        size = os.path.getsize(path)
+    if size == 0:
         raise DecodeError("empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise DecodeError("permission denied: this file cannot be read; fix its permissions and run again")
@@ -134,6 +154,8 @@ def probe(path: Path, fps: float, max_frames: int | None = None) -> VideoPlan:
         rotation = 0  # only right angles are meaningful for display; ignore odd matrices
     decoder = "decord"
     try:
+        if is_url(path):
+            raise StorageError("decord reads local files only")  # streamed objects go to PyAV below
         import decord
 
         vr = decord.VideoReader(str(path), num_threads=1)
@@ -298,8 +320,9 @@ def _decode_nearest(path: Path, frame_index: np.ndarray, pts: np.ndarray, pts_st
 
     last = min(wanted[-1] + 1, pts_start + len(pts) - 1)
     try:
-        container = av.open(str(path), hwaccel=hwaccel) if hwaccel is not None else av.open(str(path))
-    except av.FFmpegError:  # the exact decoder says why
+        source = open_video(path) if is_url(path) else str(path)
+        container = av.open(source, hwaccel=hwaccel) if hwaccel is not None else av.open(source)
+    except (av.FFmpegError, StorageError):  # the exact decoder says why
         return None
     try:
         with container:
@@ -375,7 +398,7 @@ class ProbeStage:
 
     def __call__(self, batch: dict) -> dict:
         t0, cpu0 = time.perf_counter(), time.process_time()
-        plan = probe(Path(batch["path"]), self.fps, self.max_frames)
+        plan = probe(_location(batch["path"]), self.fps, self.max_frames)
         return {**batch, "plan": plan, "timing": {"probe_s": time.perf_counter() - t0, "probe_cpu_s": time.process_time() - cpu0}}
 
 
@@ -402,7 +425,7 @@ class DecodeStage:
 
     def __call__(self, batch: dict) -> dict:
         t0, cpu0 = time.perf_counter(), time.process_time()
-        path = Path(batch["path"])
+        path = _location(batch["path"])
         frame_index = np.asarray(batch["frame_index"], np.int64)
         rotation = int(batch.get("rotation", 0))
         frames = None

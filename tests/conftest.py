@@ -112,3 +112,33 @@ def kill_an_actor_when(own_stage_actors):
         return thread, killed
 
     return start
+
+
+
+def _s3_server_module():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("s3_server", Path(__file__).with_name("s3_server.py"))
+    module = sys.modules.get("s3_server")
+    if module is None:
+        module = sys.modules["s3_server"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+# Object-storage tests talk to a local S3 server (the s3_server fixture) through the standard AWS variables,
+# set before any Ray worker starts so that workers see them too; and no test can reach a real AWS account.
+_S3_ENDPOINT = _s3_server_module().free_endpoint()
+os.environ.update({**_s3_server_module().ACCESS, "AWS_ENDPOINT_URL": _S3_ENDPOINT})
+for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+    os.environ.pop(_key, None)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's) on 127.0.0.1 for the whole session, at AWS_ENDPOINT_URL."""
+    server = _s3_server_module().start_server(_S3_ENDPOINT)
+    yield server
+    server.process.terminate()
+    server.process.wait(timeout=30)
