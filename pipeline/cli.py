@@ -82,11 +82,13 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
 def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, checkpoint, strict, config_path):
     """Print the trigger moments found in each video of a cache."""
     from vtm.pipeline.checkpoint import load_trigger_model
+    from vtm.pipeline.rescore import ensure_change_scores
     from vtm.pipeline.triggers import find_triggers, learned_scores, trigger_times
 
     try:
         cfg = load_config(config_path, {"triggers": {"threshold": threshold, "min_gap_s": min_gap_s, "max_triggers": max_triggers}})
         cache = FeatureCache.open(cache_dir)
+        ensure_change_scores(cache, cfg.change_score, progress=True)  # an older cache, or other change_score settings
         learned = None
         if checkpoint is not None:
             model, _, report = load_trigger_model(checkpoint, cache.settings, strict=strict)

@@ -26,6 +26,7 @@ from vtm.cache.store import CacheSettings, FeatureCache
 from vtm.pipeline.config import Config, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
+from vtm.pipeline.rescore import ensure_change_scores
 from vtm.stages.base import Resources
 from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan
 from vtm.stages.encode import EncodeStage
@@ -119,6 +120,8 @@ def run_extract(
         for line in report.lines():
             log.warning("trigger checkpoint %s", line)
 
+    # Videos already in the cache keep their features; their change scores follow this run's settings.
+    ensure_change_scores(cache, config.change_score, progress)
     summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained)
     # Videos gone from disk keep their rows while they are ok (their features stay useful); a failure
     # that no longer exists is forgotten.
@@ -235,7 +238,10 @@ class _Extraction:
         v.parts.clear()
         joined = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "hist", "grid")}
         plan = v.plan
-        scored = self.change_score({**joined, "timestamps": plan.timestamps})
+        # Scored from the values as stored (float16), so re-scoring from the cache later gives the same scores.
+        dtypes = {"features": self.cache.settings.feature_dtype, "hist": np.float16, "grid": np.float16}
+        as_stored = {k: joined[k].astype(dtype).astype(np.float32) for k, dtype in dtypes.items()}
+        scored = self.change_score({**as_stored, "timestamps": plan.timestamps})
         if self.trigger_model is not None:
             inputs = joined["features"].astype(np.float32)
             if self.trigger_model.config.color_inputs:
