@@ -68,17 +68,21 @@ def predict(videos: list[CalibrationVideo], stage: ChangeScoreStage, select: Sel
 
 
 # Candidate values per setting, searched one setting at a time (coordinate ascent): the full grid
-# would be ~10^4 settings, and F1 is flat enough near its top that two sweeps find it.
+# would be ~10^6 settings, and F1 is flat enough near its top that a few sweeps find it. The
+# threshold is not searched for the shipped defaults: 0.5 means "one unit above this footage's
+# usual" by definition, and the scales are fitted around it. `vtm calibrate` may search it too.
 SEARCH = {
-    "threshold": [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8],
-    "feature_scale": [0.05, 0.065, 0.085, 0.11, 0.14],
-    "color_scale": [0.15, 0.2, 0.3, 0.4, 0.55],
-    "local_scale": [0.06, 0.08, 0.12, 0.16, 0.22],
-    "activity_weight": [0.0, 0.25, 0.5, 1.0, 1.5, 2.0],
-    "spread_weight": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0],
-    "baseline_s": [6.0, 10.0, 20.0, 40.0],
-    "window_s": [0.34, 0.67, 1.0, 1.34],
+    "feature_scale": [0.065, 0.085, 0.1, 0.11, 0.125, 0.14, 0.16, 0.2, 0.24],
+    "color_scale": [0.1, 0.15, 0.2, 0.23, 0.26, 0.3, 0.4, 0.55],
+    "local_scale": [0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.22],
+    "activity_weight": [0.0, 0.25, 0.5, 0.75, 1.0, 1.5],
+    "spread_weight": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0],
+    "baseline_s": [2.0, 3.0, 4.0, 6.0, 10.0, 20.0],
+    "window_s": [0.34, 0.67, 1.0],
+    "slow_window_s": [0.0, 1.0, 1.5, 2.0],
+    "local_radius": [2, 3, 5],
 }
+THRESHOLDS = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8]
 
 
 def evaluate(videos: list[CalibrationVideo], parts: list[dict], stage: ChangeScoreStage, select: SelectWindowsStage) -> dict:
@@ -90,23 +94,24 @@ def evaluate(videos: list[CalibrationVideo], parts: list[dict], stage: ChangeSco
 
 
 def fit_change_score(
-    videos: list[CalibrationVideo], stage: ChangeScoreStage, select: SelectWindowsStage, search: dict | None = None, sweeps: int = 2, progress: bool = False
+    videos: list[CalibrationVideo], stage: ChangeScoreStage, select: SelectWindowsStage, search: dict | None = None, sweeps: int = 3, progress: bool = False
 ) -> dict:
-    """Search the change score's settings and the threshold for the best event F1 over `videos`.
+    """Search the change score's settings (and the threshold, if `search` names it) for the best event F1 over `videos`.
 
     Starts from `stage` and `select.threshold`; each sweep tries every value of one setting with the
     others fixed and keeps the best (ties keep the current value). Returns the best settings and
     their precision, recall and F1.
     """
     search = search or SEARCH
-    parts_by_window: dict[float, list[dict]] = {}  # the parts depend on window_s only among the searched settings
+    parts_by: dict[tuple, list[dict]] = {}  # the parts depend on these settings only among the searched ones
     current = {name: (select.threshold if name == "threshold" else getattr(stage, name)) for name in search}
 
     def run(setting: dict) -> dict:
         candidate = dataclasses.replace(stage, **{k: v for k, v in setting.items() if k != "threshold"})
-        if candidate.window_s not in parts_by_window:
-            parts_by_window[candidate.window_s] = [candidate.parts(v.inputs) for v in videos]
-        return evaluate(videos, parts_by_window[candidate.window_s], candidate, dataclasses.replace(select, threshold=setting["threshold"]))
+        key = (candidate.window_s, candidate.slow_window_s, candidate.local_radius)
+        if key not in parts_by:
+            parts_by[key] = [candidate.parts(v.inputs) for v in videos]
+        return evaluate(videos, parts_by[key], candidate, dataclasses.replace(select, threshold=setting.get("threshold", select.threshold)))
 
     best = run(current)
     for sweep in range(sweeps):
@@ -119,4 +124,25 @@ def fit_change_score(
                     best, current = trial, {**current, name: value}
             if progress:
                 print(f"  sweep {sweep + 1}, {name} = {current[name]}: F1 {best['f1']:.3f} (P {best['precision']:.3f}, R {best['recall']:.3f})", flush=True)
-    return {**best, "settings": current}
+    return {**best, "settings": {"threshold": select.threshold, **current}}
+
+
+def calibrate_archive(cache_dir: Path, annotations_path: Path, config, progress: bool = False) -> tuple:
+    """Fit `config`'s change score and trigger threshold to an annotated archive's cache.
+
+    Returns (the config with the fitted change_score and triggers.threshold, F1 before, F1 after).
+    Both F1 figures are on the annotated videos the fit saw: check the result on videos it did not see.
+    """
+    from vtm.pipeline.annotations import load_annotations
+
+    cache = FeatureCache.open(cache_dir)
+    events = load_annotations(annotations_path, cache).event_times()
+    videos = load_calibration_videos(cache_dir, events=events)
+    before = evaluate(videos, [config.change_score.parts(v.inputs) for v in videos], config.change_score, config.triggers)
+    best = fit_change_score(videos, config.change_score, config.triggers, search={"threshold": THRESHOLDS, **SEARCH}, progress=progress)
+    settings = dict(best["settings"])
+    threshold = settings.pop("threshold")
+    fitted = dataclasses.replace(
+        config, change_score=dataclasses.replace(config.change_score, **settings), triggers=dataclasses.replace(config.triggers, threshold=threshold)
+    )
+    return fitted, before, best

@@ -114,6 +114,29 @@ def _warn_report(report) -> None:
 
 
 @main.command()
+@click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--annotations", "annotations_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Events of some videos (JSONL, as for training).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Config file to write (YAML): pass it to vtm with --config.")
+@CONFIG_OPTION
+def calibrate(cache_dir, annotations_path, out_path, config_path):
+    """Fit the change score's scales and the trigger threshold to annotated videos of a cache (no decoding)."""
+    from vtm.pipeline.annotations import AnnotationError
+    from vtm.pipeline.calibrate import calibrate_archive
+
+    try:
+        fitted, before, after = calibrate_archive(cache_dir, annotations_path, load_config(config_path), progress=True)
+    except (ConfigError, CacheError, AnnotationError) as e:
+        _fail(str(e))
+    from vtm.cache.atomic import atomic_path
+    from vtm.pipeline.config import dump_config
+
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(dump_config(fitted))
+    click.echo(f"event F1 on the annotated videos: {before['f1']:.3f} before, {after['f1']:.3f} after (P {after['precision']:.3f}, R {after['recall']:.3f})")
+    click.echo(f"wrote {out_path}; use it with `vtm triggers {cache_dir} --config {out_path}` (re-scores from the cache), and check it on videos it was not fitted on")
+
+
+@main.command()
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Annotation file to write (JSONL).")

@@ -10,9 +10,10 @@ without real events, plus real clips shipped inside a pinned PyPI package:
     flicker      a still scene under flickering light                  events: objects entering/leaving
     shake        a hand-held camera shaking hard                       events: objects entering, a cut
     pan          fast pans across wide scenes                          events: hard cuts, a dissolve
-    headlights   a dark street swept by passing headlights             events: objects entering/leaving
+    headlights   a dark street swept by the light of passing cars      events: objects entering/leaving
     lowlight     a dark scene drowned in sensor noise                  events: objects entering/leaving
     compression  moving shots squeezed to a very low bit rate          events: hard cuts
+    fades        cross-fades of 0.5-2.5 s between still or panning shots
     + the sample generator's own kinds: cuts, dissolve, object, dim object, quiet, mixed.
 
 Every corpus has a tune part and a test part drawn from disjoint seeds; `vtm`'s change-score scales
@@ -29,7 +30,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,20 +57,21 @@ class Footage:
     height: int
     shots: list[tuple[float, Render]]  # (start_s, render), the first at 0
     objects: list[sd.SlidingObject] = field(default_factory=list)
-    dissolves: frozenset[int] = frozenset()  # indices of shots that fade in over 1 s around their start
+    dissolves: Mapping[int, float] = field(default_factory=dict)  # shot index -> seconds it fades in over, centred on its start
     noise_sigma: float = 2.0
     gain: Callable[[float, np.ndarray], np.ndarray] | None = None  # (t, image) -> image
 
     def events(self, times: Sequence[float]) -> list[float]:
-        shots = [sd.Shot(np.zeros((1, 1, 3), np.float32), s, dissolve_s=1.0 if i in self.dissolves else 0.0) for i, (s, _) in enumerate(self.shots)]
+        shots = [sd.Shot(np.zeros((1, 1, 3), np.float32), s, dissolve_s=self.dissolves.get(i, 0.0)) for i, (s, _) in enumerate(self.shots)]
         return sd.Clip(self.width, self.height, shots, self.objects).events(times)
 
     def _picture(self, t: float) -> np.ndarray:
         starts = [s for s, _ in self.shots]
         k = max(i for i, s in enumerate(starts) if s <= t) if t >= starts[0] else 0
         for j in (k, k + 1):  # a dissolve into shot j spans [start_j - 0.5, start_j + 0.5)
-            if j in self.dissolves and 0 < j < len(starts) and starts[j] - 0.5 <= t < starts[j] + 0.5:
-                alpha = t - starts[j] + 0.5
+            length = self.dissolves.get(j, 0.0)
+            if length and 0 < j < len(starts) and starts[j] - length / 2 <= t < starts[j] + length / 2:
+                alpha = (t - starts[j]) / length + 0.5
                 before = self.shots[j - 1][1](t - starts[j - 1])
                 return (1 - alpha) * before + alpha * self.shots[j][1](max(0.0, t - starts[j]))
         return np.array(self.shots[k][1](t - starts[k]), np.float32)
@@ -238,23 +240,20 @@ def flicker_gain(rng: np.random.Generator) -> Callable[[float, np.ndarray], np.n
 
 
 def headlights_gain(rng: np.random.Generator, width: int, height: int, seconds: float) -> Callable[[float, np.ndarray], np.ndarray]:
-    """Cars passing a dark street: a broad pool of light and two small lamps sweep across the picture, 2-4 times."""
+    """Cars passing a dark street out of view: the pool of their headlights sweeps across the scene, 2-4 times."""
     passes = [(float(rng.uniform(0, seconds - 2)), float(rng.uniform(1.5, 3.0)), rng.choice([-1, 1])) for _ in range(int(rng.integers(2, 5)))]
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     warm = np.array([1.0, 0.95, 0.8], np.float32)
 
     def gain(t: float, image: np.ndarray) -> np.ndarray:
-        light = np.ones((height, width), np.float32)
+        light = np.ones((height, width, 3), np.float32)
         for start, length, direction in passes:
             f = (t - start) / length
             if 0 <= f <= 1:
                 cx = (f if direction > 0 else 1 - f) * 1.6 * width - 0.3 * width
                 pool = np.exp(-(((x - cx) / (0.35 * width)) ** 2) - ((y - 0.75 * height) / (0.4 * height)) ** 2)
-                light += 2.5 * pool
-                for lamp in (-0.06, 0.06):  # two small lamps, not a wall of light
-                    glare = np.exp(-(((x - cx - lamp * width) ** 2 + (y - 0.7 * height) ** 2) / (0.0015 * width * width)))
-                    image = image + 160 * glare[..., None] * warm
-        return image * light[..., None]
+                light += 2.5 * pool[..., None] * warm
+        return image * light
 
     return gain
 
@@ -305,7 +304,7 @@ def pan_kind(rng, width, height, seconds, events):
     if not events:
         return Footage(width, height, [(0.0, pan_shot(rng, width, height))])
     starts = _cut_times(rng, seconds, 3)
-    dissolves = frozenset({1}) if rng.random() < 0.4 else frozenset()
+    dissolves = {1: 1.0} if rng.random() < 0.4 else {}
     return Footage(width, height, [(s, pan_shot(rng, width, height)) for s in starts], dissolves=dissolves)
 
 
@@ -334,6 +333,14 @@ def compression_kind(rng, width, height, seconds, events):
     return Footage(width, height, [(s, pick(rng, width, height)) for s in starts], noise_sigma=3.0)
 
 
+def dissolves_kind(rng, width, height, seconds, events):
+    """Still or slowly panning shots joined by cross-fades of 0.5 to 2.5 s (slow fades are the hard ones)."""
+    starts = _cut_times(rng, seconds, 3)
+    makers = [lambda: still_shot(sd.random_scene(rng, width, height), width, height), lambda: pan_shot(rng, width, height)]
+    shots = [(s, makers[int(rng.integers(0, 2))]()) for s in starts]
+    return Footage(width, height, shots, dissolves={i: float(rng.uniform(0.5, 2.5)) for i in range(1, len(shots))})
+
+
 def _old(make):
     """A sample_data kind, which has its events built in (quiet has none)."""
     return lambda rng, width, height, seconds, events: make(rng, width, height, seconds)
@@ -356,6 +363,7 @@ KINDS: dict[str, tuple[Callable, bool, bool]] = {
     "dim object": (_old(lambda rng, w, h, s: sd.object_clip(rng, w, h, s, dim=True)), True, False),
     "mixed": (_old(sd.mixed_clip), True, False),
     "quiet": (_old(sd.quiet_clip), False, True),
+    "fades": (dissolves_kind, True, False),
 }
 
 # Very low bit rate with a short GOP: blocky pictures that pump at every key frame.
