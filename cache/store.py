@@ -51,7 +51,7 @@ def _root_text(dataset_root: Path | str) -> str:
 
 def _owned_names(root: Path) -> dict:
     """Folder -> which file names in it vtm writes (and so may delete), final names only."""
-    top = {schema.CACHE_JSON, schema.MANIFEST_FILE, schema.EXTRACT_CONFIG}
+    top = {schema.CACHE_JSON, schema.MANIFEST_FILE, schema.EXTRACT_CONFIG, schema.ENCODER_SOURCE_JSON, schema.CHANGE_SCORE_JSON}
     per_video = {schema.SCORES_DIR: ".parquet", schema.FEATURES_DIR: ".h5"}
 
     def video_file(suffix: str):
@@ -213,7 +213,7 @@ class FeatureCache:
             except OSError:
                 pass  # something that is not vtm's is in it: it stays
         remove_stale_temps(root, _owned_names(root)[root])
-        for name in (schema.MANIFEST_FILE, schema.EXTRACT_CONFIG, schema.CACHE_JSON):
+        for name in (schema.MANIFEST_FILE, schema.EXTRACT_CONFIG, schema.ENCODER_SOURCE_JSON, schema.CHANGE_SCORE_JSON, schema.CACHE_JSON):
             (root / name).unlink(missing_ok=True)
 
     @property

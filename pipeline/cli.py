@@ -103,11 +103,13 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
 def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, checkpoint, strict, config_path):
     """Print the trigger moments found in each video of a cache."""
     from vtm.pipeline.checkpoint import load_trigger_model
+    from vtm.pipeline.rescore import ensure_change_scores
     from vtm.pipeline.triggers import find_triggers, learned_scores, trigger_times
 
     try:
         cfg = load_config(config_path, {"triggers": {"threshold": threshold, "min_gap_s": min_gap_s, "max_triggers": max_triggers}})
         cache = FeatureCache.open(cache_dir)
+        ensure_change_scores(cache, cfg.change_score, progress=True)  # an older cache, or other change_score settings
         learned = None
         if checkpoint is not None:
             model, _, report = load_trigger_model(checkpoint, cache.settings, strict=strict)
@@ -135,6 +137,29 @@ def _warn_report(report) -> None:
 
 
 @main.command()
+@click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--annotations", "annotations_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Events of some videos (JSONL, as for training).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Config file to write (YAML): pass it to vtm with --config.")
+@CONFIG_OPTION
+def calibrate(cache_dir, annotations_path, out_path, config_path):
+    """Fit the change score's scales and the trigger threshold to annotated videos of a cache (no decoding)."""
+    from vtm.pipeline.annotations import AnnotationError
+    from vtm.pipeline.calibrate import calibrate_archive
+
+    try:
+        fitted, before, after = calibrate_archive(cache_dir, annotations_path, load_config(config_path), progress=True)
+    except (ConfigError, CacheError, AnnotationError) as e:
+        _fail(str(e))
+    from vtm.cache.atomic import atomic_path
+    from vtm.pipeline.config import dump_config
+
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(dump_config(fitted))
+    click.echo(f"event F1 on the annotated videos: {before['f1']:.3f} before, {after['f1']:.3f} after (P {after['precision']:.3f}, R {after['recall']:.3f})")
+    click.echo(f"wrote {out_path}; use it with `vtm triggers {cache_dir} --config {out_path}` (re-scores from the cache), and check it on videos it was not fitted on")
+
+
+@main.command()
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Annotation file to write (JSONL).")
@@ -146,6 +171,7 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
     Format: pipeline/annotations.py (one JSON object per line: video, start, end, label, description).
     """
     from vtm.pipeline.annotations import write_annotations
+    from vtm.pipeline.rescore import ensure_change_scores
     from vtm.pipeline.triggers import find_triggers
 
     try:
@@ -153,6 +179,7 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
         cache = FeatureCache.open(cache_dir)
         if isinstance(cache.dataset_root, str) or (cache.dataset_root and cache.dataset_root.resolve() != dataset_dir.resolve()):
             _fail(f"the cache was extracted from {cache.dataset_root}, not {dataset_dir}")
+        ensure_change_scores(cache, cfg.change_score, progress=True)
         found = find_triggers(cache, cfg.triggers, "change")
     except (ConfigError, CacheError) as e:
         _fail(str(e))

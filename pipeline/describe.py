@@ -50,6 +50,7 @@ from vtm.pipeline.discover import content_digest
 from vtm.pipeline.extract import failure_reason
 from vtm.pipeline.plots import timeline_png
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
+from vtm.pipeline.rescore import ensure_change_scores
 from vtm.pipeline.speech import speak_to_wav
 from vtm.pipeline.thumbnails import display_frame, draw_source_objects, jpeg_bytes, rescale_boxes
 from vtm.stages.base import Resources
@@ -261,6 +262,7 @@ def _describe(cache_dir: Path, out_dir: Path, config: Config, checkpoint: Path |
     started = time.perf_counter()
     dc = config.describe
     cache = FeatureCache.open(cache_dir)
+    ensure_change_scores(cache, config.change_score, progress)  # an older cache, or other change_score settings
     root = Path(dataset_root) if dataset_root else cache.dataset_root
     if root is None:
         raise CacheError(f"the cache at {cache.root} does not record where its videos are; pass the dataset directory (dataset_root)")

@@ -34,6 +34,7 @@ from vtm.models.visual_encoder import EncoderLoadError, weights_source
 from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
+from vtm.pipeline.rescore import ensure_change_scores, score_record, scored_with
 from vtm.stages.base import Resources
 from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan, cuda_decoding_built, partial_decode_warning
 from vtm.stages.encode import EncodeStage
@@ -146,6 +147,8 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
         for line in report.lines():
             log.warning("trigger checkpoint %s", line)
 
+    # Videos already in the cache keep their features; their change scores follow this run's settings.
+    ensure_change_scores(cache, config.change_score, progress)
     summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained, started_ray=True)
     # Videos gone from disk keep their rows while they are ok (their features stay useful); a failure
     # that no longer exists is forgotten.
@@ -238,8 +241,8 @@ def _nothing_to_do(videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, 
         settings = _cache_settings(recorded["encoder_info"], ec)
     except (CacheError, OSError, ValueError, KeyError, TypeError):
         return None
-    if settings.fingerprint != cache.settings.fingerprint:
-        return None
+    if settings.fingerprint != cache.settings.fingerprint or scored_with(cache) != score_record(config.change_score):
+        return None  # other settings, or stored change scores to bring up to date: the full run does that
     rows = {r["video_id"]: r for r in cache.manifest().to_dicts()}
     if any(r["status"] != schema.STATUS_OK for r in rows.values()):
         return None
@@ -376,7 +379,10 @@ class _Extraction:
             joined = {k: a[decoded] for k, a in joined.items()}
             frame_index, timestamps = frame_index[decoded], timestamps[decoded]
             self.summary.warnings.append((v.row["path"], warning))
-        scored = self.change_score({**joined, "timestamps": timestamps})
+        # Scored from the values as stored (float16), so re-scoring from the cache later gives the same scores.
+        dtypes = {"features": self.cache.settings.feature_dtype, "hist": np.float16, "grid": np.float16}
+        as_stored = {k: joined[k].astype(dtype).astype(np.float32) for k, dtype in dtypes.items()}
+        scored = self.change_score({**as_stored, "timestamps": timestamps})
         if self.trigger_model is not None:
             inputs = joined["features"].astype(np.float32)
             if self.trigger_model.config.color_inputs:

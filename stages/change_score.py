@@ -1,105 +1,177 @@
-"""The training-free trigger score: how much a moment differs from the moments just before it.
+"""The training-free trigger score: how much a moment stands out from what this video usually does.
 
-For each sampled frame t we compare the mean of the `window` samples after the boundary
-(t .. t+w-1) with the mean of the `window` samples before it (t-w .. t-1), three ways:
+1. Evidence. For each sampled frame t we compare the mean of the samples in the `window_s` after the
+   boundary with the mean of those in the `window_s` before it, three ways:
 
-- feature_change: cosine distance of the mean encoder features (what is in the picture),
-- color_change: total-variation distance of the mean colour histograms (cuts, dissolves, light),
-- local_change: the largest change of mean colour among cells of a coarse grid, after removing the
-  change shared by all cells (a light dimming); a small object entering or leaving a still scene
-  moves few pixels, but moves them a lot.
+   - feature_change: cosine distance of the mean encoder features (what is in the picture),
+   - color_change: total-variation distance of the mean colour histograms (cuts, dissolves),
+   - local_change: the largest changes of mean colour among cells of a 16x16 grid that the cells
+     around them did not share: light (a headlight's pool, a lamp, exposure) changes a broad region
+     smoothly, while a small object entering or leaving a still scene changes its own few cells a lot.
 
-Averaging over a window on each side makes a hard cut, a dissolve spread over the window and an
-object sliding in all peak at the middle of the change, and averages sensor noise away. Each part
-is divided by the value that counts as a clear change and the parts are combined as the root of
-their summed squares: a real change usually moves two or three parts at once while noise moves them
-one at a time, which separates events from noise better than the largest part alone (on the sample
-archives: weakest event / strongest non-event 1.9x, against 1.2x for the maximum). A slowly varying
-baseline (running median) is subtracted so that steady motion (a pan, a crowd) is not one long
-trigger. The result r maps to a score 1 - 2**-r in [0, 1): a quiet scene scores near 0, a change
-at one part's scale scores 0.5, and larger changes stay ordered (no flat tops at 1, which would
-blur where the peak is).
+   At 3 fps the default window is one sample: consecutive samples, so a cut stands out from motion
+   as sharply as possible. A second, slower window (`slow_window_s`) catches slow cross-fades, whose
+   every step is small. Each part is divided by the value that counts as a clear change on a still
+   scene (its scale).
+
+2. Against the video's own recent variability. Each part, at each window, is set against its own
+   median and median absolute deviation (MAD) over the `baseline_s` seconds around the moment,
+   clipped at the ends of the video (half a window is still evidence) and leaving out the moment's
+   own neighbourhood (its own peak must not raise its own bar). Its standing is its excess over the
+   median in units of
+
+       1 + activity_weight * median + spread_weight * MAD
+
+   so on a still scene the unit is one clear change, while on busy footage (a pan, a zoom, an
+   evolving texture, flicker, noise, compression artefacts) it grows with that part's own usual
+   level and wobble. Each part is judged against its own usual: flicker keeps the histogram busy,
+   but an object entering still stands out in the local part. Near the ends the windows hold fewer
+   samples and their means are noisier, so the excess and the unit are both scaled by how much.
+   The first frame is compared as if it were the second: an encoder's first key frame looks unlike
+   the frames after it, which is no event.
+
+3. The parts' standings (the larger of the two windows for each) combine as the root of their
+   summed squares, r, and the score is 1 - 2**-r, in [0, 1): 0.5 means the moment stands one unit
+   above what this footage usually does, on any footage; larger changes stay ordered (no flat tops
+   at 1, which would blur where the peak is).
+
+The scales, weights and windows were fitted on the tune part of the trigger corpus
+(`python bench/bench_triggers.py --fit`, see vtm.pipeline.trigger_corpus) with the threshold held at
+0.5; figures are reported on its test part only (`python bench/bench_triggers.py`).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from vtm.stages.base import Resources
 
+# Bump when what the score means changes: caches scored by another version are re-scored from
+# their features (pipeline/rescore.py), never decoded again.
+SCORE_VERSION = 2
+PARTS = ("feature_change", "color_change", "local_change")
 
-def _window_means(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """For boundaries t = 0..n-1: mean of x[t-w:t] and mean of x[t:t+w] (clipped at the ends)."""
+
+def _window_means(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For boundaries t = 0..n-1: mean of x[t-w:t] and of x[t:t+w] (clipped at the ends), and how many samples each holds."""
     n = len(x)
     flat = x.reshape(n, -1).astype(np.float64)
     c = np.concatenate([np.zeros((1, flat.shape[1])), np.cumsum(flat, axis=0)])
     t = np.arange(n)
     lo, hi = np.maximum(t - w, 0), np.minimum(t + w, n)
-    before_n = np.maximum(t - lo, 1)[:, None]
-    before = (c[t] - c[lo]) / before_n
-    after = (c[hi] - c[t]) / (hi - t)[:, None]
-    return before.reshape(x.shape), after.reshape(x.shape)
+    n_before, n_after = t - lo, hi - t
+    before = (c[t] - c[lo]) / np.maximum(n_before, 1)[:, None]
+    after = (c[hi] - c[t]) / n_after[:, None]
+    return before.reshape(x.shape), after.reshape(x.shape), n_before, n_after
 
 
-def _running_median(x: np.ndarray, w: int) -> np.ndarray:
-    if len(x) == 0 or w <= 1:
-        return np.zeros_like(x)
-    pad = w // 2
-    padded = np.pad(x, pad, mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * pad + 1)
-    return np.median(windows, axis=1)[: len(x)]
+def rolling_median_and_mad(x: np.ndarray, half: int, guard: int, valid: np.ndarray, min_count: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Median and median absolute deviation of the `valid` samples of x over [t-half, t+half], clipped
+    at the ends and leaving out [t-guard, t+guard]. Where fewer than `min_count` are left (a short
+    video), all valid samples of the video are used instead: a statistic of one or two samples is noise."""
+    values = np.where(valid, x.astype(np.float64), np.nan)
+    padded = np.concatenate([np.full(half, np.nan), values, np.full(half, np.nan)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1).copy()  # (n, 2*half+1), centre at column `half`
+    windows[:, max(0, half - guard) : half + guard + 1] = np.nan
+    few = np.sum(~np.isnan(windows), axis=1) < min_count
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: a video with no valid sample
+        median = np.nanmedian(windows, axis=1)
+        mad = np.nanmedian(np.abs(windows - median[:, None]), axis=1)
+        whole = np.nanmedian(values)
+        median[few], mad[few] = whole, np.nanmedian(np.abs(values - whole))
+    return np.nan_to_num(median), np.nan_to_num(mad)
+
+
+def _local_change(delta: np.ndarray, radius: int, cells: int) -> np.ndarray:
+    """(n, side, side, 3) change of each grid cell's mean colour -> (n,) the mean of the `cells` largest
+    changes that the cells around them did not share. Light (a lamp, a headlight's pool, exposure)
+    changes a broad region smoothly, so its neighbourhood shares it; an object entering changes its
+    own few cells."""
+    r = radius
+    padded = np.pad(delta, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+    around = np.median(np.lib.stride_tricks.sliding_window_view(padded, (2 * r + 1, 2 * r + 1), axis=(1, 2)), axis=(-2, -1))
+    own = np.abs(delta - around).mean(-1).reshape(len(delta), -1)
+    k = min(cells, own.shape[1])
+    return np.sort(own, axis=1)[:, -k:].mean(1)
 
 
 @dataclass
 class ChangeScoreStage:
-    window_s: float = 1.0  # seconds compared on each side of a boundary
-    baseline_s: float = 20.0  # running-median window for the steady-motion baseline
-    feature_scale: float = 0.085  # cosine distance that counts as a clear change
-    color_scale: float = 0.30  # histogram total-variation distance that counts as a clear change
-    local_scale: float = 0.12  # mean-colour change of a grid cell (fraction of 255) that counts as clear
+    window_s: float = 0.34  # seconds compared on each side of a boundary (one sample at 3 fps)
+    slow_window_s: float = 1.0  # and again over this many (slow fades); 0: off
+    baseline_s: float = 3.0  # seconds around a moment whose median and spread are "what this footage usually does"
+    feature_scale: float = 0.16  # cosine distance that counts as a clear change on a still scene
+    color_scale: float = 0.15  # histogram total-variation distance that counts as a clear change
+    local_scale: float = 0.10  # unshared mean-colour change of a grid cell (fraction of 255) that counts as clear
     local_cells: int = 4  # the local change is the mean of this many most-changed cells
+    local_radius: int = 2  # cells each way whose median change counts as shared (light, not an object)
+    activity_weight: float = 1.5  # how much the footage's usual level of change raises the bar
+    spread_weight: float = 3.0  # how much the footage's usual wobble raises the bar
     resources: Resources = Resources(cpus=1)
 
     def setup(self) -> None:
         pass
 
     def __call__(self, batch: dict) -> dict:
+        parts = self.parts(batch)
+        score = self.score(parts)
+        as32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+        return {**batch, "change_score": as32(score), **{name: as32(parts[name]) for name in PARTS}}
+
+    def parts(self, batch: dict) -> dict:
+        """The three measures of change across each boundary at each time scale, and how many samples each side's window holds."""
         ts = np.asarray(batch["timestamps"], np.float64)
         n = len(ts)
-        zeros = np.zeros(n, np.float32)
         if n < 2:
-            return {**batch, "change_score": zeros, "feature_change": zeros, "color_change": zeros, "local_change": zeros}
+            zeros = np.zeros(n)
+            return {**{name: zeros for name in PARTS}, "scales": []}
         dt = float(np.median(np.diff(ts))) or 1.0
-        w = max(1, int(round(self.window_s / dt)))
-
-        f = np.asarray(batch["features"], np.float32)
+        # The first frame stands in for nothing: encoders start with a key frame compressed unlike
+        # the frames after it, so a video's first sample is compared as if it were its second.
+        first_as_second = lambda a: np.concatenate([a[1:2], a[1:]])  # noqa: E731
+        f = first_as_second(np.asarray(batch["features"], np.float32))
         f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-6)
-        fb, fa = _window_means(f, w)
-        cos = (fb * fa).sum(1) / np.maximum(np.linalg.norm(fb, axis=1) * np.linalg.norm(fa, axis=1), 1e-9)
-        feature_change = 1.0 - cos
+        hist = first_as_second(np.asarray(batch["hist"], np.float32))
+        grid = first_as_second(np.asarray(batch["grid"], np.float32)) / 255.0
 
-        hb, ha = _window_means(np.asarray(batch["hist"], np.float32), w)
-        color_change = 0.5 * np.abs(hb - ha).sum(1)
+        scales = []
+        for window_s in [self.window_s] + ([self.slow_window_s] if self.slow_window_s else []):
+            w = max(1, int(round(window_s / dt)))
+            fb, fa, n_before, n_after = _window_means(f, w)
+            cos = (fb * fa).sum(1) / np.maximum(np.linalg.norm(fb, axis=1) * np.linalg.norm(fa, axis=1), 1e-9)
+            hb, ha, _, _ = _window_means(hist, w)
+            gb, ga, _, _ = _window_means(grid, w)
+            scale = {"feature_change": 1.0 - cos, "color_change": 0.5 * np.abs(hb - ha).sum(1), "local_change": _local_change(ga - gb, self.local_radius, self.local_cells)}
+            for part in scale.values():
+                part[0] = 0.0  # nothing before the first frame to compare with
+            scales.append({**scale, "n_before": n_before, "n_after": n_after, "w": w, "dt": dt})
+        return {**{name: scales[0][name] for name in PARTS}, "scales": scales}
 
-        gb, ga = _window_means(np.asarray(batch["grid"], np.float32) / 255.0, w)
-        delta = (ga - gb).reshape(n, -1, 3)  # (n, cells, channel)
-        shared = np.median(delta, axis=1, keepdims=True)  # what the whole picture did (light, exposure)
-        cell_change = np.abs(delta - shared).mean(-1)  # (n, cells)
-        k = min(self.local_cells, cell_change.shape[1])
-        local_change = np.sort(cell_change, axis=1)[:, -k:].mean(1)
+    def score(self, parts: dict) -> np.ndarray:
+        """Each part in clear-change units, against its own usual in this video, at its best time scale; combined; mapped to [0, 1)."""
+        n = len(parts["feature_change"])
+        if n < 2:
+            return np.zeros(n)
+        units = {"feature_change": self.feature_scale, "color_change": self.color_scale, "local_change": self.local_scale}
+        total = np.zeros(n)
+        for name, unit in units.items():
+            best = np.max([self.standing(at[name] / unit, at) for at in parts["scales"]], axis=0)
+            total += np.maximum(best, 0.0) ** 2
+        return 1.0 - np.exp2(-np.sqrt(total))
 
-        for part in (feature_change, color_change, local_change):
-            part[0] = 0.0  # nothing before the first frame to compare with
-        raw = np.sqrt((feature_change / self.feature_scale) ** 2 + (color_change / self.color_scale) ** 2 + (local_change / self.local_scale) ** 2)
-        baseline = _running_median(raw, max(1, int(round(self.baseline_s / dt))))
-        score = 1.0 - np.exp2(-np.maximum(raw - baseline, 0.0))
-        as32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
-        return {
-            **batch,
-            "change_score": as32(score),
-            "feature_change": as32(feature_change),
-            "color_change": as32(color_change),
-            "local_change": as32(local_change),
-        }
+    def standing(self, evidence: np.ndarray, at: dict) -> np.ndarray:
+        """Evidence (clear-change units) at one time scale -> how far it stands above this video's own recent variability, in units."""
+        n_before, n_after, w, dt = at["n_before"], at["n_after"], at["w"], at["dt"]
+        half = max(3 * w, int(round(self.baseline_s / 2 / dt)))
+        valid = (n_before >= max(1, w // 2)) & (n_after >= max(1, w // 2))  # half a window on each side is evidence
+        level, wobble = rolling_median_and_mad(evidence, half, guard=w, valid=valid)
+        unit = 1.0 + self.activity_weight * level + self.spread_weight * wobble
+        # Fewer samples in a window (the ends of the video) make its mean noisier by this much.
+        noisier = np.sqrt((1.0 / np.maximum(n_before, 1) + 1.0 / np.maximum(n_after, 1)) / (2.0 / w))
+        standing = (evidence - level * noisier) / (unit * noisier)
+        standing[~valid] = 0.0
+        return standing

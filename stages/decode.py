@@ -53,14 +53,15 @@ class VideoPlan:
 
 
 def sample_by_time(pts: np.ndarray, fps: float, max_frames: int | None = None) -> np.ndarray:
-    """Indices of the frames on screen at times 0, 1/fps, 2/fps, ... (each frame at most once)."""
+    """Indices of the frames on screen at times 0, 1/fps, 2/fps, ..., and of the last frame (each frame at most once)."""
     if len(pts) == 0:
         return np.zeros(0, np.int64)
     start = pts[0]
     targets = start + np.arange(0.0, pts[-1] - start + 1e-6, 1.0 / fps)
     # The frame shown at time t is the last one whose timestamp is <= t (small slack for rounding).
     idx = np.searchsorted(pts, targets + 1e-4, side="right") - 1
-    idx = np.unique(np.clip(idx, 0, len(pts) - 1))
+    # The last frame too: without it a cut in the last 1/fps seconds of a video is never seen.
+    idx = np.unique(np.clip(np.append(idx, len(pts) - 1), 0, len(pts) - 1))
     if max_frames is not None:
         idx = idx[:max_frames]
     return idx.astype(np.int64)

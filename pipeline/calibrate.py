@@ -1,0 +1,148 @@
+"""Fit the change score's settings and threshold to videos with known events, from the cache alone.
+
+Nothing is decoded: every candidate setting re-scores the cached features and colour statistics
+(`ChangeScoreStage` on `read_change_inputs`) and is judged by event F1 at a 1 s tolerance.
+Used by `python bench/bench_triggers.py --fit` (the shipped defaults) and `vtm calibrate` (an archive).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from vtm.cache import schema
+from vtm.cache.store import FeatureCache
+from vtm.pipeline.evaluation import event_scores
+from vtm.stages.change_score import ChangeScoreStage
+from vtm.stages.select_windows import SelectWindowsStage
+
+TOLERANCE_S = 1.0
+
+
+@dataclass
+class CalibrationVideo:
+    path: str
+    kind: str
+    events: list[float]
+    seconds: float
+    inputs: dict  # what ChangeScoreStage reads: features, hist, grid, timestamps
+
+
+def read_change_inputs(cache: FeatureCache, video_id: str) -> dict:
+    """One video's change-score inputs as stored in the cache."""
+    features, timestamps, _ = cache.read_features(video_id)
+    hist, grid = cache.read_color_stats(video_id)
+    return {"features": features.astype(np.float32), "hist": hist.astype(np.float32), "grid": grid.astype(np.float32), "timestamps": timestamps}
+
+
+def load_calibration_videos(cache_dir: Path, videos_dir: Path | None = None, events: dict[str, list[float]] | None = None) -> list[CalibrationVideo]:
+    """Every ok video of a cache with its true events: `events` ({path: [s, ...]}) or the
+    ground_truth.json of `videos_dir` (its `kinds` name each video's kind of content)."""
+    import json
+
+    cache = FeatureCache.open(cache_dir)
+    kinds: dict[str, str] = {}
+    if events is None:
+        truth = json.loads((Path(videos_dir) / "ground_truth.json").read_text(encoding="utf-8"))
+        events, kinds = truth["events"], truth.get("kinds", {})
+    manifest = cache.manifest().filter(pl.col("status") == schema.STATUS_OK).sort("path")
+    out = []
+    for row in manifest.iter_rows(named=True):
+        if row["path"] not in events:
+            continue
+        inputs = read_change_inputs(cache, row["video_id"])
+        out.append(CalibrationVideo(row["path"], kinds.get(row["path"], "video"), list(events[row["path"]]), float(row["duration_s"] or 0.0), inputs))
+    return out
+
+
+def predict(videos: list[CalibrationVideo], stage: ChangeScoreStage, select: SelectWindowsStage) -> dict[str, list[float]]:
+    out = {}
+    for v in videos:
+        score = stage(v.inputs)["change_score"]
+        out[v.path] = select({"timestamps": v.inputs["timestamps"], "score": score})["trigger_time"].tolist()
+    return out
+
+
+# Candidate values per setting, searched one setting at a time (coordinate ascent): the full grid
+# would be ~10^6 settings, and F1 is flat enough near its top that a few sweeps find it. The
+# threshold is not searched for the shipped defaults: 0.5 means "one unit above this footage's
+# usual" by definition, and the scales are fitted around it. `vtm calibrate` may search it too.
+SEARCH = {
+    "feature_scale": [0.065, 0.085, 0.1, 0.11, 0.125, 0.14, 0.16, 0.2, 0.24],
+    "color_scale": [0.1, 0.15, 0.2, 0.23, 0.26, 0.3, 0.4, 0.55],
+    "local_scale": [0.06, 0.08, 0.1, 0.12, 0.14, 0.16, 0.22],
+    "activity_weight": [0.0, 0.25, 0.5, 0.75, 1.0, 1.5],
+    "spread_weight": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0],
+    "baseline_s": [2.0, 3.0, 4.0, 6.0, 10.0, 20.0],
+    "window_s": [0.34, 0.67, 1.0],
+    "slow_window_s": [0.0, 1.0, 1.5, 2.0],
+    "local_radius": [2, 3, 5],
+}
+THRESHOLDS = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8]
+
+
+def evaluate(videos: list[CalibrationVideo], parts: list[dict], stage: ChangeScoreStage, select: SelectWindowsStage) -> dict:
+    """Event precision / recall / F1 of `stage` + `select` over videos whose parts are already computed."""
+    pred = {}
+    for v, p in zip(videos, parts):
+        pred[v.path] = select({"timestamps": v.inputs["timestamps"], "score": stage.score(p)})["trigger_time"].tolist()
+    return event_scores(pred, {v.path: v.events for v in videos}, TOLERANCE_S)
+
+
+def fit_change_score(
+    videos: list[CalibrationVideo], stage: ChangeScoreStage, select: SelectWindowsStage, search: dict | None = None, sweeps: int = 3, progress: bool = False
+) -> dict:
+    """Search the change score's settings (and the threshold, if `search` names it) for the best event F1 over `videos`.
+
+    Starts from `stage` and `select.threshold`; each sweep tries every value of one setting with the
+    others fixed and keeps the best (ties keep the current value). Returns the best settings and
+    their precision, recall and F1.
+    """
+    search = search or SEARCH
+    parts_by: dict[tuple, list[dict]] = {}  # the parts depend on these settings only among the searched ones
+    current = {name: (select.threshold if name == "threshold" else getattr(stage, name)) for name in search}
+
+    def run(setting: dict) -> dict:
+        candidate = dataclasses.replace(stage, **{k: v for k, v in setting.items() if k != "threshold"})
+        key = (candidate.window_s, candidate.slow_window_s, candidate.local_radius)
+        if key not in parts_by:
+            parts_by[key] = [candidate.parts(v.inputs) for v in videos]
+        return evaluate(videos, parts_by[key], candidate, dataclasses.replace(select, threshold=setting.get("threshold", select.threshold)))
+
+    best = run(current)
+    for sweep in range(sweeps):
+        for name, values in search.items():
+            for value in values:
+                if value == current[name]:
+                    continue
+                trial = run({**current, name: value})
+                if trial["f1"] > best["f1"] + 1e-9:
+                    best, current = trial, {**current, name: value}
+            if progress:
+                print(f"  sweep {sweep + 1}, {name} = {current[name]}: F1 {best['f1']:.3f} (P {best['precision']:.3f}, R {best['recall']:.3f})", flush=True)
+    return {**best, "settings": {"threshold": select.threshold, **current}}
+
+
+def calibrate_archive(cache_dir: Path, annotations_path: Path, config, progress: bool = False) -> tuple:
+    """Fit `config`'s change score and trigger threshold to an annotated archive's cache.
+
+    Returns (the config with the fitted change_score and triggers.threshold, F1 before, F1 after).
+    Both F1 figures are on the annotated videos the fit saw: check the result on videos it did not see.
+    """
+    from vtm.pipeline.annotations import load_annotations
+
+    cache = FeatureCache.open(cache_dir)
+    events = load_annotations(annotations_path, cache).event_times()
+    videos = load_calibration_videos(cache_dir, events=events)
+    before = evaluate(videos, [config.change_score.parts(v.inputs) for v in videos], config.change_score, config.triggers)
+    best = fit_change_score(videos, config.change_score, config.triggers, search={"threshold": THRESHOLDS, **SEARCH}, progress=progress)
+    settings = dict(best["settings"])
+    threshold = settings.pop("threshold")
+    fitted = dataclasses.replace(
+        config, change_score=dataclasses.replace(config.change_score, **settings), triggers=dataclasses.replace(config.triggers, threshold=threshold)
+    )
+    return fitted, before, best

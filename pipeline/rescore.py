@@ -1,0 +1,59 @@
+"""Keep a cache's change scores in step with the change score's definition and settings, without decoding.
+
+The change score is derived data: it is recomputed from each video's cached features and colour
+statistics. `CACHE/change_score.json` records the definition (`SCORE_VERSION`) and settings that
+made the stored scores; a cache without it (built before it existed) or with other settings is
+re-scored in place, one video's scores file at a time, atomically. Its learned trigger scores and
+labels are kept as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import polars as pl
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from vtm.cache import schema
+from vtm.cache.atomic import atomic_path, write_json
+from vtm.cache.store import FeatureCache
+from vtm.stages.change_score import SCORE_VERSION, ChangeScoreStage
+
+CHANGE_SCORE_JSON = schema.CHANGE_SCORE_JSON
+_PARTS = ("change_score", "feature_change", "color_change", "local_change")
+
+
+def score_record(stage: ChangeScoreStage) -> dict:
+    settings = {k: v for k, v in dataclasses.asdict(stage).items() if k != "resources"}
+    return {"score_version": SCORE_VERSION, "settings": settings}
+
+
+def scored_with(cache: FeatureCache) -> dict | None:
+    path = cache.root / CHANGE_SCORE_JSON
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ensure_change_scores(cache: FeatureCache, stage: ChangeScoreStage, progress: bool = False) -> int:
+    """Re-score every `ok` video of `cache` whose stored change score was made otherwise; return how many."""
+    record = score_record(stage)
+    if scored_with(cache) == record:
+        return 0
+    from vtm.pipeline.calibrate import read_change_inputs
+
+    ids = cache.manifest().filter(pl.col("status") == schema.STATUS_OK)["video_id"].to_list()
+    done = 0
+    for video_id in tqdm(ids, desc="re-scoring the change score", unit="video", disable=not progress or not ids):
+        path = cache.scores_path(video_id)
+        if not path.is_file() or not cache.features_path(video_id).is_file():
+            continue
+        table = pq.read_table(path).sort_by("sample_index")
+        scored = stage(read_change_inputs(cache, video_id))
+        for name in _PARTS:
+            table = table.set_column(table.schema.get_field_index(name), schema.SCORES_SCHEMA.field(name), [scored[name]])
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        done += 1
+    write_json(cache.root / CHANGE_SCORE_JSON, record)  # last: a killed re-score is redone next time
+    return done

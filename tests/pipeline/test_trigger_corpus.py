@@ -1,0 +1,59 @@
+"""The trigger corpus (synthetic kinds the change score must stay quiet on, and real clips), and
+the change score on the real clips, which nothing was tuned on."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+
+from vtm.pipeline.trigger_corpus import KINDS, REAL_CLIPS, copy_real_clips, make_trigger_corpus
+
+
+@pytest.fixture(scope="module")
+def small_parts(tmp_path_factory):
+    return {part: make_trigger_corpus(tmp_path_factory.mktemp(part), part, videos_per_variant=1, seconds=5.0, width=96, height=72) for part in ("tune", "test")}
+
+
+def test_every_kind_comes_with_and_without_events_as_promised(small_parts):
+    truth = json.loads((small_parts["test"] / "ground_truth.json").read_text())
+    for kind, (_, with_events, without_events) in KINDS.items():
+        videos = [p for p, k in truth["kinds"].items() if k == kind]
+        assert any(truth["events"][p] for p in videos) == with_events, kind
+        assert any(not truth["events"][p] for p in videos) == without_events, kind
+    for path, events in truth["events"].items():
+        seconds = truth["videos"][path]["seconds"]
+        assert all(0 < e < seconds for e in events), path
+        with av.open(str(small_parts["test"] / path)) as container:
+            assert container.streams.video[0].frames == truth["videos"][path]["frames"], path
+
+
+def test_tune_and_test_parts_never_share_a_video(small_parts):
+    def first_frame(root, path):
+        with av.open(str(root / path)) as container:
+            return next(container.decode(video=0)).to_ndarray(format="rgb24").astype(np.int16)
+
+    truth = json.loads((small_parts["test"] / "ground_truth.json").read_text())
+    for path in truth["videos"]:
+        assert np.abs(first_frame(small_parts["tune"], path) - first_frame(small_parts["test"], path)).mean() > 1.0, path
+
+
+def test_the_change_score_on_real_clips_of_the_test_part(tmp_path, ray_local):
+    """Real hard cuts are found, the one 0.3 s before the end included; a man talking in a moving car is no event."""
+    from vtm.cache.store import FeatureCache
+    from vtm.pipeline.config import Config
+    from vtm.pipeline.evaluation import event_scores
+    from vtm.pipeline.extract import run_extract
+    from vtm.pipeline.triggers import find_triggers
+
+    videos = copy_real_clips(tmp_path / "real", part="test")
+    summary = run_extract(videos, tmp_path / "cache", Config(), progress=False)
+    assert summary.all_ok and summary.ok == sum(c.part == "test" for c in REAL_CLIPS.values())
+    found = {p: [t["time"] for t in ts] for p, ts in find_triggers(FeatureCache.open(tmp_path / "cache"), Config().triggers).items()}
+    cuts = REAL_CLIPS["real/bikes.mp4"].events
+    assert event_scores({"bikes": found["real/bikes.mp4"]}, {"bikes": cuts})["f1"] >= 0.85, found
+    assert any(abs(t - cuts[-1]) <= 0.5 for t in found["real/bikes.mp4"]), "the cut 0.3 s before the end"
+    assert found["real/carphone.mp4"] == []
+    assert all(t > 0.5 for ts in found.values() for t in ts), "the first frames are no evidence on their own"
