@@ -144,12 +144,19 @@ class FeatureCache:
         """Check that vtm may write `root` (see check_can_write), create it, and hold its writer lock."""
         root = Path(root)
         cls.check_can_write(root)
+        created = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
         try:
             with DirectoryLock(root, command):
                 yield
         except LockError as e:
             raise CacheError(str(e)) from None
+        finally:
+            if created:  # a run stopped before writing anything (a bad URL, bad weights) leaves no empty folder
+                try:
+                    root.rmdir()
+                except OSError:
+                    pass  # it holds what the run wrote
 
     @classmethod
     def create(cls, root: Path, settings: CacheSettings, *, rebuild: bool = False, dataset_root: Path | str | None = None) -> "FeatureCache":

@@ -148,7 +148,7 @@ def probe(path: Path | str, fps: float, max_frames: int | None = None) -> VideoP
         size = os.path.getsize(path)
     if size == 0:
         raise DecodeError("empty file (0 bytes)")
-    if not os.access(path, os.R_OK):
+    if not is_url(path) and not os.access(path, os.R_OK):
         raise DecodeError("permission denied: this file cannot be read; fix its permissions and run again")
     rotation, w, h, declared = _pyav_first_frame(path)
     if rotation % 90:

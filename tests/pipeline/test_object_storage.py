@@ -24,7 +24,7 @@ from vtm.pipeline.discover import content_digest
 from vtm.pipeline.export import run_export
 from vtm.pipeline.extract import run_extract
 from vtm.pipeline.sample_data import make_archive, make_red_object_archive
-from vtm.stages.decode import probe
+from vtm.stages.decode import DecodeStage, probe
 
 SMALL = {"describe": {"image_size": 64, "max_new_tokens": 12, "summary": "join"}}
 
@@ -49,8 +49,12 @@ def test_extract_from_s3_records_where_each_video_is_and_no_credentials(s3_extra
         assert row["status"] == "ok" and row["url"] == f"{url}/{row['path']}" and row["etag"]
         assert row["size_bytes"] == local.stat().st_size and row["digest"] == content_digest(local)
         plan = probe(local, cache.settings.sample_fps)  # streamed from the store, sampled as from disk
+        pts, pts_start = plan.pts_around(plan.frame_index)
+        from_disk = DecodeStage(image_size=cache.settings.image_size, nearest_frames=True)(
+            {"path": str(local), "frame_index": plan.frame_index, "pts": pts, "pts_start": pts_start, "rotation": plan.rotation, "decoder": "pyav"}
+        )
         scores = cache.read_scores([row["video_id"]]).sort("sample_index")
-        np.testing.assert_allclose(scores["timestamp_s"].to_numpy(), plan.timestamps)
+        np.testing.assert_allclose(scores["timestamp_s"].to_numpy(), plan.pts[from_disk["frame_index"]])
         assert row["frames_sampled"] == len(plan.frame_index) and row["decoder"] == "pyav"
     found = CliRunner().invoke(cli, ["triggers", str(cache.root), "--json", str(cache.root.parent / "triggers.json")])
     assert found.exit_code == 0, found.output
