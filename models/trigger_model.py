@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vtm.models.grid_encoder import GridEncoder, GridEncoderConfig
 from vtm.models.temporal_encoder import TemporalEncoder, TemporalEncoderConfig
 from vtm.models.trigger_detector import TriggerDetector, TriggerDetectorConfig
 
@@ -20,14 +21,33 @@ class TriggerModelConfig:
     window: int = 32  # frames the model sees at once (clip_window_size)
     labels: tuple[str, ...] = ("event",)  # event class names; index i is detector class i + 1
     color_inputs: bool = True  # the cached colour histogram (64 values) is appended to each frame's features
+    grid: GridEncoderConfig | None = None  # the cached colour grid, pooled to grid.size cells a side, is appended too
 
     def __post_init__(self):
+        if isinstance(self.grid, dict):
+            object.__setattr__(self, "grid", GridEncoderConfig(**self.grid))
         if self.detector.input_dim != self.encoder.d_model:
             raise ValueError(f"detector.input_dim ({self.detector.input_dim}) must equal encoder.d_model ({self.encoder.d_model})")
         if len(self.labels) != self.detector.num_classes:
             raise ValueError(f"{len(self.labels)} labels for {self.detector.num_classes} detector classes")
         if self.window < 2:
             raise ValueError(f"window must be at least 2 frames, got {self.window}")
+
+    @property
+    def grid_size(self) -> int:
+        """Cells per side of the colour grid in the inputs; 0: no grid."""
+        return self.grid.size if self.grid is not None else 0
+
+    @property
+    def input_dim(self) -> int:
+        """Width of one frame's inputs (see vtm.cache.windows.frame_inputs): the grid enters as raw colours."""
+        return self.encoder.input_dim + (self.grid.input_dim - self.grid.output_dim if self.grid is not None else 0)
+
+    @property
+    def input_parts(self) -> tuple[int, ...]:
+        """Widths of the parts of one frame's inputs: features[, colour histogram][, colour grid]."""
+        groups = self.encoder.input_groups or (self.encoder.input_dim,)
+        return groups[:-1] + (self.grid.input_dim,) if self.grid is not None else groups
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -36,12 +56,15 @@ class TriggerModelConfig:
     def from_dict(cls, d: dict) -> "TriggerModelConfig":
         det = dict(d["detector"])
         det["hidden_sizes"] = tuple(det["hidden_sizes"])
+        enc = dict(d["encoder"])
+        enc["input_groups"] = tuple(enc.get("input_groups", ()))
         return cls(
-            encoder=TemporalEncoderConfig(**d["encoder"]),
+            encoder=TemporalEncoderConfig(**enc),
             detector=TriggerDetectorConfig(**det),
             window=d["window"],
             labels=tuple(d["labels"]),
             color_inputs=d.get("color_inputs", False),
+            grid=d.get("grid"),
         )
 
 
@@ -51,9 +74,13 @@ class TriggerModel(nn.Module):
         self.config = config
         self.encoder = TemporalEncoder(config.encoder)
         self.detector = TriggerDetector(config.detector)
+        self.grid = GridEncoder(config.grid) if config.grid is not None else None
 
     def forward(self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (context (B, T, d_model), logits (B, T, 1 + classes))."""
+        """features (B, T, config.input_dim) -> (context (B, T, d_model), logits (B, T, 1 + classes))."""
+        if self.grid is not None:  # the grid's colours are the last columns
+            n = self.config.grid.input_dim
+            features = torch.cat([features[..., :-n].float(), self.grid(features[..., -n:])], dim=-1)
         context = self.encoder(features, timestamps, mask)
         return context, self.detector(context)
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path
 from vtm.cache.store import CacheSettings, FeatureCache
+from vtm.cache.windows import frame_inputs
 from vtm.pipeline.config import Config, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
@@ -237,10 +238,7 @@ class _Extraction:
         plan = v.plan
         scored = self.change_score({**joined, "timestamps": plan.timestamps})
         if self.trigger_model is not None:
-            inputs = joined["features"].astype(np.float32)
-            if self.trigger_model.config.color_inputs:
-                # rounded as stored, so this equals re-scoring from the cache later
-                inputs = np.concatenate([inputs, joined["hist"].astype(np.float16).astype(np.float32)], axis=1)
+            inputs = frame_inputs(self.trigger_model.config, joined["features"], joined["hist"], joined["grid"])
             scored["trigger_score"], _ = self.trigger_model.score_video(inputs, plan.timestamps)
         self.cache.write_video(
             v.row["video_id"], joined["features"], plan.timestamps, plan.frame_index, scored, color_hist=joined["hist"], color_grid=joined["grid"]
