@@ -106,7 +106,8 @@ class TrainConfig:
     freeze_temporal_encoder: bool = False
     freeze_trigger_detector: bool = False
     freeze_llm: bool = True  # the LLM base (LoRA, when on, trains either way); false: fine-tune it, saved in the checkpoint
-    windows_per_event: int = 4  # jittered windows around each annotated event per epoch
+    windows_per_event: int = 4  # jittered windows around each annotated event per epoch (at least)
+    min_windows_per_epoch: int = 512  # with few events, more windows per event, up to this many windows per epoch in all
     negatives_per_positive: float = 1.0  # windows without the event per window around one (1: balanced)
     hard_negative_share: float = 0.5  # share of those centred on change-score peaks outside events (cuts, distractors)
     time_scale: float = 1.25  # augmentation: half the windows play up to this much faster or slower; 1: off
@@ -129,7 +130,7 @@ class TrainConfig:
             raise ConfigError("train.freeze_visual_backbone must be true: the visual backbone runs in `vtm extract`; training reads its cached features")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16, fp16 or off, got {self.mixed_precision!r}")
-        for name in ("epochs", "batch_size", "grad_accum", "save_every", "workers", "windows_per_event"):
+        for name in ("epochs", "batch_size", "grad_accum", "save_every", "workers", "windows_per_event", "min_windows_per_epoch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("hard_negative_share", "feature_dropout", "group_dropout", "mix_prob", "crop_prob"):

@@ -277,17 +277,18 @@ class TrainRecipe:
             start = frame - int(rng.integers(w // 4, max(w // 4 + 1, 3 * w // 4)))
             return int(np.clip(start, 0, max(0, len(self.frame_labels[v]) - w)))
 
+        runs = [(v, a, b) for v in self.train_ids for a, b in _event_runs(self.frame_labels[v])]
+        # A handful of videos holds few events: draw more windows per event so that an epoch has enough steps.
+        per_event = max(tc.windows_per_event, math.ceil(tc.min_windows_per_epoch / (1 + tc.negatives_per_positive) / max(1, len(runs))))
         items: list[tuple[str, int, str]] = []
-        for v in self.train_ids:
-            events = self.annotations.events[v]
-            for a, b in _event_runs(self.frame_labels[v]):
-                centre = (a + b) // 2
-                t_mid = float(self.timestamps[v][centre])
-                desc = next((e.description for e in events if e.start - 0.5 <= t_mid <= e.end + 0.5 and e.description), "")
-                items += [(v, around(v, int(rng.integers(a, b))), desc) for _ in range(tc.windows_per_event)]
+        for v, a, b in runs:
+            centre = (a + b) // 2
+            t_mid = float(self.timestamps[v][centre])
+            desc = next((e.description for e in self.annotations.events[v] if e.start - 0.5 <= t_mid <= e.end + 0.5 and e.description), "")
+            items += [(v, around(v, int(rng.integers(a, b))), desc) for _ in range(per_event)]
         n_neg = max(1, round(tc.negatives_per_positive * max(1, len(items))))
         hard = [(v, int(f)) for v in self.train_ids for f in self.hard_negatives[v]]
-        n_hard = min(round(tc.hard_negative_share * n_neg), len(hard) * tc.windows_per_event) if hard else 0
+        n_hard = min(round(tc.hard_negative_share * n_neg), len(hard) * per_event) if hard else 0
         for k in rng.integers(0, max(1, len(hard)), size=n_hard):
             items.append((hard[k][0], around(hard[k][0], hard[k][1]), ""))
         lengths = np.array([len(self.frame_labels[v]) for v in self.train_ids])
@@ -324,7 +325,8 @@ class TrainRecipe:
         samples = 0
         bar = tqdm(total=tc.epochs, initial=self.start_epoch - 1, unit="epoch", desc="train", disable=not self.progress, dynamic_ncols=True)
         last = self.start_epoch - 1
-        for epoch in range(self.start_epoch, tc.epochs + 1):
+        stopped = self.best is not None and tc.patience > 0 and last - self.best["epoch"] >= tc.patience  # resumed from where it stopped early
+        for epoch in range(self.start_epoch, tc.epochs + 1 if not stopped else 0):
             last = epoch
             self.model.train()
             loader = self._loader(epoch)
