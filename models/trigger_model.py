@@ -125,4 +125,18 @@ class TriggerModel(nn.Module):
                 probs[s : s + m] += p[i, :m] * weight[:m, None]
                 total[s : s + m] += weight[:m]
         probs /= np.maximum(total, 1e-9)[:, None]
-        return (1.0 - probs[:, 0]).astype(np.float32), probs[:, 1:].astype(np.float32)
+        return fill_short_dips(1.0 - probs[:, 0]).astype(np.float32), probs[:, 1:].astype(np.float32)
+
+
+def fill_short_dips(score: np.ndarray) -> np.ndarray:
+    """Fill dips of one or two samples (a morphological closing: max, then min, over 3 samples).
+
+    A learned score flickers while an event lasts (one frame's features wobble), and a flicker would
+    split one event into two triggers. The result is never lower than the score: peaks, however
+    short, stay as they are.
+    """
+    if len(score) < 3:
+        return score
+    spans = np.lib.stride_tricks.sliding_window_view
+    dilated = spans(np.pad(score, 1, constant_values=-np.inf), 3).max(axis=1)
+    return spans(np.pad(dilated, 1, constant_values=np.inf), 3).min(axis=1)

@@ -60,12 +60,12 @@ class ModelConfig:
     """The learned trigger model and the LLaVA adapter (see models/)."""
 
     encoder_kind: str = "transformer"  # time-aware encoder: transformer | lstm
-    d_model: int = 256
-    num_layers: int = 2
+    d_model: int = 64  # small: the default recipe is for a handful of annotated videos
+    num_layers: int = 1
     num_heads: int = 4
     dropout: float = 0.1
-    detector_hidden: tuple[int, ...] = (128,)
-    window: int = 32  # clip_window_size: sampled frames the model sees at once
+    detector_hidden: tuple[int, ...] = (32,)
+    window: int = 16  # clip_window_size: sampled frames the model sees at once
     color_inputs: bool = True  # append the cached colour histogram to each frame's features
     grid_size: int = 8  # append the cached colour grid pooled to this many cells a side (a divisor of 16); 0: none
     grid_hidden: int = 32  # width of the colour-grid encoder shared by all cells

@@ -19,7 +19,7 @@ from vtm.pipeline.evaluation import event_scores
 from vtm.pipeline.metrics import frame_metrics
 from vtm.stages.select_windows import SelectWindowsStage
 
-THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.025), 3)  # the candidates calibration tries
+THRESHOLDS = np.round(np.arange(0.025, 0.976, 0.025), 3)  # the candidates calibration tries
 
 
 @dataclass

@@ -253,8 +253,10 @@ class TrainRecipe:
             self.adapter.language_model.train()
 
     def _class_weights(self) -> torch.Tensor:
-        """Events are rare: weight each event class by how much rarer it is than 'no event' (capped)."""
-        counts = np.bincount(np.concatenate([self.frame_labels[v] for v in self.train_ids]), minlength=self.model_config.detector.num_classes + 1)
+        """Weight each event class by how much rarer it is than 'no event' in the windows trained on (capped)."""
+        w = self.model_config.window
+        seen = [self.frame_labels[v][start : start + w] for v, start, _, _ in self._epoch_items(0)]
+        counts = np.bincount(np.concatenate(seen), minlength=self.model_config.detector.num_classes + 1)
         weights = np.clip(counts[0] / np.maximum(counts, 1), 1.0, 20.0)
         weights[0] = 1.0
         return torch.tensor(weights, dtype=torch.float32)
