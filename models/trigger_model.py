@@ -22,6 +22,7 @@ class TriggerModelConfig:
     labels: tuple[str, ...] = ("event",)  # event class names; index i is detector class i + 1
     color_inputs: bool = True  # the cached colour histogram (64 values) is appended to each frame's features
     grid: GridEncoderConfig | None = None  # the cached colour grid, pooled to grid.size cells a side, is appended too
+    min_event_frames: int = 1  # the shortest annotated event trained on, in samples: shorter blips of the score are noise
 
     def __post_init__(self):
         if isinstance(self.grid, dict):
@@ -65,6 +66,7 @@ class TriggerModelConfig:
             labels=tuple(d["labels"]),
             color_inputs=d.get("color_inputs", False),
             grid=d.get("grid"),
+            min_event_frames=d.get("min_event_frames", 1),
         )
 
 
@@ -125,18 +127,26 @@ class TriggerModel(nn.Module):
                 probs[s : s + m] += p[i, :m] * weight[:m, None]
                 total[s : s + m] += weight[:m]
         probs /= np.maximum(total, 1e-9)[:, None]
-        return fill_short_dips(1.0 - probs[:, 0]).astype(np.float32), probs[:, 1:].astype(np.float32)
+        return smooth_score(1.0 - probs[:, 0], self.config.min_event_frames).astype(np.float32), probs[:, 1:].astype(np.float32)
 
 
-def fill_short_dips(score: np.ndarray) -> np.ndarray:
-    """Fill dips of one or two samples (a morphological closing: max, then min, over 3 samples).
+def smooth_score(score: np.ndarray, min_event_frames: int = 1) -> np.ndarray:
+    """Fill dips of one or two samples, and where every event lasts at least 3 samples, first drop
+    blips of one or two (morphological closing, and opening before it, over 3 samples).
 
-    A learned score flickers while an event lasts (one frame's features wobble), and a flicker would
-    split one event into two triggers. The result is never lower than the score: peaks, however
-    short, stay as they are.
+    A learned score flickers (one frame's features wobble): a dip would split one event into two
+    triggers, a blip would be a false one. Events as short as those the model was trained on stay.
     """
     if len(score) < 3:
         return score
     spans = np.lib.stride_tricks.sliding_window_view
-    dilated = spans(np.pad(score, 1, constant_values=-np.inf), 3).max(axis=1)
-    return spans(np.pad(dilated, 1, constant_values=np.inf), 3).min(axis=1)
+
+    def dilate(x):
+        return spans(np.pad(x, 1, mode="edge"), 3).max(axis=1)
+
+    def erode(x):
+        return spans(np.pad(x, 1, mode="edge"), 3).min(axis=1)
+
+    if min_event_frames >= 3:
+        score = dilate(erode(score))
+    return erode(dilate(score))

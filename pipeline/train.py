@@ -58,7 +58,7 @@ class TrainResult:
     best_epoch: int = 0  # the epoch final/ holds
 
 
-def build_trigger_model_config(config: Config, feature_dim: int, labels: tuple[str, ...]) -> TriggerModelConfig:
+def build_trigger_model_config(config: Config, feature_dim: int, labels: tuple[str, ...], min_event_frames: int = 1) -> TriggerModelConfig:
     m = config.model
     grid = GridEncoderConfig(size=m.grid_size, hidden=m.grid_hidden) if m.grid_size else None
     groups = (feature_dim,) + ((COLOR_DIM,) if m.color_inputs else ()) + ((grid.output_dim,) if grid else ())
@@ -71,6 +71,7 @@ def build_trigger_model_config(config: Config, feature_dim: int, labels: tuple[s
         labels=labels,
         color_inputs=m.color_inputs,
         grid=grid,
+        min_event_frames=min_event_frames,
     )
 
 
@@ -180,7 +181,8 @@ class TrainRecipe:
             resume_cfg = TriggerModelConfig.from_dict(ckpt.read_json(self.resume, "config.json")["model"])
         self.annotations: Annotations = load_annotations(self.annotations_path, self.cache, resume_cfg.labels if resume_cfg else None)
         labels = resume_cfg.labels if resume_cfg else self.annotations.labels
-        self.model_config = build_trigger_model_config(self.config, self.cache.settings.feature_dim, labels)
+        interval = 1.0 / self.cache.settings.sample_fps
+        self.model_config = build_trigger_model_config(self.config, self.cache.settings.feature_dim, labels, self._shortest_event(interval))
         if resume_cfg is not None and with_threshold(resume_cfg, self.model_config.detector.threshold) != self.model_config:
             raise ConfigError(f"--resume: {self.resume} was trained with another model configuration; resume with the config saved in {self.out_dir / 'config.yaml'}")
 
@@ -226,6 +228,11 @@ class TrainRecipe:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out_dir), purge_step=self.step if self.resume else None)
+
+    def _shortest_event(self, interval: float) -> int:
+        """Samples in the shortest annotated event (1 without events): the score is smoothed below that."""
+        runs = [b - a for v, evs in self.annotations.events.items() if evs for a, b in _event_runs(self.annotations.frame_labels(v, self.cache.read_features(v)[1], interval))]
+        return int(min(runs)) if runs else 1
 
     def _build_adapter(self):
         m = self.config.model
