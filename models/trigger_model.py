@@ -131,8 +131,8 @@ class TriggerModel(nn.Module):
 
 
 def smooth_score(score: np.ndarray, min_event_frames: int = 1) -> np.ndarray:
-    """Fill dips of one or two samples, and where every event lasts at least 3 samples, first drop
-    blips of one or two (morphological closing, and opening before it, over 3 samples).
+    """Fill dips of one or two samples, then, where every event lasts at least 3 samples, drop blips
+    of one or two (morphological closing, then opening, over 3 samples).
 
     A learned score flickers (one frame's features wobble): a dip would split one event into two
     triggers, a blip would be a false one. Events as short as those the model was trained on stay.
@@ -147,6 +147,5 @@ def smooth_score(score: np.ndarray, min_event_frames: int = 1) -> np.ndarray:
     def erode(x):
         return spans(np.pad(x, 1, mode="edge"), 3).min(axis=1)
 
-    if min_event_frames >= 3:
-        score = dilate(erode(score))
-    return erode(dilate(score))
+    score = erode(dilate(score))
+    return dilate(erode(score)) if min_event_frames >= 3 else score
