@@ -1,4 +1,8 @@
-"""Reading fixed-length windows of frames from the cache for training and re-scoring.
+"""Model inputs from cached arrays, and fixed-length windows of them for training and re-scoring.
+
+`frame_inputs` is the one place a trigger model's per-frame inputs are assembled: training, `vtm
+triggers`, extract's `--trigger-checkpoint`, describe and infer all call it, so a score computed at
+extract equals one re-computed from the cache later.
 
 A window is `length` consecutive sampled frames of one video, read as an HDF5 slice: the file's
 features are chunked along time, so a window costs a chunk read, never the whole video. Handles are
@@ -8,12 +12,13 @@ opened lazily per process (safe in DataLoader workers, which must not share an h
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Protocol
 
 import h5py
 import numpy as np
 
 from vtm.cache import schema
-from vtm.cache.store import FeatureCache
+from vtm.cache.store import CacheError, FeatureCache
 
 MAX_OPEN_FILES = 64
 
@@ -21,21 +26,57 @@ MAX_OPEN_FILES = 64
 COLOR_DIM = 64  # joint RGB histogram bins stored per frame
 
 
-def read_model_inputs(cache: FeatureCache, video_id: str, color: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A whole video's model inputs (features, with the colour histogram appended if `color`) and timestamps."""
+class InputSpec(Protocol):
+    """What a model takes besides the features (a TriggerModelConfig is one)."""
+
+    color_inputs: bool  # the colour histogram
+    grid_size: int  # the colour grid pooled to grid_size x grid_size cells; 0: none
+
+
+def frame_inputs(spec: InputSpec, features: np.ndarray, color_hist: np.ndarray | None = None, color_grid: np.ndarray | None = None) -> np.ndarray:
+    """Per-frame model inputs (n, D) float32: features [+ colour histogram] [+ pooled colour grid / 255].
+
+    Arrays are rounded to float16 first, as the cache stores them, so inputs built from a decoder's
+    arrays equal those read back from the cache.
+    """
+    parts = [np.asarray(features).astype(np.float16).astype(np.float32)]
+    if spec.color_inputs:
+        parts.append(np.asarray(color_hist).astype(np.float16).astype(np.float32))
+    if spec.grid_size:
+        grid = np.asarray(color_grid).astype(np.float16).astype(np.float32)
+        n, g = grid.shape[0], grid.shape[1]
+        if g % spec.grid_size:
+            raise ValueError(f"a {g}x{g} colour grid cannot be pooled to {spec.grid_size}x{spec.grid_size} cells")
+        k = g // spec.grid_size
+        pooled = grid.reshape(n, spec.grid_size, k, spec.grid_size, k, 3).mean(axis=(2, 4))
+        parts.append(pooled.reshape(n, -1) / 255.0)
+    return np.concatenate(parts, axis=1)
+
+
+def read_model_inputs(cache: FeatureCache, video_id: str, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    """A whole video's model inputs (see `frame_inputs`) and timestamps."""
     feats, ts, _ = cache.read_features(video_id)
-    feats = feats.astype(np.float32)
-    if color:
-        hist, _ = cache.read_color_stats(video_id)
-        feats = np.concatenate([feats, hist.astype(np.float32)], axis=1)
-    return feats, ts
+    hist = grid = None
+    if spec.color_inputs or spec.grid_size:
+        hist, grid = _color_stats(cache, video_id)
+    return frame_inputs(spec, feats, hist, grid), ts
+
+
+def _color_stats(cache: FeatureCache, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return cache.read_color_stats(video_id)
+    except KeyError:
+        raise CacheError(
+            f"{cache.features_path(video_id)} has no colour histogram or grid, which this model takes as inputs; "
+            "re-extract the cache with this vtm (`vtm extract --rebuild`)"
+        ) from None
 
 
 class WindowReader:
-    def __init__(self, cache: FeatureCache, length: int, color: bool = False):
+    def __init__(self, cache: FeatureCache, length: int, spec: InputSpec):
         self.cache = cache
         self.length = length
-        self.color = color
+        self.spec = spec
         self._files: OrderedDict[str, h5py.File] = OrderedDict()
 
     def _file(self, video_id: str) -> h5py.File:
@@ -53,17 +94,20 @@ class WindowReader:
     def timestamps(self, video_id: str) -> np.ndarray:
         return self._file(video_id)[schema.H5_TIMESTAMPS][:]
 
-    def read(self, video_id: str, start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(features (L, D) float32, timestamps (L,), mask (L,) bool), zero-padded past the video's end."""
+    def read(self, video_id: str, start: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(inputs (L, D) float32, timestamps (L,), mask (L,) bool) of L = `length` (default: the reader's)
+        frames from `start`, zero-padded past the video's end."""
+        length = length or self.length
         f = self._file(video_id)
-        feats = f[schema.H5_FEATURES][start : start + self.length]
-        if self.color:
-            feats = np.concatenate([feats.astype(np.float32), f[schema.H5_COLOR_HIST][start : start + self.length].astype(np.float32)], axis=1)
-        times = f[schema.H5_TIMESTAMPS][start : start + self.length]
+        span = slice(start, start + length)
+        hist = f[schema.H5_COLOR_HIST][span] if self.spec.color_inputs else None
+        grid = f[schema.H5_COLOR_GRID][span] if self.spec.grid_size else None
+        feats = frame_inputs(self.spec, f[schema.H5_FEATURES][span], hist, grid)
+        times = f[schema.H5_TIMESTAMPS][span]
         m = len(times)
-        out_f = np.zeros((self.length, feats.shape[1]), np.float32)
-        out_t = np.full(self.length, times[-1] if m else 0.0, np.float64)
-        mask = np.zeros(self.length, bool)
+        out_f = np.zeros((length, feats.shape[1]), np.float32)
+        out_t = np.full(length, times[-1] if m else 0.0, np.float64)
+        mask = np.zeros(length, bool)
         out_f[:m], out_t[:m], mask[:m] = feats, times, True
         return out_f, out_t, mask
 
@@ -73,4 +117,4 @@ class WindowReader:
         self._files.clear()
 
     def __getstate__(self):  # a copy sent to a worker process opens its own handles
-        return {"cache": self.cache, "length": self.length, "color": self.color, "_files": OrderedDict()}
+        return {"cache": self.cache, "length": self.length, "spec": self.spec, "_files": OrderedDict()}

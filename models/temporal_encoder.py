@@ -26,12 +26,19 @@ class TemporalEncoderConfig:
     dropout: float = 0.1
     max_period_s: float = 600.0  # longest period of the time encoding
     use_deltas: bool = True  # also feed each frame's change from the previous one (onsets stand out)
+    # Widths of consecutive input parts (visual features, colour histogram, colour grid) normalised and
+    # projected apart, so that a few dozen colour values are not drowned by a thousand feature values;
+    # () = the inputs as one part.
+    input_groups: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.kind not in ("transformer", "lstm"):
             raise ValueError(f"temporal encoder kind must be transformer or lstm, got {self.kind!r}")
         if self.kind == "transformer" and self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        object.__setattr__(self, "input_groups", tuple(self.input_groups))
+        if self.input_groups and sum(self.input_groups) != self.input_dim:
+            raise ValueError(f"input_groups {self.input_groups} must add up to input_dim ({self.input_dim})")
         if self.kind == "lstm" and self.d_model % 2:
             raise ValueError(f"an LSTM's d_model must be even (two directions), got {self.d_model}")
 
@@ -50,8 +57,11 @@ class TemporalEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.gradient_checkpointing = False
-        width = config.input_dim * (2 if config.use_deltas else 1)
-        self.input = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.d_model))
+        k = 2 if config.use_deltas else 1
+        if config.input_groups:
+            self.inputs = nn.ModuleList(nn.Sequential(nn.LayerNorm(k * w), nn.Linear(k * w, config.d_model)) for w in config.input_groups)
+        else:
+            self.input = nn.Sequential(nn.LayerNorm(k * config.input_dim), nn.Linear(k * config.input_dim, config.d_model))
         if config.kind == "transformer":
             self.layers = nn.ModuleList(
                 nn.TransformerEncoderLayer(
@@ -69,10 +79,7 @@ class TemporalEncoder(nn.Module):
     def forward(self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """features (B, T, input_dim), timestamps (B, T) seconds, mask (B, T) True where a frame is real."""
         relative = timestamps - timestamps[:, :1]
-        x = features.float()
-        if self.config.use_deltas:
-            x = torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
-        x = self.input(x) + time_encoding(relative, self.config.d_model, self.config.max_period_s)
+        x = self._project(features.float()) + time_encoding(relative, self.config.d_model, self.config.max_period_s)
         if self.config.kind == "transformer":
             padding = None if mask is None else ~mask
             for layer in self.layers:
@@ -84,3 +91,13 @@ class TemporalEncoder(nn.Module):
             x, _ = self.lstm(x)
         x = self.norm(x)
         return x if mask is None else x * mask.unsqueeze(-1)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(x, list(self.config.input_groups), dim=-1) if self.config.input_groups else [x]
+        layers = self.inputs if self.config.input_groups else [self.input]
+        out = 0
+        for part, layer in zip(parts, layers):
+            if self.config.use_deltas:
+                part = torch.cat([part, torch.diff(part, dim=1, prepend=part[:, :1])], dim=-1)
+            out = out + layer(part)
+        return out

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vtm.models.grid_encoder import GridEncoder, GridEncoderConfig
 from vtm.models.temporal_encoder import TemporalEncoder, TemporalEncoderConfig
 from vtm.models.trigger_detector import TriggerDetector, TriggerDetectorConfig
 
@@ -20,14 +21,34 @@ class TriggerModelConfig:
     window: int = 32  # frames the model sees at once (clip_window_size)
     labels: tuple[str, ...] = ("event",)  # event class names; index i is detector class i + 1
     color_inputs: bool = True  # the cached colour histogram (64 values) is appended to each frame's features
+    grid: GridEncoderConfig | None = None  # the cached colour grid, pooled to grid.size cells a side, is appended too
+    min_event_frames: int = 1  # the shortest annotated event trained on, in samples: shorter blips of the score are noise
 
     def __post_init__(self):
+        if isinstance(self.grid, dict):
+            object.__setattr__(self, "grid", GridEncoderConfig(**self.grid))
         if self.detector.input_dim != self.encoder.d_model:
             raise ValueError(f"detector.input_dim ({self.detector.input_dim}) must equal encoder.d_model ({self.encoder.d_model})")
         if len(self.labels) != self.detector.num_classes:
             raise ValueError(f"{len(self.labels)} labels for {self.detector.num_classes} detector classes")
         if self.window < 2:
             raise ValueError(f"window must be at least 2 frames, got {self.window}")
+
+    @property
+    def grid_size(self) -> int:
+        """Cells per side of the colour grid in the inputs; 0: no grid."""
+        return self.grid.size if self.grid is not None else 0
+
+    @property
+    def input_dim(self) -> int:
+        """Width of one frame's inputs (see vtm.cache.windows.frame_inputs): the grid enters as raw colours."""
+        return self.encoder.input_dim + (self.grid.input_dim - self.grid.output_dim if self.grid is not None else 0)
+
+    @property
+    def input_parts(self) -> tuple[int, ...]:
+        """Widths of the parts of one frame's inputs: features[, colour histogram][, colour grid]."""
+        groups = self.encoder.input_groups or (self.encoder.input_dim,)
+        return groups[:-1] + (self.grid.input_dim,) if self.grid is not None else groups
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -36,12 +57,16 @@ class TriggerModelConfig:
     def from_dict(cls, d: dict) -> "TriggerModelConfig":
         det = dict(d["detector"])
         det["hidden_sizes"] = tuple(det["hidden_sizes"])
+        enc = dict(d["encoder"])
+        enc["input_groups"] = tuple(enc.get("input_groups", ()))
         return cls(
-            encoder=TemporalEncoderConfig(**d["encoder"]),
+            encoder=TemporalEncoderConfig(**enc),
             detector=TriggerDetectorConfig(**det),
             window=d["window"],
             labels=tuple(d["labels"]),
             color_inputs=d.get("color_inputs", False),
+            grid=d.get("grid"),
+            min_event_frames=d.get("min_event_frames", 1),
         )
 
 
@@ -51,9 +76,13 @@ class TriggerModel(nn.Module):
         self.config = config
         self.encoder = TemporalEncoder(config.encoder)
         self.detector = TriggerDetector(config.detector)
+        self.grid = GridEncoder(config.grid) if config.grid is not None else None
 
     def forward(self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (context (B, T, d_model), logits (B, T, 1 + classes))."""
+        """features (B, T, config.input_dim) -> (context (B, T, d_model), logits (B, T, 1 + classes))."""
+        if self.grid is not None:  # the grid's colours are the last columns
+            n = self.config.grid.input_dim
+            features = torch.cat([features[..., :-n].float(), self.grid(features[..., -n:])], dim=-1)
         context = self.encoder(features, timestamps, mask)
         return context, self.detector(context)
 
@@ -98,4 +127,25 @@ class TriggerModel(nn.Module):
                 probs[s : s + m] += p[i, :m] * weight[:m, None]
                 total[s : s + m] += weight[:m]
         probs /= np.maximum(total, 1e-9)[:, None]
-        return (1.0 - probs[:, 0]).astype(np.float32), probs[:, 1:].astype(np.float32)
+        return smooth_score(1.0 - probs[:, 0], self.config.min_event_frames).astype(np.float32), probs[:, 1:].astype(np.float32)
+
+
+def smooth_score(score: np.ndarray, min_event_frames: int = 1) -> np.ndarray:
+    """Fill dips of one or two samples, then, where every event lasts at least 3 samples, drop blips
+    of one or two (morphological closing, then opening, over 3 samples).
+
+    A learned score flickers (one frame's features wobble): a dip would split one event into two
+    triggers, a blip would be a false one. Events as short as those the model was trained on stay.
+    """
+    if len(score) < 3:
+        return score
+    spans = np.lib.stride_tricks.sliding_window_view
+
+    def dilate(x):
+        return spans(np.pad(x, 1, mode="edge"), 3).max(axis=1)
+
+    def erode(x):
+        return spans(np.pad(x, 1, mode="edge"), 3).min(axis=1)
+
+    score = erode(dilate(score))
+    return dilate(erode(score)) if min_event_frames >= 3 else score

@@ -5,7 +5,7 @@
     DIR/model.safetensors    the trigger model (time-aware encoder + trigger detector)
     DIR/adapter.safetensors  the LLaVA adapter's trainable weights (projector, LoRA), if trained
     DIR/llm/                 the language model itself (save_pretrained), only if it was fine-tuned
-    DIR/training_state/      optimizer, scheduler, step and RNG states, for an exact --resume
+    DIR/training_state/      optimizer, scheduler, step and RNG states and the best epoch's weights, for an exact --resume
 """
 
 from __future__ import annotations
@@ -97,6 +97,11 @@ def adapter_llm_source(directory: Path) -> str | None:
     return str(own) if own.is_dir() else adapter["llm"]
 
 
+def decision_threshold(directory: Path) -> float:
+    """The checkpoint's decision threshold on its trigger score (calibrated on validation videos by training)."""
+    return float(read_json(directory, "config.json")["model"]["detector"]["threshold"])
+
+
 def read_json(directory: Path, name: str) -> dict:
     path = Path(directory) / name
     if not path.is_file():
@@ -164,6 +169,8 @@ def _save_training_state(directory: Path, state: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tensors, layout = _flatten_optimizer(state["optimizer"])
     tensors["torch_rng"] = state["torch_rng"]
+    for name, t in (state.get("best_model") or {}).items():  # the best epoch's weights so far (early stopping)
+        tensors[f"best_model.{name}"] = t.detach().cpu().contiguous()
     if state.get("cuda_rng") is not None:
         for i, t in enumerate(state["cuda_rng"]):
             tensors[f"cuda_rng.{i}"] = t
@@ -202,6 +209,7 @@ def load_training_state(directory: Path) -> dict:
         "python_rng": (py[0], tuple(py[1]), py[2]),
         "numpy_rng": (npr[0], np.asarray(npr[1], dtype=np.uint32), npr[2], npr[3], npr[4]),
         "best": info.get("best"),
+        "best_model": {k.removeprefix("best_model."): v for k, v in tensors.items() if k.startswith("best_model.")} or None,
     }
 
 

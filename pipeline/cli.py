@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 import polars as pl
+import yaml
 
 from vtm.cache import schema
 from vtm.cache.atomic import write_json
@@ -92,7 +93,7 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
 
 @main.command()
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--threshold", type=float, help="Score a trigger must reach (0..1).")
+@click.option("--threshold", type=float, help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else 0.5].")
 @click.option("--min-gap", "min_gap_s", type=float, help="Seconds between two triggers; nearer peaks merge into the strongest.")
 @click.option("--max-triggers", type=int, help="At most this many triggers per video (the strongest).")
 @click.option("--score", type=click.Choice(["auto", "change", "learned"]), default="auto", show_default=True, help="Which score to pick from.")
@@ -107,6 +108,7 @@ def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, che
     from vtm.pipeline.triggers import find_triggers, learned_scores, trigger_times
 
     try:
+        threshold = _threshold(threshold, checkpoint, config_path)
         cfg = load_config(config_path, {"triggers": {"threshold": threshold, "min_gap_s": min_gap_s, "max_triggers": max_triggers}})
         cache = FeatureCache.open(cache_dir)
         ensure_change_scores(cache, cfg.change_score, progress=True)  # an older cache, or other change_score settings
@@ -129,6 +131,17 @@ def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, che
     if json_out:
         write_json(json_out, trigger_times(found, cache.dataset_root))
         click.echo(f"wrote {json_out}")
+
+
+def _threshold(flag: float | None, checkpoint: Path | None, config_path: Path | None) -> float | None:
+    """The trigger threshold to use: the flag, else the config file's, else the checkpoint's calibrated one (None: the default)."""
+    if flag is not None or checkpoint is None:
+        return flag
+    if config_path is not None and "threshold" in ((yaml.safe_load(config_path.read_text()) or {}).get("triggers") or {}):
+        return None
+    from vtm.pipeline.checkpoint import decision_threshold
+
+    return decision_threshold(checkpoint)
 
 
 def _warn_report(report) -> None:
@@ -224,26 +237,37 @@ def train_from_cache(cache_dir, annotations, out_dir, resume, epochs, device, ll
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--threshold", type=float, help="Decision threshold on the learned score [the checkpoint's calibrated one].")
+@click.option("--tolerance", "tolerance_s", type=float, default=1.0, show_default=True, help="Seconds a trigger may lie outside an annotated event and still find it.")
 @click.option("--strict", is_flag=True, help="Refuse a checkpoint trained on other features.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the metrics here.")
-def evaluate(cache_dir, checkpoint, annotations, strict, json_out):
-    """Score a checkpoint against annotations: frame and event metrics, beside the change score's."""
+def evaluate(cache_dir, checkpoint, annotations, threshold, tolerance_s, strict, json_out):
+    """Score a checkpoint against annotations: per label, events found, missed and false, precision, recall and F1,
+    beside the change score's; then frame metrics."""
     from vtm.pipeline.annotations import AnnotationError, load_annotations
     from vtm.pipeline.checkpoint import load_trigger_model
-    from vtm.pipeline.train import evaluate_model
+    from vtm.pipeline.learned_metrics import label_report, metrics_at, score_videos
 
     try:
         cache = FeatureCache.open(cache_dir)
         model, _, report = load_trigger_model(checkpoint, cache.settings, strict=strict)
         _warn_report(report)
         ann = load_annotations(annotations, cache, model.config.labels)
-        metrics = evaluate_model(model, cache, ann, sorted(ann.events))
+        scored = score_videos(model, cache, ann, sorted(ann.events))
     except (CacheError, CheckpointError, AnnotationError) as e:
         _fail(str(e))
-    for k, v in metrics.items():
-        click.echo(f"{k.split('/')[-1]:<26} {v:.3f}")
+    threshold = model.config.detector.threshold if threshold is None else threshold
+    metrics = metrics_at(scored, threshold, tolerance_s)
+    labels = label_report(scored, threshold, tolerance_s)
+    click.echo(f"{len(scored.video_ids)} videos, threshold {threshold:.3f}, tolerance {tolerance_s:g} s")
+    width = max(len(name) for name in labels)
+    click.echo(f"{'label':<{width}}  {'events':>6} {'found':>6} {'missed':>6} {'false':>6}  {'precision':>9} {'recall':>6} {'F1':>6}")
+    for name, r in labels.items():
+        click.echo(f"{name:<{width}}  {r['events']:>6} {r['found']:>6} {r['missed']:>6} {r['false']:>6}  {r['precision']:>9.3f} {r['recall']:>6.3f} {r['f1']:>6.3f}")
+    for k in ("val/frame_precision", "val/frame_recall", "val/frame_f1", "val/frame_ap"):
+        click.echo(f"{k.split('/')[-1]:<16} {metrics[k]:.3f}")
     if json_out:
-        write_json(json_out, metrics)
+        write_json(json_out, {**metrics, "labels": labels})
 
 
 @main.group()
@@ -294,7 +318,7 @@ def sample(out_dir, seed, no_broken):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory: JSON and WebVTT per video, descriptions.parquet.")
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Re-score with this trained trigger model (and describe with its adapter, if it has one).")
 @click.option("--model", help="LLaVA local path or hub id (default: the language model of the checkpoint's adapter).")
-@click.option("--threshold", type=float, help="Score a trigger must reach (0..1).")
+@click.option("--threshold", type=float, help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else 0.5].")
 @click.option("--max-windows-per-video", type=int, help="At most this many windows per video (the strongest).")
 @click.option("--prompt", help="The question asked about each window, or a whole prompt template.")
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
@@ -313,7 +337,7 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
 
     try:
         cfg = load_config(config_path, {
-            "triggers": {"threshold": threshold},
+            "triggers": {"threshold": _threshold(threshold, checkpoint, config_path)},
             "describe": {"model": model, "max_windows_per_video": max_windows_per_video, "prompt": prompt, "dense": dense, "objects": objects, "detector": detector, "audio": audio},
             "ray": {"address": address},
         })
@@ -341,7 +365,7 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
 @click.argument("video", callback=_local_or_url(directory=False))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Analysis JSON to write.")
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="Trigger score a moment must reach (0..1).")
+@click.option("--threshold", type=float, help="Trigger score a moment must reach (0..1) [the checkpoint's calibrated threshold].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--strict-loading", is_flag=True, help="Refuse a checkpoint that does not match the encoder it is used with.")
 @click.option("--model", help="LLaVA path or hub id: needed for a checkpoint without an adapter.")

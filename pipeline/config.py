@@ -65,14 +65,16 @@ class ModelConfig:
     """The learned trigger model and the LLaVA adapter (see models/)."""
 
     encoder_kind: str = "transformer"  # time-aware encoder: transformer | lstm
-    d_model: int = 256
-    num_layers: int = 2
+    d_model: int = 64  # small: the default recipe is for a handful of annotated videos
+    num_layers: int = 1
     num_heads: int = 4
     dropout: float = 0.1
-    detector_hidden: tuple[int, ...] = (128,)
-    window: int = 32  # clip_window_size: sampled frames the model sees at once
+    detector_hidden: tuple[int, ...] = (32,)
+    window: int = 16  # clip_window_size: sampled frames the model sees at once
     color_inputs: bool = True  # append the cached colour histogram to each frame's features
-    threshold: float = 0.5  # the detector's decision threshold on the trigger score
+    grid_size: int = 8  # append the cached colour grid pooled to this many cells a side (a divisor of 16); 0: none
+    grid_hidden: int = 32  # width of the colour-grid encoder shared by all cells
+    threshold: float = 0.5  # the detector's decision threshold on the trigger score (train.calibrate_threshold replaces it)
     llm: str | None = None  # LLaVA (or causal LM) path or hub id; None: no adapter is trained
     llm_kind: str = "auto"  # auto | llava | causal_lm (the text-only fallback)
     num_soft_tokens: int = 4
@@ -87,6 +89,8 @@ class ModelConfig:
             raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})")
         if self.window < 2:
             raise ConfigError(f"model.window must be at least 2 frames, got {self.window}")
+        if self.grid_size < 0 or (self.grid_size and GRID % self.grid_size) or self.grid_hidden < 1:
+            raise ConfigError(f"model.grid_size must be 0 or a divisor of {GRID} and model.grid_hidden >= 1, got {self.grid_size} and {self.grid_hidden}")
         if self.llm_kind not in ("auto", "llava", "causal_lm"):
             raise ConfigError(f"model.llm_kind must be auto, llava or causal_lm, got {self.llm_kind!r}")
         _at_least(self, "model", 1, "d_model", "num_layers", "num_heads", "num_soft_tokens", "adapter_hidden")
@@ -101,7 +105,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 20
+    epochs: int = 40  # at most; see patience
     batch_size: int = 32
     lr: float = 1e-3  # trigger model
     adapter_lr: float = 1e-4  # projector and LoRA
@@ -115,9 +119,18 @@ class TrainConfig:
     freeze_temporal_encoder: bool = False
     freeze_trigger_detector: bool = False
     freeze_llm: bool = True  # the LLM base (LoRA, when on, trains either way); false: fine-tune it, saved in the checkpoint
-    windows_per_event: int = 4  # jittered windows around each annotated event per epoch
-    negatives_per_positive: float = 2.0  # random windows per window around an event
+    windows_per_event: int = 4  # jittered windows around each annotated event per epoch (at least)
+    min_windows_per_epoch: int = 512  # with few events, more windows per event, up to this many windows per epoch in all
+    negatives_per_positive: float = 1.0  # windows without the event per window around one (1: balanced)
+    hard_negative_share: float = 0.5  # share of those centred on change-score peaks outside events (cuts, distractors)
+    time_scale: float = 1.25  # augmentation: half the windows play up to this much faster or slower; 1: off
+    feature_dropout: float = 0.3  # augmentation: share of feature columns zeroed per window
+    group_dropout: float = 0.3  # augmentation: chance that each input part (features, histogram, grid) is hidden in a window
+    mix_prob: float = 0.25  # augmentation: share of windows whose second part comes from another window
+    crop_prob: float = 0.25  # augmentation: share of windows cut short (as at a video's end)
     val_fraction: float = 0.2  # share of annotated videos held out (split by video)
+    patience: int = 10  # stop after this many epochs without a better validation event F1; 0: run all epochs
+    calibrate_threshold: bool = True  # pick the decision threshold with the best validation event F1 (stored in the checkpoint)
     adapter_loss_weight: float = 1.0
     save_every: int = 5  # checkpoint every N epochs (and always at the end)
     seed: int = 0
@@ -130,9 +143,14 @@ class TrainConfig:
             raise ConfigError("train.freeze_visual_backbone must be true: the visual backbone runs in `vtm extract`; training reads its cached features")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16, fp16 or off, got {self.mixed_precision!r}")
-        for name in ("epochs", "batch_size", "grad_accum", "save_every", "workers", "windows_per_event"):
+        for name in ("epochs", "batch_size", "grad_accum", "save_every", "workers", "windows_per_event", "min_windows_per_epoch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("hard_negative_share", "feature_dropout", "group_dropout", "mix_prob", "crop_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"train.{name} must be within [0, 1], got {getattr(self, name)}")
+        if self.time_scale < 1 or self.negatives_per_positive < 0 or self.patience < 0:
+            raise ConfigError("train.time_scale must be >= 1, train.negatives_per_positive and train.patience >= 0")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"train.val_fraction must be within [0, 1), got {self.val_fraction}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
@@ -200,6 +218,8 @@ class Config:
             raise ConfigError(f"triggers.threshold must be within 0..1, got {t.threshold}")
         if t.min_gap_s < 0 or t.before_s < 0 or t.after_s < 0:
             raise ConfigError("triggers.min_gap_s, before_s and after_s must be >= 0")
+        if not 0 <= t.min_dip <= 1:
+            raise ConfigError(f"triggers.min_dip must be within [0, 1], got {t.min_dip}")
         if t.max_fraction is not None and not 0 < t.max_fraction <= 1:
             raise ConfigError(f"triggers.max_fraction must be within (0, 1], got {t.max_fraction}")
         if t.max_triggers is not None and t.max_triggers < 1:

@@ -513,7 +513,7 @@ class _Description:
             timestamps = scores["timestamp_s"].to_numpy()
             features = None
             if self.trigger_model is not None:
-                features, _ = read_model_inputs(self.cache, vid, self.trigger_model.config.color_inputs)
+                features, _ = read_model_inputs(self.cache, vid, self.trigger_model.config)
                 score, _ = self.trigger_model.score_video(features, timestamps)
             else:
                 score = scores["change_score"].to_numpy()

@@ -2,13 +2,21 @@
 
 A prediction counts as a hit when it lies within `tolerance_s` of a true event that no closer
 prediction has claimed; each true event can be hit once, so a detector that fires twice on one cut
-earns one true positive and one false positive.
+earns one true positive and one false positive. A true event is a moment (seconds) or an interval
+(start, end): a prediction inside the interval is at distance 0.
 """
 
 from collections.abc import Mapping, Sequence
 
+Truth = float | tuple[float, float]
 
-def match_events(predicted: Sequence[float], truth: Sequence[float], tolerance_s: float) -> tuple[int, int, int]:
+
+def _distance(predicted: float, truth: Truth) -> float:
+    start, end = (truth, truth) if isinstance(truth, (int, float)) else truth
+    return max(start - predicted, predicted - end, 0.0)
+
+
+def match_events(predicted: Sequence[float], truth: Sequence[Truth], tolerance_s: float) -> tuple[int, int, int]:
     """(true positives, false positives, false negatives) for one video.
 
     Pairs are matched one to one, greedily, closest first. Greedy is not always the largest matching,
@@ -16,10 +24,10 @@ def match_events(predicted: Sequence[float], truth: Sequence[float], tolerance_s
     apart than twice the tolerance, as in the sample data.
     """
     pairs = sorted(
-        (abs(p - t), i, j)
+        (d, i, j)
         for i, p in enumerate(predicted)
         for j, t in enumerate(truth)
-        if abs(p - t) <= tolerance_s
+        if (d := _distance(p, t)) <= tolerance_s
     )
     used_predictions, used_truths = set(), set()
     for _, i, j in pairs:
@@ -32,7 +40,7 @@ def match_events(predicted: Sequence[float], truth: Sequence[float], tolerance_s
 
 def event_scores(
     predicted: Mapping[str, Sequence[float]],
-    truth: Mapping[str, Sequence[float]],
+    truth: Mapping[str, Sequence[Truth]],
     tolerance_s: float = 1.0,
 ) -> dict:
     """Precision, recall, F1 and the tp/fp/fn counts summed over every video in either mapping.

@@ -32,6 +32,7 @@ from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheError, CacheSettings, FeatureCache
 from vtm.models.visual_encoder import EncoderLoadError, weights_source
 from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
+from vtm.cache.windows import frame_inputs
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
 from vtm.pipeline.rescore import ensure_change_scores, score_record, scored_with
@@ -384,10 +385,7 @@ class _Extraction:
         as_stored = {k: joined[k].astype(dtype).astype(np.float32) for k, dtype in dtypes.items()}
         scored = self.change_score({**as_stored, "timestamps": timestamps})
         if self.trigger_model is not None:
-            inputs = joined["features"].astype(np.float32)
-            if self.trigger_model.config.color_inputs:
-                # rounded as stored, so this equals re-scoring from the cache later
-                inputs = np.concatenate([inputs, joined["hist"].astype(np.float16).astype(np.float32)], axis=1)
+            inputs = frame_inputs(self.trigger_model.config, joined["features"], joined["hist"], joined["grid"])
             scored["trigger_score"], _ = self.trigger_model.score_video(inputs, timestamps)
         self.cache.write_video(v.row["video_id"], joined["features"], timestamps, frame_index, scored, color_hist=joined["hist"], color_grid=joined["grid"])
         self.rows[v.row["video_id"]] = {

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from vtm.cache.atomic import write_json
 from vtm.cache.storage import is_url
 from vtm.cache.store import CacheSettings
+from vtm.cache.windows import frame_inputs
 from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline.checkpoint import CheckpointError, LoadReport, load_trigger_model, read_json
 from vtm.pipeline.config import DescribeConfig, resolve_device
@@ -107,11 +108,9 @@ class VideoTriggerModel:
     def model_inputs(self, frames: np.ndarray) -> np.ndarray:
         """Sampled frames (n, H, W, 3) uint8 -> the trigger model's per-frame inputs, as the cache would hold them."""
         frames = self._at_image_size(np.asarray(frames, np.uint8))
-        features = self.encoder({"frames": frames})["features"].astype(np.float32)  # float16 out, as stored
-        if not self.trigger_model.config.color_inputs:
-            return features
-        hist, _ = frame_statistics(frames)
-        return np.concatenate([features, hist.astype(np.float16).astype(np.float32)], axis=1)
+        features = self.encoder({"frames": frames})["features"]
+        hist, grid = frame_statistics(frames)
+        return frame_inputs(self.trigger_model.config, features, hist, grid)
 
     def _at_image_size(self, frames: np.ndarray) -> np.ndarray:
         # Extract decodes straight to image_size x image_size; frames of another size are squashed the same way.
@@ -122,10 +121,11 @@ class VideoTriggerModel:
         return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     def _analysis(
-        self, inputs: np.ndarray, timestamps: np.ndarray, threshold: float, key_frames: Callable[[np.ndarray], np.ndarray], frame_index: np.ndarray,
+        self, inputs: np.ndarray, timestamps: np.ndarray, threshold: float | None, key_frames: Callable[[np.ndarray], np.ndarray], frame_index: np.ndarray,
         video_path: str | None, size: tuple[int, int], max_triggers: int | None = None, progress: Progress | None = None,
     ) -> VideoAnalysis:
         progress = progress or (lambda fraction, message: None)
+        threshold = self.threshold if threshold is None else threshold
         timestamps = np.asarray(timestamps, np.float64)
         score, _ = self.trigger_model.score_video(inputs, timestamps)
         picked = SelectWindowsStage(threshold=threshold, max_triggers=max_triggers)({"timestamps": timestamps, "score": score})
@@ -157,7 +157,12 @@ class VideoTriggerModel:
         result = analysis_json(video_path, len(timestamps), times, frame_index[idx], picked["trigger_score"], descriptions, summary, objects)
         return VideoAnalysis(result, timestamps, np.asarray(score, np.float64), threshold, pictures)
 
-    def infer_triggered_analysis(self, frames: np.ndarray, timestamps: np.ndarray, trigger_threshold: float = 0.5) -> dict:
+    @property
+    def threshold(self) -> float:
+        """The checkpoint's decision threshold (calibrated on validation videos), used where none is given."""
+        return self.trigger_model.config.detector.threshold
+
+    def infer_triggered_analysis(self, frames: np.ndarray, timestamps: np.ndarray, trigger_threshold: float | None = None) -> dict:
         """Frames sampled at the checkpoint's rate (`sample_fps`), (n, H, W, 3) uint8, with their times in
         seconds -> the analysis (`frame_index` counts the given frames; `video_path` is None)."""
         frames = np.asarray(frames, np.uint8)
@@ -166,12 +171,12 @@ class VideoTriggerModel:
         size = (frames.shape[2], frames.shape[1])
         return self._analysis(self.model_inputs(frames), timestamps, trigger_threshold, lambda idx: frames[idx], np.arange(len(frames)), None, size).result
 
-    def analyze_video(self, video_path: Path | str, trigger_threshold: float = 0.5, key_frame_size: int = 336) -> dict:
+    def analyze_video(self, video_path: Path | str, trigger_threshold: float | None = None, key_frame_size: int = 336) -> dict:
         """One video file -> its analysis (see `analyze`)."""
         return self.analyze(video_path, trigger_threshold, key_frame_size=key_frame_size).result
 
     def analyze(
-        self, video_path: Path | str, threshold: float = 0.5, max_triggers: int | None = None, key_frame_size: int = 336, progress: Progress | None = None
+        self, video_path: Path | str, threshold: float | None = None, max_triggers: int | None = None, key_frame_size: int = 336, progress: Progress | None = None
     ) -> VideoAnalysis:
         """One video file (or object-storage URL): sampled and decoded in segments, so memory stays flat; key frames decoded again at
         `key_frame_size` for the describer; at most `max_triggers` moments (the strongest). `progress(fraction,
@@ -207,7 +212,7 @@ class VideoTriggerModel:
 
 
 def run_infer(
-    video_path: Path, checkpoint: Path, output: Path, threshold: float = 0.5, device: str = "cpu", strict: bool = False, llm: str | None = None,
+    video_path: Path, checkpoint: Path, output: Path, threshold: float | None = None, device: str = "cpu", strict: bool = False, llm: str | None = None,
     detector: str | None = None, detector_threshold: float = 0.7, audio: Path | None = None,
 ) -> dict:
     """`vtm infer`: analyse one video with a checkpoint and write the analysis JSON to `output`; with a

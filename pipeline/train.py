@@ -4,6 +4,13 @@ A recipe with visible steps: setup -> train (epochs of windows, validation each 
 cleanup. It reads HDF5 windows of frames and never decodes video. Every random choice is seeded
 per epoch and every checkpoint holds the optimizer, scheduler and RNG states, so `--resume`
 continues exactly where the checkpoint left off.
+
+The default recipe is made for a handful of annotated videos: as many windows without the event as
+with it (half of them on the change score's false alarms: cuts, other objects), augmented on the
+cached features (time scaling, crops, feature dropout, windows spliced across videos); each epoch is
+validated on held-out videos with the decision threshold calibrated there, and the best epoch by
+validation event F1 becomes `final/` (with its threshold), stopping after `patience` epochs without
+improvement.
 """
 
 from __future__ import annotations
@@ -26,15 +33,17 @@ from vtm.cache.atomic import atomic_path
 from vtm.cache.lock import DirectoryLock
 from vtm.cache.store import FeatureCache
 from vtm.cache.windows import COLOR_DIM, WindowReader, read_model_inputs
+from vtm.models.grid_encoder import GridEncoderConfig
 from vtm.models.temporal_encoder import TemporalEncoderConfig
 from vtm.models.trigger_detector import TriggerDetectorConfig
 from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
 from vtm.pipeline import checkpoint as ckpt
 from vtm.pipeline.annotations import Annotations, load_annotations
-from vtm.pipeline.config import Config, ConfigError, dump_config, resolve_device
-from vtm.pipeline.evaluation import event_scores
-from vtm.pipeline.metrics import frame_metrics
+from vtm.pipeline.config import Config, ConfigError, TrainConfig, dump_config, resolve_device
+from vtm.pipeline.learned_metrics import calibrate_threshold, evaluate_model, metrics_at, score_videos
 from vtm.stages.select_windows import SelectWindowsStage
+
+__all__ = ["TrainRecipe", "TrainResult", "build_trigger_model_config", "evaluate_model", "run_train"]
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +56,28 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
     data_wait_share: float = 0.0  # share of step time spent waiting for the next batch
     samples_per_s: float = 0.0
+    best_epoch: int = 0  # the epoch final/ holds
 
 
-def build_trigger_model_config(config: Config, feature_dim: int, labels: tuple[str, ...]) -> TriggerModelConfig:
+def build_trigger_model_config(config: Config, feature_dim: int, labels: tuple[str, ...], min_event_frames: int = 1) -> TriggerModelConfig:
     m = config.model
-    input_dim = feature_dim + (COLOR_DIM if m.color_inputs else 0)
+    grid = GridEncoderConfig(size=m.grid_size, hidden=m.grid_hidden) if m.grid_size else None
+    groups = (feature_dim,) + ((COLOR_DIM,) if m.color_inputs else ()) + ((grid.output_dim,) if grid else ())
     return TriggerModelConfig(
-        encoder=TemporalEncoderConfig(input_dim=input_dim, d_model=m.d_model, kind=m.encoder_kind, num_layers=m.num_layers, num_heads=m.num_heads, dropout=m.dropout),
+        encoder=TemporalEncoderConfig(
+            input_dim=sum(groups), d_model=m.d_model, kind=m.encoder_kind, num_layers=m.num_layers, num_heads=m.num_heads, dropout=m.dropout, input_groups=groups
+        ),
         detector=TriggerDetectorConfig(input_dim=m.d_model, hidden_sizes=m.detector_hidden, num_classes=len(labels), dropout=m.dropout, threshold=m.threshold),
         window=m.window,
         labels=labels,
         color_inputs=m.color_inputs,
+        grid=grid,
+        min_event_frames=min_event_frames,
     )
+
+
+def with_threshold(config: TriggerModelConfig, threshold: float) -> TriggerModelConfig:
+    return dataclasses.replace(config, detector=dataclasses.replace(config.detector, threshold=threshold))
 
 
 def split_by_video(video_ids: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
@@ -68,22 +87,66 @@ def split_by_video(video_ids: list[str], val_fraction: float) -> tuple[list[str]
     return sorted(ranked[n_val:]), sorted(ranked[:n_val])
 
 
-class WindowDataset(Dataset):
-    """Items: (video_id, start frame, description) -> a dict of arrays for one window."""
+Item = tuple[str, int, str, int]  # (video_id, start frame, description, seed of its augmentation)
 
-    def __init__(self, reader: WindowReader, labels: dict[str, np.ndarray], items: list[tuple[str, int, str]]):
-        self.reader, self.labels, self.items = reader, labels, items
+
+class WindowDataset(Dataset):
+    """Items -> a dict of arrays for one window, augmented when `augment` is given (seeded per item,
+    so an epoch's batches are the same in every run, in any DataLoader worker)."""
+
+    def __init__(self, reader: WindowReader, labels: dict[str, np.ndarray], items: list[Item], augment: TrainConfig | None = None, sample_fps: float = 1.0):
+        self.reader, self.labels, self.items, self.augment, self.sample_fps = reader, labels, items, augment, sample_fps
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> dict:
-        video_id, start, description = self.items[i]
-        feats, times, mask = self.reader.read(video_id, start)
-        lab = np.zeros(len(mask), np.int64)
-        part = self.labels[video_id][start : start + len(mask)]
+    def _window(self, video_id: str, start: int, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        feats, times, mask = self.reader.read(video_id, start, length)
+        lab = np.zeros(length, np.int64)
+        part = self.labels[video_id][start : start + length]
         lab[: len(part)] = part
+        return feats, times, mask, lab
+
+    def __getitem__(self, i: int) -> dict:
+        video_id, start, description, seed = self.items[i]
+        length = self.reader.length
+        if self.augment is None:
+            feats, times, mask, lab = self._window(video_id, start, length)
+        else:
+            feats, times, mask, lab = self._augmented(video_id, start, np.random.default_rng(seed))
         return {"features": feats, "timestamps": times.astype(np.float32), "mask": mask, "labels": lab, "description": description}
+
+    def _augmented(self, video_id: str, start: int, rng: np.random.Generator):
+        a, length = self.augment, self.reader.length
+        rate = math.exp(rng.uniform(-1, 1) * math.log(a.time_scale)) if rng.random() < 0.5 else 1.0
+        span = max(1, math.ceil(length * rate))
+        feats, times, mask, lab = self._window(video_id, start, span)
+        if rate != 1.0:  # every rate-th frame, shown at the sampling rate: the event plays faster or slower
+            pick = np.minimum(np.round(np.arange(length) * rate).astype(int), span - 1)
+            feats, mask, lab = feats[pick], mask[pick], lab[pick]
+            times = times[0] + np.arange(length) / self.sample_fps
+        if rng.random() < a.mix_prob and len(self.items) > 1:  # the rest of the window from another one: a cut to elsewhere
+            other = self.items[int(rng.integers(len(self.items)))]
+            f2, _, m2, l2 = self._window(other[0], other[1], length)
+            cut = int(rng.integers(length // 4, max(length // 4 + 1, 3 * length // 4)))
+            feats[cut:], mask[cut:], lab[cut:] = f2[cut:], m2[cut:], l2[cut:]
+        if rng.random() < a.crop_prob:  # a window that ends early, as at a video's end; the late start shifts left
+            keep = int(rng.integers(length // 2, length))
+            shift = int(rng.integers(0, length - keep + 1))
+            feats, mask, lab = np.roll(feats, -shift, 0), np.roll(mask, -shift), np.roll(lab, -shift)
+            mask[keep:] = False
+        parts = np.cumsum((0,) + self.reader.spec.input_parts)
+        if len(parts) > 2 and a.group_dropout > 0:  # hide whole parts, so that none can carry the model alone
+            hidden = rng.random(len(parts) - 1) < a.group_dropout
+            hidden[int(rng.integers(len(hidden)))] = False
+            for k in np.flatnonzero(hidden):
+                feats[:, parts[k] : parts[k + 1]] = 0.0
+        if a.feature_dropout > 0:
+            n_cols = feats.shape[1] - self.reader.spec.grid_size**2 * 3  # the grid's colours are not features to drop
+            feats[:, :n_cols] *= rng.random(n_cols) >= a.feature_dropout
+        feats[~mask] = 0.0
+        lab[~mask] = 0
+        return feats, times, mask, lab
 
 
 def _collate(items: list[dict]) -> dict:
@@ -119,17 +182,20 @@ class TrainRecipe:
             resume_cfg = TriggerModelConfig.from_dict(ckpt.read_json(self.resume, "config.json")["model"])
         self.annotations: Annotations = load_annotations(self.annotations_path, self.cache, resume_cfg.labels if resume_cfg else None)
         labels = resume_cfg.labels if resume_cfg else self.annotations.labels
-        self.model_config = build_trigger_model_config(self.config, self.cache.settings.feature_dim, labels)
-        if resume_cfg is not None and resume_cfg != self.model_config:
+        interval = 1.0 / self.cache.settings.sample_fps
+        self.model_config = build_trigger_model_config(self.config, self.cache.settings.feature_dim, labels, self._shortest_event(interval))
+        if resume_cfg is not None and with_threshold(resume_cfg, self.model_config.detector.threshold) != self.model_config:
             raise ConfigError(f"--resume: {self.resume} was trained with another model configuration; resume with the config saved in {self.out_dir / 'config.yaml'}")
 
         self.train_ids, self.val_ids = split_by_video(sorted(self.annotations.events), tc.val_fraction)
         if not self.train_ids:
             raise ConfigError("no annotated videos left for training after the validation split; annotate more videos or lower train.val_fraction")
-        self.reader = WindowReader(self.cache, self.model_config.window, color=self.model_config.color_inputs)
+        read_model_inputs(self.cache, self.train_ids[0], self.model_config)  # a cache without the inputs fails here, with what to do
+        self.reader = WindowReader(self.cache, self.model_config.window, self.model_config)
         self.timestamps = {v: self.reader.timestamps(v) for v in self.annotations.events}
         interval = 1.0 / self.cache.settings.sample_fps
         self.frame_labels = {v: self.annotations.frame_labels(v, ts, interval) for v, ts in self.timestamps.items()}
+        self.hard_negatives = {v: self._change_peaks_outside_events(v) for v in self.train_ids}
         self.class_weights = self._class_weights()
 
         self.model = TriggerModel(self.model_config).to(self.device)
@@ -152,6 +218,7 @@ class TrainRecipe:
         self.amp_dtype = _amp_dtype(tc.mixed_precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.step, self.best = 1, 0, None
+        self.best_state: dict[str, torch.Tensor] | None = None  # weights of the best epoch so far
         if self.resume is not None:
             self._restore(self.resume)
         self.writer = None
@@ -162,6 +229,11 @@ class TrainRecipe:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out_dir), purge_step=self.step if self.resume else None)
+
+    def _shortest_event(self, interval: float) -> int:
+        """Samples in the shortest annotated event (1 without events): the score is smoothed below that."""
+        runs = [b - a for v, evs in self.annotations.events.items() if evs for a, b in _event_runs(self.annotations.frame_labels(v, self.cache.read_features(v)[1], interval))]
+        return int(min(runs)) if runs else 1
 
     def _build_adapter(self):
         m = self.config.model
@@ -189,34 +261,52 @@ class TrainRecipe:
             self.adapter.language_model.train()
 
     def _class_weights(self) -> torch.Tensor:
-        """Events are rare: weight each event class by how much rarer it is than 'no event' (capped)."""
-        counts = np.bincount(np.concatenate([self.frame_labels[v] for v in self.train_ids]), minlength=self.model_config.detector.num_classes + 1)
+        """Weight each event class by how much rarer it is than 'no event' in the windows trained on (capped)."""
+        w = self.model_config.window
+        seen = [self.frame_labels[v][start : start + w] for v, start, _, _ in self._epoch_items(0)]
+        counts = np.bincount(np.concatenate(seen), minlength=self.model_config.detector.num_classes + 1)
         weights = np.clip(counts[0] / np.maximum(counts, 1), 1.0, 20.0)
         weights[0] = 1.0
         return torch.tensor(weights, dtype=torch.float32)
 
-    def _epoch_items(self, epoch: int) -> list[tuple[str, int, str]]:
-        """One jittered window around every event, plus random windows; the same for a given epoch."""
-        rng = np.random.default_rng([self.config.train.seed, epoch])
+    def _change_peaks_outside_events(self, video_id: str) -> np.ndarray:
+        """Frames where the training-free change score fires but nothing is annotated: the look-alikes
+        (cuts, other objects) a few-shot model most needs to see as 'no event'."""
+        rows = self.cache.read_scores([video_id]).sort("sample_index")
+        peaks = SelectWindowsStage()({"timestamps": rows["timestamp_s"].to_numpy(), "score": rows["change_score"].to_numpy()})["trigger_index"]
+        return np.asarray([i for i in peaks if self.frame_labels[video_id][i] == 0], np.int64)
+
+    def _epoch_items(self, epoch: int) -> list[Item]:
+        """Jittered windows around every event, as many without the event (around change-score false
+        alarms and at random); the same for a given epoch."""
+        tc = self.config.train
+        rng = np.random.default_rng([tc.seed, epoch])
         w = self.model_config.window
+
+        def around(v: str, frame: int) -> int:
+            start = frame - int(rng.integers(w // 4, max(w // 4 + 1, 3 * w // 4)))
+            return int(np.clip(start, 0, max(0, len(self.frame_labels[v]) - w)))
+
+        runs = [(v, a, b) for v in self.train_ids for a, b in _event_runs(self.frame_labels[v])]
+        # A handful of videos holds few events: draw more windows per event so that an epoch has enough steps.
+        per_event = max(tc.windows_per_event, math.ceil(tc.min_windows_per_epoch / (1 + tc.negatives_per_positive) / max(1, len(runs))))
         items: list[tuple[str, int, str]] = []
-        for v in self.train_ids:
-            events = self.annotations.events[v]
-            for a, b in _event_runs(self.frame_labels[v]):
-                centre = (a + b) // 2
-                t_mid = float(self.timestamps[v][centre])
-                desc = next((e.description for e in events if e.start - 0.5 <= t_mid <= e.end + 0.5 and e.description), "")
-                for _ in range(self.config.train.windows_per_event):
-                    start = centre - int(rng.integers(w // 4, max(w // 4 + 1, 3 * w // 4)))
-                    items.append((v, int(np.clip(start, 0, max(0, len(self.frame_labels[v]) - w))), desc))
-        n_neg = max(1, round(self.config.train.negatives_per_positive * max(1, len(items))))
+        for v, a, b in runs:
+            centre = (a + b) // 2
+            t_mid = float(self.timestamps[v][centre])
+            desc = next((e.description for e in self.annotations.events[v] if e.start - 0.5 <= t_mid <= e.end + 0.5 and e.description), "")
+            items += [(v, around(v, int(rng.integers(a, b))), desc) for _ in range(per_event)]
+        n_neg = max(1, round(tc.negatives_per_positive * max(1, len(items))))
+        hard = [(v, int(f)) for v in self.train_ids for f in self.hard_negatives[v]]
+        n_hard = min(round(tc.hard_negative_share * n_neg), len(hard) * per_event) if hard else 0
+        for k in rng.integers(0, max(1, len(hard)), size=n_hard):
+            items.append((hard[k][0], around(hard[k][0], hard[k][1]), ""))
         lengths = np.array([len(self.frame_labels[v]) for v in self.train_ids])
-        picks = rng.choice(len(self.train_ids), size=n_neg, p=lengths / lengths.sum())
-        for i in picks:
-            v = self.train_ids[i]
-            items.append((v, int(rng.integers(0, max(1, lengths[i] - w + 1))), ""))
+        for i in rng.choice(len(self.train_ids), size=n_neg - n_hard, p=lengths / lengths.sum()):
+            items.append((self.train_ids[i], int(rng.integers(0, max(1, lengths[i] - w + 1))), ""))
+        seeds = rng.integers(0, 2**31, size=len(items))
         order = rng.permutation(len(items))
-        return [items[i] for i in order][self.rank :: self.world]
+        return [(*items[i], int(seeds[i])) for i in order][self.rank :: self.world]
 
     def _restore(self, directory: Path) -> None:
         model, _, _ = ckpt.load_trigger_model(directory, strict=True)
@@ -235,6 +325,7 @@ class TrainRecipe:
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.restore_rng(state)
         self.start_epoch, self.step, self.best = state["epoch"] + 1, state["step"], state["best"]
+        self.best_state = state.get("best_model")
 
     # ---- train ---------------------------------------------------------------------------------
     def train(self) -> TrainResult:
@@ -243,7 +334,10 @@ class TrainRecipe:
         wait = busy = 0.0
         samples = 0
         bar = tqdm(total=tc.epochs, initial=self.start_epoch - 1, unit="epoch", desc="train", disable=not self.progress, dynamic_ncols=True)
-        for epoch in range(self.start_epoch, tc.epochs + 1):
+        last = self.start_epoch - 1
+        stopped = self.best is not None and tc.patience > 0 and last - self.best["epoch"] >= tc.patience  # resumed from where it stopped early
+        for epoch in range(self.start_epoch, tc.epochs + 1 if not stopped else 0):
+            last = epoch
             self.model.train()
             loader = self._loader(epoch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -262,23 +356,46 @@ class TrainRecipe:
                 samples += len(batch["description"])
                 t_wait = time.perf_counter()
                 busy += t_wait - t_got
-            if self.rank != 0:
-                continue
-            metrics = self.validate(epoch)
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in ("val/event_f1", "val/frame_ap")} | {"loss": f"{parts['loss']:.3f}"})
-            if epoch % tc.save_every == 0 or epoch == tc.epochs:
-                self.save(self.out_dir / f"checkpoint-epoch-{epoch}", epoch, metrics)
+            stop = False
+            if self.rank == 0:
+                metrics = self.validate(epoch)
+                self._keep_if_best(epoch, metrics)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in ("val/event_f1", "val/frame_ap")} | {"loss": f"{parts['loss']:.3f}"})
+                stop = tc.patience > 0 and epoch - self.best["epoch"] >= tc.patience
+                if epoch % tc.save_every == 0 or epoch == tc.epochs or stop:
+                    self.save(self.out_dir / f"checkpoint-epoch-{epoch}", epoch, metrics)
+            if self._all_agree(stop):
+                break
         bar.close()
         self._check_replicas_agree()
         final = self.out_dir / "final"
-        if self.rank == 0 and (self.out_dir / f"checkpoint-epoch-{tc.epochs}").is_dir():
-            self.save(final, tc.epochs, metrics)
-        return TrainResult(self.out_dir, final, tc.epochs, metrics, wait / max(wait + busy, 1e-9), samples / max(wait + busy, 1e-9))
+        if self.rank == 0 and (self.out_dir / f"checkpoint-epoch-{last}").is_dir() and self.best is not None:
+            self.save(final, last, self.best["metrics"], best=True)
+        best_epoch = self.best["epoch"] if self.best else last
+        return TrainResult(self.out_dir, final, last, metrics, wait / max(wait + busy, 1e-9), samples / max(wait + busy, 1e-9), best_epoch)
+
+    def _keep_if_best(self, epoch: int, metrics: dict) -> None:
+        """Remember this epoch's weights and threshold if its validation event F1 (then frame AP) is the best yet."""
+        ap = metrics["val/frame_ap"]
+        key = [metrics["val/event_f1"], -1.0 if math.isnan(ap) else ap]
+        if self.best is None or key > self.best["key"]:
+            self.best = {"epoch": epoch, "key": key, "threshold": metrics["val/threshold"], "metrics": metrics}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def _all_agree(self, stop: bool) -> bool:
+        """Rank 0 decides when to stop; every rank must leave the loop together."""
+        if self.world == 1:
+            return stop
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _loader(self, epoch: int) -> DataLoader:
         tc = self.config.train
-        dataset = WindowDataset(self.reader, self.frame_labels, self._epoch_items(epoch))
+        dataset = WindowDataset(self.reader, self.frame_labels, self._epoch_items(epoch), tc, self.cache.settings.sample_fps)
         return DataLoader(
             dataset,
             batch_size=tc.batch_size,
@@ -356,8 +473,11 @@ class TrainRecipe:
 
     # ---- validate ------------------------------------------------------------------------------
     def validate(self, epoch: int) -> dict:
+        """Metrics on the validation videos at the calibrated (or configured) decision threshold."""
         ids = self.val_ids or self.train_ids  # with one annotated video, report on training data
-        metrics = evaluate_model(self.model, self.cache, self.annotations, ids)
+        scored = score_videos(self.model, self.cache, self.annotations, ids)
+        threshold = calibrate_threshold(scored)[0] if self.config.train.calibrate_threshold else self.model_config.detector.threshold
+        metrics = metrics_at(scored, threshold)
         for k, v in metrics.items():
             if not (isinstance(v, float) and math.isnan(v)):
                 self.writer.add_scalar(k, v, epoch)
@@ -365,59 +485,39 @@ class TrainRecipe:
         return metrics
 
     # ---- save / cleanup ------------------------------------------------------------------------
-    def save(self, directory: Path, epoch: int, metrics: dict) -> Path:
+    def save(self, directory: Path, epoch: int, metrics: dict, best: bool = False) -> Path:
+        """A checkpoint of this epoch's weights, or with `best` of the best epoch's (the training state stays this epoch's)."""
+        model = self.model
+        threshold = metrics.get("val/threshold", self.model_config.detector.threshold)
+        if best:
+            model = TriggerModel(self.model_config)
+            model.load_state_dict(self.best_state)
+        model.config = with_threshold(self.model_config, threshold)
         meta = {
             "features": ckpt.feature_signature(self.cache.settings),
             "cache_fingerprint": self.cache.settings.fingerprint,
-            "epoch": epoch,
+            "epoch": self.best["epoch"] if best else epoch,
+            "trained_epochs": epoch,
             "step": self.step,
             "metrics": metrics,
+            "threshold": {"value": threshold, "calibrated_on_videos": len(self.val_ids or self.train_ids) if self.config.train.calibrate_threshold else 0},
             "labels": list(self.model_config.labels),
             "train_videos": len(self.train_ids),
             "val_videos": len(self.val_ids),
             "llm": self.config.model.llm,
         }
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": epoch, "step": self.step, "best": self.best, **ckpt.capture_rng()}
+        state = {
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": epoch, "step": self.step,
+            "best": self.best, "best_model": self.best_state, **ckpt.capture_rng(),
+        }
         adapter_state = self.adapter.trainable_state_dict() if self.adapter is not None else None
         tuned_llm = self.adapter if self.adapter is not None and not self.config.train.freeze_llm else None
-        return ckpt.save_checkpoint(directory, self.model, meta, getattr(self, "adapter_config", None), adapter_state, state, tuned_llm)
+        return ckpt.save_checkpoint(directory, model, meta, getattr(self, "adapter_config", None), adapter_state, state, tuned_llm)
 
     def cleanup(self) -> None:
         if self.writer is not None:
             self.writer.close()
         self.reader.close()
-
-
-def evaluate_model(model: TriggerModel, cache: FeatureCache, annotations: Annotations, video_ids: list[str], tolerance_s: float = 1.0) -> dict:
-    """Frame-level P/R/F1/AP and event-level F1 of the learned score (and of the change score) on videos."""
-    interval = 1.0 / cache.settings.sample_fps
-    threshold = model.config.detector.threshold
-    select = SelectWindowsStage(threshold=threshold)
-    change_select = SelectWindowsStage()
-    scores, positives, learned, change, truth = [], [], {}, {}, {}
-    for v in video_ids:
-        feats, ts = read_model_inputs(cache, v, model.config.color_inputs)
-        s, _ = model.score_video(feats, ts)
-        lab = annotations.frame_labels(v, ts, interval)
-        scores.append(s)
-        positives.append(lab > 0)
-        path = annotations.paths[v]
-        truth[path] = [(e.start + e.end) / 2 for e in annotations.events[v]]
-        learned[path] = select({"timestamps": ts, "score": s})["trigger_time"].tolist()
-        cs = cache.read_scores([v]).sort("sample_index")
-        change[path] = change_select({"timestamps": cs["timestamp_s"].to_numpy(), "score": cs["change_score"].to_numpy()})["trigger_time"].tolist()
-    frame = frame_metrics(np.concatenate(scores), np.concatenate(positives), threshold)
-    ours, baseline = event_scores(learned, truth, tolerance_s), event_scores(change, truth, tolerance_s)
-    return {
-        "val/frame_precision": frame["precision"],
-        "val/frame_recall": frame["recall"],
-        "val/frame_f1": frame["f1"],
-        "val/frame_ap": frame["average_precision"],
-        "val/event_precision": ours["precision"],
-        "val/event_recall": ours["recall"],
-        "val/event_f1": ours["f1"],
-        "val/change_score_event_f1": baseline["f1"],
-    }
 
 
 def _amp_dtype(mode: str, device: str) -> torch.dtype | None:

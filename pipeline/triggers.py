@@ -61,7 +61,7 @@ def learned_scores(cache: FeatureCache, model, video_ids: list[str] | None = Non
         video_ids = cache.manifest().filter(pl.col("status") == schema.STATUS_OK)["video_id"].to_list()
     out = {}
     for video_id in video_ids:
-        feats, ts = read_model_inputs(cache, video_id, model.config.color_inputs)
+        feats, ts = read_model_inputs(cache, video_id, model.config)
         out[video_id], _ = model.score_video(feats, ts)
     return out
 

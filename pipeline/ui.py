@@ -123,6 +123,16 @@ def trained_on(directory: Path) -> str:
     return text + (f", describes with {Path(str(meta['llm'])).name}" if meta.get("llm") else "")
 
 
+def threshold_slider(checkpoint: str | None):
+    """The threshold slider, set to the checkpoint's calibrated decision threshold when it has one."""
+    from vtm.pipeline.checkpoint import CheckpointError, decision_threshold
+
+    try:
+        return gr.Slider(value=decision_threshold(Path(checkpoint))) if checkpoint else gr.Slider()
+    except (CheckpointError, KeyError, OSError, ValueError):
+        return gr.Slider()
+
+
 def example_videos(root: Path) -> list:
     """The videos under `root` that can be read (at most MAX_EXAMPLES): examples that fail would only confuse."""
     from vtm.stages.decode import DecodeError, probe
@@ -335,7 +345,7 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
                         [[str(v.path)] for v in examples], inputs=[video], label=f"or pick one from {settings.videos_dir}",
                         example_labels=[v.relpath for v in examples], examples_per_page=MAX_EXAMPLES,
                     )
-                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Trigger threshold", info="a moment's score must reach this")
+                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Trigger threshold", info="a moment's score must reach this (set to the checkpoint's calibrated one)")
                 max_moments = gr.Slider(1, 50, value=10, step=1, label="Most moments to describe", info="the strongest are kept")
                 analyse = gr.Button("Analyse", variant="primary", elem_id="analyse")
             with gr.Column(scale=3, min_width=420):
@@ -355,8 +365,8 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
             choices = find_checkpoints(settings.checkpoints_dir)
             return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
-        app.load(refresh, outputs=checkpoint).then(analyser.load_status, inputs=checkpoint, outputs=status)
-        checkpoint.input(analyser.load_status, inputs=checkpoint, outputs=status)
+        app.load(refresh, outputs=checkpoint).then(threshold_slider, inputs=checkpoint, outputs=threshold).then(analyser.load_status, inputs=checkpoint, outputs=status)
+        checkpoint.input(threshold_slider, inputs=checkpoint, outputs=threshold).then(analyser.load_status, inputs=checkpoint, outputs=status)
         analyse.click(
             analyser.analyse, inputs=[checkpoint, video, threshold, max_moments], outputs=[headline, timeline, gallery, moments, summary, audio, download],
             concurrency_id="model",

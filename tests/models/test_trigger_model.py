@@ -4,7 +4,7 @@ import torch
 
 from vtm.models.temporal_encoder import TemporalEncoderConfig
 from vtm.models.trigger_detector import TriggerDetectorConfig
-from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+from vtm.models.trigger_model import TriggerModel, TriggerModelConfig, smooth_score
 
 
 def _config(kind="transformer", classes=1):
@@ -47,7 +47,8 @@ def test_score_video_covers_every_frame_of_any_length():
         score, probs = model.score_video(np.random.randn(n, 12).astype(np.float32), np.arange(n) / 3.0)
         assert score.shape == (n,) and probs.shape == (n, 2)
         assert np.all((score >= 0) & (score <= 1))
-        np.testing.assert_allclose(score, probs.sum(1), atol=1e-5)  # 1 - p(no event) = sum of event classes
+        # 1 - p(no event) = sum of event classes, smoothed (see smooth_score)
+        np.testing.assert_allclose(score, smooth_score(probs.sum(1), model.config.min_event_frames), atol=1e-5)
 
 
 def test_config_round_trips_and_rejects_contradictions():
@@ -87,3 +88,12 @@ def test_gpu_scores_match_cpu(kind):
         np.testing.assert_allclose(probs, cpu_probs, atol=2e-4)
     short_cpu, _ = model.score_video(feats[:5], times[:5])  # shorter than one window
     np.testing.assert_allclose(on_gpu.score_video(feats[:5], times[:5])[0], short_cpu, atol=2e-4)
+
+
+def test_smoothing_fills_flickers_and_drops_blips_only_where_events_are_long():
+    event = np.array([0.0, 0.0, 0.9, 0.95, 0.3, 0.9, 0.9, 0.0, 0.0, 0.0, 0.8, 0.0, 0.0])  # a one-frame dip inside, a one-frame blip after
+    long_events = smooth_score(event, min_event_frames=5)
+    assert long_events[4] >= 0.9 and long_events[10] == 0.0  # the dip is filled, the blip is gone
+    short_events = smooth_score(event, min_event_frames=1)
+    assert short_events[4] >= 0.9 and short_events[10] == 0.8  # a model of momentary events keeps its blips
+    assert (short_events >= event).all()

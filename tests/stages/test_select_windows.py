@@ -51,3 +51,14 @@ def test_merge_windows_clips_at_zero_and_joins_touching():
 def test_no_scores_no_triggers():
     out = SelectWindowsStage()({"timestamps": np.zeros(0), "score": np.zeros(0)})
     assert len(out["trigger_index"]) == 0 and out["windows"].shape == (0, 2)
+
+
+def test_peaks_on_one_plateau_are_one_event_and_a_real_dip_separates_two():
+    plateau = np.zeros(30)
+    plateau[5:20] = 0.95
+    plateau[[8, 16]] = 0.97  # a learned score stays high while an event lasts; its wiggles are not events
+    assert SelectWindowsStage(threshold=0.5)({"timestamps": TS, "score": plateau})["trigger_index"].tolist() == [8]
+    dipped = plateau.copy()
+    dipped[12] = 0.6  # dips by more than min_dip of the lower peak: two events
+    assert SelectWindowsStage(threshold=0.5)({"timestamps": TS, "score": dipped})["trigger_index"].tolist() == [8, 16]
+    assert SelectWindowsStage(threshold=0.5, min_dip=0.0)({"timestamps": TS, "score": plateau})["trigger_index"].tolist() == [8, 16]
