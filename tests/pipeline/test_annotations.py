@@ -8,7 +8,7 @@ from vtm.pipeline.annotations import AnnotationError, load_annotations
 
 def _write(tmp_path, lines):
     path = tmp_path / "a.jsonl"
-    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines))
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
     return path
 
 
