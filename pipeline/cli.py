@@ -13,6 +13,7 @@ import polars as pl
 from vtm.cache import schema
 from vtm.cache.atomic import write_json
 from vtm.cache.lock import LockError
+from vtm.cache.output_dir import OutputDirError
 from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.models.visual_encoder import EncoderLoadError
@@ -185,7 +186,7 @@ def train_from_cache(cache_dir, annotations, out_dir, resume, epochs, device, ll
     try:
         cfg = load_config(config_path, {"train": {"epochs": epochs, "device": device, "workers": workers}, "model": {"llm": llm}, "ray": {"address": address}})
         result = run_train(cache_dir, annotations, out_dir, cfg, resume=resume, progress=not no_progress)
-    except (ConfigError, CacheError, CheckpointError, AnnotationError, LockError) as e:
+    except (ConfigError, CacheError, CheckpointError, AnnotationError, LockError, OutputDirError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(explain_os_error(e), code=1)
@@ -291,7 +292,7 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
             "ray": {"address": address},
         })
         summary = run_describe(cache_dir, out_dir, cfg, checkpoint=checkpoint, progress=not no_progress)
-    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError, ObjectDetectorLoadError, SpeechError, LockError) as e:
+    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError, ObjectDetectorLoadError, SpeechError, LockError, OutputDirError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(explain_os_error(e), code=1)
