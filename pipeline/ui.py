@@ -195,7 +195,7 @@ class Analyser:
         describer = model.describer
         detector = f" · objects: {Path(describer.detector.model).name}" if describer.detector is not None else ""
         how = "ready" if was_loaded else f"loaded in {time.perf_counter() - started:.1f} s"
-        warnings = "".join(f"\n\n**Warning:** {line}" for line in model.report.lines())
+        warnings = "".join(f"\n\n**Warning:** checkpoint {line}" for line in model.report.lines())
         return (
             f"**Ready:** {Path(checkpoint).parent.name}/{Path(checkpoint).name} {how} on `{model.encoder.device}` · trained on {trained_on(checkpoint)} · "
             f"describer {Path(describer.model).name}{' + trained adapter' if describer.adapter else ''}{detector}{warnings}"
