@@ -144,12 +144,17 @@ class FeatureCache:
         """Check that vtm may write `root` (see check_can_write), create it, and hold its writer lock."""
         root = Path(root)
         cls.check_can_write(root)
+        created = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
         try:
             with DirectoryLock(root, command):
                 yield
         except LockError as e:
             raise CacheError(str(e)) from None
+        finally:
+            if created:  # a run that failed before writing (a bad --weights file, say) leaves no empty folder behind
+                with contextlib.suppress(OSError):
+                    root.rmdir()
 
     @classmethod
     def create(cls, root: Path, settings: CacheSettings, *, rebuild: bool = False, dataset_root: Path | str | None = None) -> "FeatureCache":

@@ -94,6 +94,9 @@ def run_extract(
     its objects. `decode_stage` replaces the default DecodeStage (e.g. another decoder implementation). The
     cache is locked for the whole run: a second writer is refused with who holds it.
     """
+    weights = config.extract.weights
+    if weights and not Path(weights).expanduser().is_file():  # a usage error: said before Ray starts or a cache folder is made
+        raise EncoderLoadError(f"weights file {weights} not found; --weights takes a local .pth or .safetensors file")
     with FeatureCache.lock_for_writing(cache_dir, "vtm extract"):
         return _extract(dataset_dir, cache_dir, config, progress, decode_stage)
 
@@ -130,7 +133,13 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
         # A new cache skips nothing, so every video will be probed: start while the encoders load their model.
         probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
         early_probes = {v.video_id: probe({"path": str(v.path)}) for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]}
-    info = ray.get(info_ref)  # raises EncoderLoadError early
+    try:
+        info = ray.get(info_ref)  # raises EncoderLoadError early
+    except Exception as e:
+        cause = getattr(e, "cause", None) or e
+        if isinstance(cause, EncoderLoadError):  # its message alone, without Ray's traceback around it
+            raise EncoderLoadError(str(cause)) from None
+        raise
     settings = _cache_settings(info, ec)
     cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
     with atomic_path(cache.root / schema.EXTRACT_CONFIG) as tmp:
