@@ -82,6 +82,9 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
         f"{len(summary.failed)} failed; {summary.frames} frames in {summary.seconds:.1f} s "
         f"({summary.frames / max(summary.seconds, 1e-9):.1f} frames/s) -> {summary.cache_dir}"
     )
+    if summary.gone:
+        which = "cached video whose source is gone" if summary.gone == 1 else "cached videos whose sources are gone"
+        click.echo(f"note: {summary.gone} {which} from {dataset_dir}, kept in the cache (their features stay usable; `vtm cache info` lists them)")
     if not summary.pretrained:
         click.secho("warning: the encoder had no pretrained weights; features come from random weights (pass --weights).", fg="yellow", err=True)
     for path, warning in summary.warnings:
@@ -243,9 +246,16 @@ def cache_info(cache_dir):
     click.echo(f"sampling    {s.sample_fps} fps, {s.image_size}px" + (f", at most {s.max_frames} frames" if s.max_frames else ""))
     click.echo(f"fingerprint {s.fingerprint}")
     hours = (ok["duration_s"].sum() or 0) / 3600
-    click.echo(f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), {len(failed)} failed")
+    root = c.dataset_root
+    gone = [] if root is None or isinstance(root, str) else sorted(p for p in ok["path"] if not (root / p).exists())  # one stat per video
+    click.echo(
+        f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), {len(failed)} failed"
+        + (f"; {len(gone)} of the ok ones have no source in the dataset any more (kept)" if gone else "")
+    )
     for row in ok.filter(pl.col("warning").is_not_null()).sort("path").iter_rows(named=True):
         click.secho(f"  warning: {row['path']}: {row['warning']}", fg="yellow")
+    for path in gone:
+        click.echo(f"  source gone: {path} (features kept)")
     for row in failed.sort("path").iter_rows(named=True):
         click.secho(f"  failed: {row['path']}: {row['error']}", fg="red")
 

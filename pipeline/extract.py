@@ -49,6 +49,7 @@ class ExtractSummary:
     skipped: int = 0  # already in the cache with the same content and settings
     ok: int = 0  # extracted by this run
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    gone: int = 0  # in the cache, their source no longer in the dataset: kept (their features stay usable)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, what was lost) of videos kept partly
     frames: int = 0  # sampled frames encoded by this run
     seconds: float = 0.0
@@ -160,6 +161,7 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
     # that no longer exists is forgotten.
     found = {v.video_id for v in videos}
     rows = {r["video_id"]: r for r in cache.manifest().to_dicts() if r["status"] == schema.STATUS_OK or r["video_id"] in found}
+    summary.gone = sum(1 for vid in rows if vid not in found)
     todo = []
     for v in videos:
         if v.error is not None:  # found but unreadable (folder, broken link): recorded, never skipped
@@ -263,7 +265,8 @@ def _nothing_to_do(videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, 
     if not config_file.is_file() or config_file.read_text() != resolved:
         with atomic_path(config_file) as tmp:
             tmp.write_text(resolved)
-    return ExtractSummary(cache.root, videos=len(videos), skipped=len(videos), pretrained=settings.pretrained)
+    gone = len(set(rows) - {v.video_id for v in videos})
+    return ExtractSummary(cache.root, videos=len(videos), skipped=len(videos), gone=gone, pretrained=settings.pretrained)
 
 
 class _Extraction:
