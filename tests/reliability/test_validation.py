@@ -84,6 +84,24 @@ def test_annotation_values_are_checked(small_cache, tmp_path, line, words):
         load_annotations(path, small_cache)
 
 
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ('{"video": "v.mp4", "start": -1, "end": 2}', "start (-1.0) is negative; times are seconds from the start of the video"),
+        ('{"video": "v.mp4", "start": 3, "end": 2}', "end (2.0) before start (3.0)"),
+    ],
+)
+def test_a_negative_start_and_an_end_before_the_start_get_their_own_messages(small_cache, tmp_path, line, words):
+    import re
+
+    from vtm.pipeline.annotations import AnnotationError, load_annotations
+
+    path = tmp_path / "a.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(AnnotationError, match=re.escape(f"{path}:1: {words}") + "$"):
+        load_annotations(path, small_cache)
+
+
 @pytest.fixture
 def checkpoint(tmp_path):
     from vtm.models.temporal_encoder import TemporalEncoderConfig
