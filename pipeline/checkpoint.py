@@ -128,7 +128,9 @@ def load_trigger_model(
     """Load the trigger model of a checkpoint and check it against the cache it will score.
 
     `config` builds the model with another configuration and loads what fits (the rest is
-    initialised fresh and listed in the report). With `strict`, any mismatch is an error.
+    initialised fresh and listed in the report). Without it, weights that do not fit the checkpoint's
+    own config.json are an error (scoring with random weights would be a wrong result). With
+    `strict`, any mismatch is an error.
     """
     directory = Path(directory)
     try:
