@@ -97,7 +97,7 @@ def run_extract(
     """
     weights = config.extract.weights
     if weights and not Path(weights).expanduser().is_file():  # a usage error: said before Ray starts or a cache folder is made
-        raise EncoderLoadError(f"weights file {weights} not found; --weights takes a local .pth or .safetensors file")
+        raise EncoderLoadError(f"weights file {weights} not found; --weights (extract.weights) takes a local .pth or .safetensors file")
     with FeatureCache.lock_for_writing(cache_dir, "vtm extract"):
         return _extract(dataset_dir, cache_dir, config, progress, decode_stage)
 

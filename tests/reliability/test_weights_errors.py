@@ -24,7 +24,7 @@ def test_a_missing_weights_file_is_said_before_ray_starts_and_leaves_no_cache_fo
     monkeypatch.setattr("vtm.pipeline.extract.init_ray", lambda *a, **k: pytest.fail("Ray started for a usage error"))
     result = _extract(tmp_path, tmp_path / "nowhere.pth")
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: weights file {tmp_path / 'nowhere.pth'} not found; --weights takes a local .pth or .safetensors file"
+    assert result.output.strip() == f"error: weights file {tmp_path / 'nowhere.pth'} not found; --weights (extract.weights) takes a local .pth or .safetensors file"
     assert not (tmp_path / "cache").exists()
 
 
