@@ -152,11 +152,9 @@ class FeatureCache:
         except LockError as e:
             raise CacheError(str(e)) from None
         finally:
-            if created:  # a run stopped before writing anything (a bad URL, bad weights) leaves no empty folder
-                try:
+            if created:  # a run that failed before writing (a bad --weights file, say) leaves no empty folder behind
+                with contextlib.suppress(OSError):
                     root.rmdir()
-                except OSError:
-                    pass  # it holds what the run wrote
 
     @classmethod
     def create(cls, root: Path, settings: CacheSettings, *, rebuild: bool = False, dataset_root: Path | str | None = None) -> "FeatureCache":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,9 @@ def _load_state_dict(path: Path) -> dict:
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
             raise EncoderLoadError(f"weights file {path} is not a readable safetensors file ({str(e)[:120]})") from None
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+        with warnings.catch_warnings():  # torch's note on the file's pickle protocol means nothing to a user
+            warnings.simplefilter("ignore", UserWarning)
+            sd = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, which would run code from the file: never shown
         raise EncoderLoadError(

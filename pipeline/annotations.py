@@ -105,8 +105,10 @@ def load_annotations(path: Path, cache: FeatureCache, labels: tuple[str, ...] | 
         if "start" not in obj and "end" not in obj:
             continue
         start, end = _seconds(obj, "start", where), _seconds(obj, "end", where)
-        if start < 0 or end < start:
-            raise AnnotationError(f"{where}: end ({end}) before start ({start}), or a negative time")
+        if start < 0:
+            raise AnnotationError(f"{where}: start ({start}) is negative; times are seconds from the start of the video")
+        if end < start:
+            raise AnnotationError(f"{where}: end ({end}) before start ({start})")
         if start > duration[vid] + 0.5:
             raise AnnotationError(f"{where}: event starts at {start} s, past the end of the video ({duration[vid]:.1f} s)")
         for name in ("label", "description"):

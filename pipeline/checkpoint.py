@@ -40,8 +40,8 @@ class LoadReport:
 
     def lines(self) -> list[str]:
         out = [f"mismatch: {m}" for m in self.mismatches]
-        out += [f"initialised fresh: {n}" for n in self.fresh]
-        out += [f"not used from checkpoint: {n}" for n in self.unused]
+        out += [f"weight initialised at random (not in the file, or another shape): {n}" for n in self.fresh]
+        out += [f"holds a tensor the model does not use: {n}" for n in self.unused]
         return out
 
 
@@ -133,7 +133,9 @@ def load_trigger_model(
     """Load the trigger model of a checkpoint and check it against the cache it will score.
 
     `config` builds the model with another configuration and loads what fits (the rest is
-    initialised fresh and listed in the report). With `strict`, any mismatch is an error.
+    initialised fresh and listed in the report). Without it, weights that do not fit the checkpoint's
+    own config.json are an error (scoring with random weights would be a wrong result). With
+    `strict`, any mismatch is an error.
     """
     directory = Path(directory)
     try:
@@ -153,6 +155,8 @@ def load_trigger_model(
     report.unused = sorted(k for k in state if k not in fits)
     if config is not None and config != saved:
         report.mismatches.append("model configuration differs from the checkpoint's")
+    if config is None and report.fresh:  # scoring with random weights would be a wrong result, not a warning
+        raise CheckpointError(_weights_do_not_fit(directory, own, state, report.fresh))
     if strict and (report.mismatches or report.fresh or report.unused):
         raise CheckpointError(f"checkpoint {directory} does not match (--strict): " + "; ".join(report.lines()))
     if settings is not None and any(m.startswith("feature_dim") for m in report.mismatches):
@@ -163,6 +167,19 @@ def load_trigger_model(
     model.load_state_dict(fits, strict=False)
     model.eval()
     return model, meta, report
+
+
+def _weights_do_not_fit(directory: Path, own: dict, state: dict, fresh: list[str]) -> str:
+    """What in model.safetensors does not fit the model config.json describes, naming both files."""
+    problems = [
+        f"{k} has shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the configuration" if k in state else f"{k} is missing from the file"
+        for k in fresh
+    ]
+    more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+    return (
+        f"{directory / 'model.safetensors'} does not fit the model described by {directory / 'config.json'}: {'; '.join(problems[:5])}{more}. "
+        "The checkpoint is damaged or was edited: restore its config.json, use another checkpoint or train again."
+    )
 
 
 def _save_training_state(directory: Path, state: dict) -> None:

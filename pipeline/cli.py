@@ -14,6 +14,7 @@ import yaml
 from vtm.cache import schema
 from vtm.cache.atomic import write_json
 from vtm.cache.lock import LockError
+from vtm.cache.output_dir import OutputDirError
 from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.models.visual_encoder import EncoderLoadError
@@ -82,6 +83,9 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
         f"{len(summary.failed)} failed; {summary.frames} frames in {summary.seconds:.1f} s "
         f"({summary.frames / max(summary.seconds, 1e-9):.1f} frames/s) -> {summary.cache_dir}"
     )
+    if summary.gone:
+        which = "cached video whose source is gone" if summary.gone == 1 else "cached videos whose sources are gone"
+        click.echo(f"note: {summary.gone} {which} from {dataset_dir}, kept in the cache (their features stay usable; `vtm cache info` lists them)")
     if not summary.pretrained:
         click.secho("warning: the encoder had no pretrained weights; features come from random weights (pass --weights).", fg="yellow", err=True)
     for path, warning in summary.warnings:
@@ -225,7 +229,7 @@ def train_from_cache(cache_dir, annotations, out_dir, resume, epochs, device, ll
     try:
         cfg = load_config(config_path, {"train": {"epochs": epochs, "device": device, "workers": workers}, "model": {"llm": llm}, "ray": {"address": address}})
         result = run_train(cache_dir, annotations, out_dir, cfg, resume=resume, progress=not no_progress)
-    except (ConfigError, CacheError, CheckpointError, AnnotationError, LockError) as e:
+    except (ConfigError, CacheError, CheckpointError, AnnotationError, LockError, OutputDirError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(explain_os_error(e), code=1)
@@ -293,9 +297,16 @@ def cache_info(cache_dir):
     click.echo(f"sampling    {s.sample_fps} fps, {s.image_size}px" + (f", at most {s.max_frames} frames" if s.max_frames else ""))
     click.echo(f"fingerprint {s.fingerprint}")
     hours = (ok["duration_s"].sum() or 0) / 3600
-    click.echo(f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), {len(failed)} failed")
+    root = c.dataset_root
+    gone = [] if root is None or isinstance(root, str) else sorted(p for p in ok["path"] if not (root / p).exists())  # one stat per video
+    click.echo(
+        f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), {len(failed)} failed"
+        + (f"; {len(gone)} of the ok ones have no source in the dataset any more (kept)" if gone else "")
+    )
     for row in ok.filter(pl.col("warning").is_not_null()).sort("path").iter_rows(named=True):
         click.secho(f"  warning: {row['path']}: {row['warning']}", fg="yellow")
+    for path in gone:
+        click.echo(f"  source gone: {path} (features kept)")
     for row in failed.sort("path").iter_rows(named=True):
         click.secho(f"  failed: {row['path']}: {row['error']}", fg="red")
 
@@ -342,7 +353,7 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
             "ray": {"address": address},
         })
         summary = run_describe(cache_dir, out_dir, cfg, checkpoint=checkpoint, progress=not no_progress)
-    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError, ObjectDetectorLoadError, SpeechError, LockError) as e:
+    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError, ObjectDetectorLoadError, SpeechError, LockError, OutputDirError) as e:
         _fail(str(e))
     except OSError as e:
         _fail(explain_os_error(e), code=1)

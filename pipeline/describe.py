@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
-from vtm.cache.lock import DirectoryLock
+from vtm.cache.output_dir import owned_output_dir
 from vtm.cache.storage import StorageError, stat_object
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.cache.windows import read_model_inputs
@@ -250,12 +250,21 @@ def run_describe(
 
     `config.triggers` picks the windows (threshold, min_gap_s, before_s/after_s, max_triggers, ...),
     `config.describe` the model and how it runs. `dataset_root` is where the videos are now, if they
-    moved as a whole since extract (default: where the cache says they were). `out_dir` is locked
-    for the run: a second describe into it is refused with who holds it.
+    moved as a whole since extract (default: where the cache says they were). `out_dir` must be new, empty
+    or an earlier describe output (`vtm.cache.output_dir`), and is locked for the run: a second describe
+    into it is refused with who holds it.
     """
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    with DirectoryLock(Path(out_dir), "vtm describe"):
+    with owned_output_dir(Path(out_dir), "describe", "vtm describe", "--out", _is_describe_output):
         return _describe(cache_dir, out_dir, config, checkpoint, progress, dataset_root)
+
+
+def _is_describe_output(out_dir: Path) -> bool:
+    """A describe output written before outputs were marked: its manifest is vtm's."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "format_version" in manifest and isinstance(manifest.get("videos"), dict)
 
 
 def _describe(cache_dir: Path, out_dir: Path, config: Config, checkpoint: Path | None, progress: bool, dataset_root: Path | None) -> DescribeSummary:

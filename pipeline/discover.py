@@ -58,7 +58,7 @@ def discover_videos(root: Path | str, extensions: tuple[str, ...] = VIDEO_EXTENS
 
     def unreadable_folder(err: OSError) -> None:
         p = Path(err.filename)
-        found.append(VideoFile(p, rel(p), 0, 0, f"folder cannot be read ({err.strerror}): the videos in it were not looked at; fix its permissions and run again"))
+        found.append(VideoFile(p, rel(p), 0, 0, error=f"folder cannot be read ({err.strerror}): the videos in it were not looked at; fix its permissions and run again"))
 
     seen_folders = {}  # (device, inode) -> relative path, to tell a link loop from a new folder
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_folder, followlinks=True):
@@ -77,7 +77,7 @@ def discover_videos(root: Path | str, extensions: tuple[str, ...] = VIDEO_EXTENS
                 dirnames.remove(d)
                 loop = already == "." or rel(here).startswith(already + "/") or rel(here) == already
                 why = "a link loop (it points to a folder above it)" if loop else "it is read under that name"
-                found.append(VideoFile(p, rel(p), 0, 0, f"link to the folder {already}: not read twice, {why}"))
+                found.append(VideoFile(p, rel(p), 0, 0, error=f"link to the folder {already}: not read twice, {why}"))
         for name in filenames + [d for d in dirnames if Path(d).suffix.lower() in exts]:
             if Path(name).suffix.lower() not in exts or name.startswith("."):
                 continue
@@ -85,7 +85,7 @@ def discover_videos(root: Path | str, extensions: tuple[str, ...] = VIDEO_EXTENS
             try:
                 st = p.stat()
             except OSError as e:
-                found.append(VideoFile(p, rel(p), 0, 0, _unreadable_reason(p, e)))
+                found.append(VideoFile(p, rel(p), 0, 0, error=_unreadable_reason(p, e)))
                 continue
             found.append(VideoFile(p, rel(p), st.st_size if p.is_file() else 0, st.st_mtime_ns))
     return sorted(found, key=lambda v: v.relpath)

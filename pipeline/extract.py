@@ -51,6 +51,7 @@ class ExtractSummary:
     skipped: int = 0  # already in the cache with the same content and settings
     ok: int = 0  # extracted by this run
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    gone: int = 0  # in the cache, their source no longer in the dataset: kept (their features stay usable)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, what was lost) of videos kept partly
     frames: int = 0  # sampled frames encoded by this run
     seconds: float = 0.0
@@ -96,6 +97,9 @@ def run_extract(
     its objects. `decode_stage` replaces the default DecodeStage (e.g. another decoder implementation). The
     cache is locked for the whole run: a second writer is refused with who holds it.
     """
+    weights = config.extract.weights
+    if weights and not Path(weights).expanduser().is_file():  # a usage error: said before Ray starts or a cache folder is made
+        raise EncoderLoadError(f"weights file {weights} not found; --weights (extract.weights) takes a local .pth or .safetensors file")
     with FeatureCache.lock_for_writing(cache_dir, "vtm extract"):
         return _extract(dataset_dir, cache_dir, config, progress, decode_stage)
 
@@ -132,7 +136,13 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
         # A new cache skips nothing, so every video will be probed: start while the encoders load their model.
         probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
         early_probes = {v.video_id: probe({"path": str(v.path)}) for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]}
-    info = ray.get(info_ref)  # raises EncoderLoadError early
+    try:
+        info = ray.get(info_ref)  # raises EncoderLoadError early
+    except Exception as e:
+        cause = getattr(e, "cause", None) or e
+        if isinstance(cause, EncoderLoadError):  # its message alone, without Ray's traceback around it
+            raise EncoderLoadError(str(cause)) from None
+        raise
     settings = _cache_settings(info, ec)
     cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
     with atomic_path(cache.root / schema.EXTRACT_CONFIG) as tmp:
@@ -155,6 +165,7 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
     # that no longer exists is forgotten.
     found = {v.video_id for v in videos}
     rows = {r["video_id"]: r for r in cache.manifest().to_dicts() if r["status"] == schema.STATUS_OK or r["video_id"] in found}
+    summary.gone = sum(1 for vid in rows if vid not in found)
     todo = []
     for v in videos:
         if v.error is not None:  # found but unreadable (folder, broken link): recorded, never skipped
@@ -258,7 +269,8 @@ def _nothing_to_do(videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, 
     if not config_file.is_file() or config_file.read_text() != resolved:
         with atomic_path(config_file) as tmp:
             tmp.write_text(resolved)
-    return ExtractSummary(cache.root, videos=len(videos), skipped=len(videos), pretrained=settings.pretrained)
+    gone = len(set(rows) - {v.video_id for v in videos})
+    return ExtractSummary(cache.root, videos=len(videos), skipped=len(videos), gone=gone, pretrained=settings.pretrained)
 
 
 class _Extraction:

@@ -200,7 +200,7 @@ class VideoTriggerModel:
             if decoded.sum() < 2:
                 raise DecodeError(f"only {int(decoded.sum())} of {len(decoded)} sampled frames decoded: the file is corrupted")
             warning = partial_decode_warning(timestamps, decoded, self.sample_fps)
-            log.warning("%s: %s", video_path, warning)
+            log.info("%s: %s", video_path, warning)  # the caller shows it (vtm infer, the page): once, not twice
             inputs, frame_index, timestamps = inputs[decoded], frame_index[decoded], timestamps[decoded]
         key_decode = DecodeStage(image_size=key_frame_size)
         key_frames = lambda idx: key_decode({**base, "frame_index": frame_index[idx]})["frames"]  # noqa: E731

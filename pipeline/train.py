@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vtm.cache.atomic import atomic_path
-from vtm.cache.lock import DirectoryLock
+from vtm.cache.output_dir import owned_output_dir
 from vtm.cache.store import FeatureCache
 from vtm.cache.windows import COLOR_DIM, WindowReader, read_model_inputs
 from vtm.models.grid_encoder import GridEncoderConfig
@@ -569,11 +569,18 @@ def _run_distributed(cache_dir, annotations, out_dir, config: Config, resume) ->
     return TrainResult(out_dir, out_dir / "final", config.train.epochs, meta["metrics"])
 
 
+def _is_training_run(out_dir: Path) -> bool:
+    """A training run written before runs were marked: its config.yaml beside a vtm checkpoint."""
+    return (out_dir / "config.yaml").is_file() and any(
+        (d / "meta.json").is_file() and (d / "model.safetensors").is_file() for d in out_dir.iterdir() if d.name == "final" or d.name.startswith("checkpoint-epoch-")
+    )
+
+
 def run_train(cache_dir: Path, annotations: Path, out_dir: Path, config: Config = Config(), resume: Path | None = None, progress: bool = True) -> TrainResult:
     """Train from the cache in this process, or on `config.train.workers` Ray Train workers.
-    `out_dir` is locked for the run: a second training into it is refused with who holds it."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    with DirectoryLock(Path(out_dir), "vtm train-from-cache"):
+    `out_dir` must be new, empty or an earlier training run (`vtm.cache.output_dir`), and is locked for
+    the run: a second training into it is refused with who holds it."""
+    with owned_output_dir(Path(out_dir), "train", "vtm train-from-cache", "--out", _is_training_run):
         if config.train.workers > 1:
             return _run_distributed(cache_dir, annotations, out_dir, config, resume)
         recipe = TrainRecipe(cache_dir, annotations, out_dir, config, resume, progress)

@@ -13,6 +13,7 @@ messages in the page. It listens on 127.0.0.1 unless told otherwise, and uploads
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -54,6 +55,9 @@ class UiSettings:
     work_dir: Path | None = None  # where each analysis's files go (default: a temporary directory)
 
 
+log = logging.getLogger(__name__)
+
+
 class PageError(Exception):
     """A problem the person at the page can act on: shown in the page, in words, never as a traceback."""
 
@@ -75,17 +79,28 @@ def scan_checkpoints(root: Path) -> tuple[list[tuple[str, str]], list[str]]:
         d = meta.parent
         if not (d / "model.safetensors").is_file():
             continue
-        try:
-            ok = isinstance(json.loads(meta.read_text()), dict)
-            mtime = d.stat().st_mtime
-        except (OSError, ValueError):
-            ok = False
-        if not ok:
-            skipped.append(f"{d.relative_to(root).as_posix()} (its meta.json is damaged)")
+        problem = _meta_problem(meta)
+        if problem is not None:
+            skipped.append(f"{d.relative_to(root).as_posix()} ({problem})")
+            log.warning("checkpoint list: skipped %s: %s", d, problem)
             continue
-        found.append((mtime, d))
+        found.append((d.stat().st_mtime, d))
     found.sort(key=lambda item: item[0], reverse=True)
     return [(checkpoint_label(d, root), str(d)) for _, d in found], skipped
+
+
+def _meta_problem(meta: Path) -> str | None:
+    """Why a checkpoint's meta.json cannot be used, in words; None when it is a JSON object."""
+    try:
+        d = json.loads(meta.read_text())
+    except OSError as e:
+        return f"its meta.json cannot be read: {e.strerror or e}"
+    except ValueError as e:  # bad JSON, or bad UTF-8
+        return f"its meta.json is not valid JSON: {getattr(e, 'msg', str(e)[:80])}"
+    if isinstance(d, dict):
+        return None
+    kind = {list: "a list", str: "a string", bool: "true or false", type(None): "null"}.get(type(d), "a number")
+    return f"its meta.json holds {kind}, not a JSON object"
 
 
 def checkpoint_label(directory: Path, root: Path) -> str:
@@ -191,7 +206,9 @@ class Analyser:
         if not checkpoint:
             if found:
                 return "Pick a checkpoint." + note
-            return f"No checkpoints under `{self.settings.checkpoints_dir}` yet: train one with `vtm train-from-cache`." + note
+            if skipped:
+                return f"No usable checkpoints under `{self.settings.checkpoints_dir}`." + note
+            return f"No checkpoints under `{self.settings.checkpoints_dir}` yet: train one with `vtm train-from-cache`."
         return self._load_status(checkpoint, progress) + note
 
     def _load_status(self, checkpoint: str, progress) -> str:
@@ -205,7 +222,7 @@ class Analyser:
         describer = model.describer
         detector = f" · objects: {Path(describer.detector.model).name}" if describer.detector is not None else ""
         how = "ready" if was_loaded else f"loaded in {time.perf_counter() - started:.1f} s"
-        warnings = "".join(f"\n\n**Warning:** {line}" for line in model.report.lines())
+        warnings = "".join(f"\n\n**Warning:** checkpoint {line}" for line in model.report.lines())
         return (
             f"**Ready:** {Path(checkpoint).parent.name}/{Path(checkpoint).name} {how} on `{model.encoder.device}` · trained on {trained_on(checkpoint)} · "
             f"describer {Path(describer.model).name}{' + trained adapter' if describer.adapter else ''}{detector}{warnings}"

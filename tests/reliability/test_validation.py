@@ -84,6 +84,24 @@ def test_annotation_values_are_checked(small_cache, tmp_path, line, words):
         load_annotations(path, small_cache)
 
 
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ('{"video": "v.mp4", "start": -1, "end": 2}', "start (-1.0) is negative; times are seconds from the start of the video"),
+        ('{"video": "v.mp4", "start": 3, "end": 2}', "end (2.0) before start (3.0)"),
+    ],
+)
+def test_a_negative_start_and_an_end_before_the_start_get_their_own_messages(small_cache, tmp_path, line, words):
+    import re
+
+    from vtm.pipeline.annotations import AnnotationError, load_annotations
+
+    path = tmp_path / "a.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(AnnotationError, match=re.escape(f"{path}:1: {words}") + "$"):
+        load_annotations(path, small_cache)
+
+
 @pytest.fixture
 def checkpoint(tmp_path):
     from vtm.models.temporal_encoder import TemporalEncoderConfig
@@ -133,4 +151,22 @@ def test_the_page_skips_a_damaged_checkpoint_with_a_note(checkpoint, tmp_path):
         (runs / name / "model.safetensors").write_bytes(np.zeros(1).tobytes())
     found, skipped = scan_checkpoints(runs)
     assert sorted(path for _, path in found) == sorted([str(checkpoint), str(runs / "list-metrics")])
-    assert skipped == ["broken (its meta.json is damaged)", "null (its meta.json is damaged)"]
+    assert skipped == ["broken (its meta.json is not valid JSON: Expecting property name enclosed in double quotes)", "null (its meta.json holds null, not a JSON object)"]
+
+
+def test_the_page_names_each_skipped_checkpoint_and_why_in_the_page_and_the_log(tmp_path, caplog):
+    from vtm.pipeline.ui import Analyser, UiSettings
+
+    runs = tmp_path / "runs"
+    for name, meta in (("a/final", b'{"epoch": "x", '), ("b/final", b"[1]")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "meta.json").write_bytes(meta)
+        (runs / name / "model.safetensors").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="vtm.pipeline.ui"):
+        status = Analyser(UiSettings(checkpoints_dir=runs)).load_status(None, progress=None)
+    assert status.startswith(f"No usable checkpoints under `{runs}`") and "train one" not in status
+    assert "a/final (its meta.json is not valid JSON: Expecting property name" in status
+    assert "b/final (its meta.json holds a list, not a JSON object)" in status
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(str(runs / "a" / "final") in m and "not valid JSON" in m for m in logged), logged
+    assert any(str(runs / "b" / "final") in m and "holds a list" in m for m in logged), logged

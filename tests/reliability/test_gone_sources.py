@@ -1,0 +1,34 @@
+"""After sources were deleted from the dataset, extract said "4 videos: ... 4 already in the cache" while
+`vtm cache info` said "6 ok", with no word that two of them are kept without a source."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+from .conftest import write_video
+
+from vtm.pipeline.cli import main
+
+
+def test_extract_and_cache_info_say_which_cached_videos_lost_their_source(tmp_path, ray_local):
+    videos, cache = tmp_path / "videos", tmp_path / "cache"
+    for name in ("a.mp4", "b.mp4", "sub/c.mp4"):
+        write_video(videos / name, seconds=1)
+    extract = ["extract", str(videos), "--cache", str(cache), "--encoder", "resnet18", "--no-progress"]
+    assert CliRunner().invoke(main, extract).exit_code == 0
+    (videos / "sub" / "c.mp4").unlink()
+
+    again = CliRunner().invoke(main, extract)  # nothing new: the no-op path
+    assert again.exit_code == 0, again.output
+    assert "2 videos: 0 extracted, 2 already in the cache" in again.output
+    assert f"note: 1 cached video whose source is gone from {videos}, kept in the cache" in again.output
+
+    write_video(videos / "d.mp4", seconds=1)
+    (videos / "b.mp4").unlink()
+    grown = CliRunner().invoke(main, extract)  # a new video: the full run
+    assert grown.exit_code == 0, grown.output
+    assert "2 videos: 1 extracted, 1 already in the cache" in grown.output
+    assert "note: 2 cached videos whose sources are gone" in grown.output
+
+    info = CliRunner().invoke(main, ["cache", "info", str(cache)])
+    assert "videos      4: 4 ok" in info.output and "; 2 of the ok ones have no source in the dataset any more (kept)" in info.output, info.output
+    assert "  source gone: b.mp4 (features kept)\n  source gone: sub/c.mp4 (features kept)\n" in info.output
