@@ -15,7 +15,6 @@ used. Blank lines and lines starting with # are skipped.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import polars as pl
 
 from vtm.cache import schema
 from vtm.cache.store import FeatureCache
+from vtm.pipeline.config import finite_float, is_number
 
 DEFAULT_LABEL = "event"
 
@@ -127,13 +127,10 @@ def load_annotations(path: Path, cache: FeatureCache, labels: tuple[str, ...] | 
 def _seconds(obj: dict, name: str, where: str) -> float:
     """obj[name] as finite seconds; JSON allows NaN, Infinity and 400-digit numbers, none of them a time."""
     value = obj.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise AnnotationError(f'{where}: "start" and "end" must both be numbers of seconds; "{name}" is {str(value)[:40]}')
-    try:
-        seconds = float(value)
-    except OverflowError:
-        seconds = math.inf
-    if not math.isfinite(seconds):
+    seconds = finite_float(value)
+    if seconds is None:
         raise AnnotationError(f'{where}: "{name}" must be a finite number of seconds, got {str(value)[:40]}')
     return seconds
 

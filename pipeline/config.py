@@ -258,6 +258,21 @@ def _build_section(name: str, values: Mapping[str, Any]):
     return cls(**{k: _checked(f"{name}.{k}", hints[k], v) for k, v in values.items()})
 
 
+def is_number(value) -> bool:
+    """An int or a float, not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finite_float(value) -> float | None:
+    """A number as a finite float, or None for NaN, infinities and integers too large for a float
+    (YAML and JSON allow them all; none is a meaningful setting or time)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _checked(key: str, hint, value):
     """`value` as the type `hint` asks for, or a ConfigError naming `key`: YAML and flags give the wrong
     type easily (fps: "fast", epochs: "ten"), and NaN or infinity would poison everything downstream."""
@@ -282,13 +297,10 @@ def _checked(key: str, hint, value):
             raise ConfigError(f"{key} is too large ({len(str(abs(value)))} digits)")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not math.isfinite(number):
+        number = finite_float(value)
+        if number is None:
             raise ConfigError(f"{key} must be a finite number, got {str(value)[:20]}")
         return number
     if hint is str and not isinstance(value, str):
