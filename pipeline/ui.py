@@ -362,7 +362,7 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
                         [[str(v.path)] for v in examples], inputs=[video], label=f"or pick one from {settings.videos_dir}",
                         example_labels=[v.relpath for v in examples], examples_per_page=MAX_EXAMPLES,
                     )
-                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Trigger threshold", info="a moment's score must reach this (set to the checkpoint's calibrated one)")
+                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Trigger threshold", info="a moment's score must reach this (set to the checkpoint's calibrated one)", elem_id="threshold")
                 max_moments = gr.Slider(1, 50, value=10, step=1, label="Most moments to describe", info="the strongest are kept")
                 analyse = gr.Button("Analyse", variant="primary", elem_id="analyse")
             with gr.Column(scale=3, min_width=420):
