@@ -385,10 +385,11 @@ class _Extraction:
         timestamps = plan.pts[frame_index] if plan.pts is not None else plan.timestamps
         warning = None
         if not decoded.all():  # a partly corrupt video keeps what decoded, and says what was lost
-            if decoded.sum() < 2:
-                self._fail(v, DecodeError(f"only {int(decoded.sum())} of {len(decoded)} sampled frames decoded: the file is corrupted"), None)
+            try:
+                warning = partial_decode_warning(timestamps, decoded, self.sample_fps)
+            except DecodeError as e:
+                self._fail(v, e, None)
                 return 0
-            warning = partial_decode_warning(timestamps, decoded, self.sample_fps)
             joined = {k: a[decoded] for k, a in joined.items()}
             frame_index, timestamps = frame_index[decoded], timestamps[decoded]
             self.summary.warnings.append((v.row["path"], warning))

@@ -28,7 +28,7 @@ from vtm.pipeline.checkpoint import CheckpointError, LoadReport, load_trigger_mo
 from vtm.pipeline.config import DescribeConfig, resolve_device
 from vtm.pipeline.describe import analysis_json, describe_stage, window_context
 from vtm.pipeline.thumbnails import display_frame, draw_source_objects, rescale_boxes
-from vtm.stages.decode import DecodeError, DecodeStage, frame_statistics, partial_decode_warning, probe
+from vtm.stages.decode import DecodeStage, frame_statistics, partial_decode_warning, probe
 from vtm.stages.describe import DescribeStage, joined_summary
 from vtm.stages.encode import EncodeStage
 from vtm.stages.select_windows import SelectWindowsStage
@@ -197,8 +197,6 @@ class VideoTriggerModel:
         inputs, frame_index, decoded = np.concatenate(segments), np.concatenate(sampled), np.concatenate(decoded)
         timestamps, warning = plan.pts[frame_index], None
         if not decoded.all():  # a partly corrupt video: analyse what decoded, and say what was lost
-            if decoded.sum() < 2:
-                raise DecodeError(f"only {int(decoded.sum())} of {len(decoded)} sampled frames decoded: the file is corrupted")
             warning = partial_decode_warning(timestamps, decoded, self.sample_fps)
             log.info("%s: %s", video_path, warning)  # the caller shows it (vtm infer, the page): once, not twice
             inputs, frame_index, timestamps = inputs[decoded], frame_index[decoded], timestamps[decoded]

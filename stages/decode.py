@@ -256,7 +256,10 @@ def lost_time_ranges(timestamps: np.ndarray, decoded: np.ndarray, fps: float) ->
 
 
 def partial_decode_warning(timestamps: np.ndarray, decoded: np.ndarray, fps: float) -> str:
-    """In words, for the manifest and the people reading it: what of a partly decoded video was lost."""
+    """In words, for the manifest and the people reading it: what of a partly decoded video was lost.
+    Raises DecodeError when fewer than two sampled frames decoded: too little to keep."""
+    if decoded.sum() < 2:
+        raise DecodeError(f"only {int(decoded.sum())} of {len(decoded)} sampled frames decoded: the file is corrupted")
     lost = lost_time_ranges(timestamps, decoded, fps)
     spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in lost)
     return f"partly decoded: {int((~decoded).sum())} of {len(decoded)} sampled frames could not be decoded (corrupt data), lost {spans}; the rest is kept"
