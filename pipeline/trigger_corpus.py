@@ -308,22 +308,24 @@ def pan_kind(rng, width, height, seconds, events):
     return Footage(width, height, [(s, pan_shot(rng, width, height)) for s in starts], dissolves=dissolves)
 
 
-def headlights_kind(rng, width, height, seconds, events):
-    scene = sd.random_scene(rng, width, height, brightness=0.3, contrast=0.5)
+def _dark_scene(rng, width, height, seconds, events, brightness: float, contrast: float, lift: tuple[int, int, int]):
+    """A dim still scene and, with events, two objects a little brighter than it (`lift` above its mean colour)."""
+    scene = sd.random_scene(rng, width, height, brightness=brightness, contrast=contrast)
     objects = []
     if events:
-        colour = np.float32(scene.mean()) + np.array([90, 70, 40], np.float32)
+        colour = np.float32(scene.mean()) + np.array(lift, np.float32)
         objects = _objects(rng, width, height, seconds, 2, area=(0.05, 0.1), colour=colour)
-    return Footage(width, height, [(0.0, still_shot(scene, width, height))], objects, noise_sigma=4.0, gain=headlights_gain(rng, width, height, seconds))
+    return [(0.0, still_shot(scene, width, height))], objects
+
+
+def headlights_kind(rng, width, height, seconds, events):
+    shots, objects = _dark_scene(rng, width, height, seconds, events, 0.3, 0.5, (90, 70, 40))
+    return Footage(width, height, shots, objects, noise_sigma=4.0, gain=headlights_gain(rng, width, height, seconds))
 
 
 def lowlight_kind(rng, width, height, seconds, events):
-    scene = sd.random_scene(rng, width, height, brightness=0.2, contrast=0.4)
-    objects = []
-    if events:
-        colour = np.float32(scene.mean()) + np.array([70, 50, 30], np.float32)
-        objects = _objects(rng, width, height, seconds, 2, area=(0.05, 0.1), colour=colour)
-    return Footage(width, height, [(0.0, still_shot(scene, width, height))], objects, noise_sigma=float(rng.uniform(10, 16)))
+    shots, objects = _dark_scene(rng, width, height, seconds, events, 0.2, 0.4, (70, 50, 30))
+    return Footage(width, height, shots, objects, noise_sigma=float(rng.uniform(10, 16)))
 
 
 def compression_kind(rng, width, height, seconds, events):
