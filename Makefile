@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README):
 #   make demo   set up, make a small sample archive, extract it, print the triggers found
-#   make test   set up, run the test suite
+#   make test   set up, lint (ruff), run the test suite
 #   make ui     the demo, then a checkpoint trained on it and the web page (tiny offline models)
 PYTHON ?= python3
 VENV   := .venv
@@ -43,6 +43,8 @@ browser:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 test: setup browser
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 clean:

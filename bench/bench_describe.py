@@ -28,12 +28,12 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
 
+from vtm.data.sample_archive import make_archive, read_ground_truth  # noqa: E402
 from vtm.models.tiny import make_tiny_llava  # noqa: E402
 from vtm.pipeline.config import load_config  # noqa: E402
 from vtm.pipeline.describe import run_describe  # noqa: E402
 from vtm.pipeline.evaluation import event_scores  # noqa: E402
 from vtm.pipeline.extract import run_extract  # noqa: E402
-from vtm.pipeline.sample_data import make_archive, read_ground_truth  # noqa: E402
 from vtm.stages.decode import DecodeStage  # noqa: E402
 from vtm.stages.describe import DescribeStage  # noqa: E402
 
@@ -45,9 +45,13 @@ def described_times(out: Path, videos: list[str]) -> dict[str, list[float]]:
 def batching(model: str, data: Path, analyses: dict[str, list[dict]], image_size: int, max_new_tokens: int) -> dict:
     """The describe stage alone over the sparse run's key frames, batch size 1 against 8."""
     decode = DecodeStage(image_size=image_size)
-    frames = np.concatenate([
-        decode({"path": str(data / p), "frame_index": np.array([t["frame_index"] for t in ts])})["frames"] for p, ts in analyses.items() if ts
-    ])
+    frames = np.concatenate(
+        [
+            decode({"path": str(data / p), "frame_index": np.array([t["frame_index"] for t in ts])})["frames"]
+            for p, ts in analyses.items()
+            if ts
+        ]
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "windows": len(frames)}
     for size in (1, 8):
@@ -83,21 +87,36 @@ def main() -> None:
 
     results = {}
     for name, dense in (("describe", False), ("--dense", True)):
-        cfg = load_config(None, {"describe": {"model": model, "dense": dense, "image_size": image_size, "max_new_tokens": args.max_new_tokens}})
+        cfg = load_config(
+            None,
+            {
+                "describe": {
+                    "model": model,
+                    "dense": dense,
+                    "image_size": image_size,
+                    "max_new_tokens": args.max_new_tokens,
+                }
+            },
+        )
         s = run_describe(out / "cache", out / name.strip("-"), cfg, progress=False)
         assert s.all_ok, s.failed
         coverage = event_scores(described_times(out / name.strip("-"), list(truth)), truth)
         results[name] = {**s.report(), "events": coverage["tp"] + coverage["fn"], "events_described": coverage["tp"]}
-    print(f"{'':<10} {'windows':>8} {'wall s':>7} {'windows/s':>10} {'VLM s':>6} {'frames':>7} {'to VLM':>7} {'share':>6} {'events described':>17}")
+    print(
+        f"{'':<10} {'windows':>8} {'wall s':>7} {'windows/s':>10} {'VLM s':>6} {'frames':>7} {'to VLM':>7} "
+        f"{'share':>6} {'events described':>17}"
+    )
     for name, r in results.items():
         print(
-            f"{name:<10} {r['windows']:>8} {r['seconds']:>7.1f} {r['windows_per_s']:>10.1f} {r['vlm_seconds']:>6.1f} {r['frames_sampled']:>7} "
+            f"{name:<10} {r['windows']:>8} {r['seconds']:>7.1f} {r['windows_per_s']:>10.1f} "
+            f"{r['vlm_seconds']:>6.1f} {r['frames_sampled']:>7} "
             f"{r['frames_to_vlm']:>7} {r['vlm_share']:>6.1%} {r['events_described']:>8} of {r['events']:<6}"
         )
     sparse, dense = results["describe"], results["--dense"]
     print(
         f"describe sends {sparse['vlm_share']:.1%} of sampled frames to the VLM (target <= 30 %), describes "
-        f"{sparse['events_described']} of {sparse['events']} annotated events, and takes {sparse['seconds'] / dense['seconds']:.2f}x "
+        f"{sparse['events_described']} of {sparse['events']} annotated events, and takes "
+        f"{sparse['seconds'] / dense['seconds']:.2f}x "
         f"the wall time and {sparse['vlm_seconds'] / max(dense['vlm_seconds'], 1e-9):.2f}x the VLM time of --dense"
     )
     ray.shutdown()
@@ -106,8 +125,11 @@ def main() -> None:
     b = batching(model, data, analyses, image_size, args.max_new_tokens)
     results["batching"] = b
     note = "" if b["device"] != "cpu" else " (no GPU: measured on the CPU; the batching target is for a GPU)"
-    print(f"describe stage alone on {b['device']}, {b['windows']} windows: batch 1 {b['batch_1_windows_per_s']:.1f} windows/s, "
-          f"batch 8 {b['batch_8_windows_per_s']:.1f} windows/s, speed-up {b['speedup']:.2f}x{note}")
+    print(
+        f"describe stage alone on {b['device']}, {b['windows']} windows: batch 1 {b['batch_1_windows_per_s']:.1f} "
+        "windows/s, "
+        f"batch 8 {b['batch_8_windows_per_s']:.1f} windows/s, speed-up {b['speedup']:.2f}x{note}"
+    )
     (out / "bench_describe.json").write_text(json.dumps(results, indent=2))
     print(f"results: {out / 'bench_describe.json'}")
 

@@ -4,6 +4,7 @@
 
 Frames are random (throughput does not depend on content); the timings include the host<->GPU copies.
 """
+
 import json
 import os
 import sys

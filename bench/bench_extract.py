@@ -50,7 +50,9 @@ CHILD_ENV = {
 # --------------------------------------------------------------------------------------------
 
 
-def child_extract(dataset: Path, cache: Path, result: Path, probe_threads: bool = False, config_file: Path | None = None) -> None:
+def child_extract(
+    dataset: Path, cache: Path, result: Path, probe_threads: bool = False, config_file: Path | None = None
+) -> None:
     """Run extract as a user of the library would, timing its phases from the outside.
 
     Ray is started here (the same call run_extract makes; it skips its own when Ray is up) so that
@@ -180,19 +182,23 @@ def child_encoder(dataset: Path, stage_json: Path, result: Path) -> None:
         encode({"frames": frames})
         per_call.append(time.perf_counter() - t_call)
     encode_s = time.perf_counter() - t
-    result.write_text(json.dumps({
-        "frames": int(sum(len(f) for f in segments)),
-        "calls": len(segments),
-        "torch_threads": torch.get_num_threads(),
-        "probe_s": probe_s,
-        "decode_s": decode_s,
-        "model_load_s": model_load_s,
-        "encode_s": encode_s,
-        "encode_call_s_median": float(np.median(per_call)),
-        "pretrained": encode.info.pretrained,
-        "device": encode.device,
-        "max_batch": encode.max_batch,
-    }))
+    result.write_text(
+        json.dumps(
+            {
+                "frames": int(sum(len(f) for f in segments)),
+                "calls": len(segments),
+                "torch_threads": torch.get_num_threads(),
+                "probe_s": probe_s,
+                "decode_s": decode_s,
+                "model_load_s": model_load_s,
+                "encode_s": encode_s,
+                "encode_call_s_median": float(np.median(per_call)),
+                "pretrained": encode.info.pretrained,
+                "device": encode.device,
+                "max_batch": encode.max_batch,
+            }
+        )
+    )
 
 
 def child_scenedetect(dataset: Path, result: Path) -> None:
@@ -210,19 +216,25 @@ def child_scenedetect(dataset: Path, result: Path) -> None:
             scenes += len(detect(str(v.path), ContentDetector()))
         except Exception as e:  # noqa: BLE001 - count it, keep timing the rest
             errors.append(f"{v.relpath}: {type(e).__name__}: {e}"[:200])
-    result.write_text(json.dumps({
-        "seconds": time.perf_counter() - t,
-        "videos": len(videos),
-        "scenes": scenes,
-        "errors": errors,
-        "cv2_threads": cv2.getNumThreads(),
-    }))
+    result.write_text(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - t,
+                "videos": len(videos),
+                "scenes": scenes,
+                "errors": errors,
+                "cv2_threads": cv2.getNumThreads(),
+            }
+        )
+    )
 
 
 CHILDREN = {
     "extract": child_extract,
     "extract_probe_threads": functools.partial(child_extract, probe_threads=True),
-    "extract_config": lambda dataset, cache, config_file, result: child_extract(dataset, cache, result, config_file=config_file),
+    "extract_config": lambda dataset, cache, config_file, result: child_extract(
+        dataset, cache, result, config_file=config_file
+    ),
     "encoder": child_encoder,
     "scenedetect": child_scenedetect,
 }
@@ -269,7 +281,9 @@ class TreeMonitor:
 
         t = psutil.cpu_times()
         steal = getattr(t, "steal", 0.0)
-        return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0) - steal, steal
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(
+            t, "guest_nice", 0.0
+        ) - steal, steal
 
     def _own_cpu(self) -> float:
         t = self.me.cpu_times()
@@ -307,7 +321,9 @@ class TreeMonitor:
         self._stop.set()
         self._thread.join()
         wall = time.perf_counter() - self._t0
-        tree_cpu = sum(self.cpu_by_pid.values())  # up to MEMORY_SAMPLE_S short per process: a slight overestimate of `other`
+        tree_cpu = sum(
+            self.cpu_by_pid.values()
+        )  # up to MEMORY_SAMPLE_S short per process: a slight overestimate of `other`
         busy, steal = self._machine_busy()
         other = busy - self._machine0[0] - tree_cpu - (self._own_cpu() - self._me0)
         return {
@@ -337,7 +353,9 @@ def run_child(kind: str, *args, threads: int | None = None) -> dict:
         kill_tree(proc.pid)
         output, _ = proc.communicate()
         monitor.stop()
-        raise SystemExit(f"bench child {kind} still running after {CHILD_TIMEOUT_S} s; killed it:\n{output[-4000:]}") from None
+        raise SystemExit(
+            f"bench child {kind} still running after {CHILD_TIMEOUT_S} s; killed it:\n{output[-4000:]}"
+        ) from None
     wall = time.perf_counter() - t
     measured = monitor.stop()
     if proc.returncode != 0:
@@ -347,9 +365,15 @@ def run_child(kind: str, *args, threads: int | None = None) -> dict:
     out["process_s"] = wall
     out.update(measured)
     if out.get("encoders_restarted"):
-        log(f"  NOTE: {out['encoders_restarted']} encoder actor(s) restarted during this run (crashed or killed from outside); its timing includes a model reload and redone calls")
+        log(
+            f"  NOTE: {out['encoders_restarted']} encoder actor(s) restarted during this run (crashed or killed "
+            "from outside); its timing includes a model reload and redone calls"
+        )
     if measured["other_cores"] + measured["stolen_cores"] > NOISY_OTHER_CORES:
-        log(f"  NOTE: other programs kept {measured['other_cores']:.2f} cores busy meanwhile (+{measured['stolen_cores']:.2f} stolen by the hypervisor); this number is noisy")
+        log(
+            f"  NOTE: other programs kept {measured['other_cores']:.2f} cores busy meanwhile "
+            f"(+{measured['stolen_cores']:.2f} stolen by the hypervisor); this number is noisy"
+        )
     return out
 
 
@@ -374,7 +398,7 @@ def log(msg: str) -> None:
 
 
 def make_data(work: Path, quick: bool) -> dict:
-    from vtm.pipeline.sample_data import make_archive, make_sample_dataset
+    from vtm.data.sample_archive import make_archive, make_sample_dataset
 
     t = time.perf_counter()
     throughput = work / "throughput"
@@ -385,7 +409,13 @@ def make_data(work: Path, quick: bool) -> dict:
     archive10 = make_archive(work / "archive10", 10)
     archive100 = make_archive(work / "archive100", 100)
     log(f"data generated in {time.perf_counter() - t:.0f} s ({n_long} x {long_s:.0f} s long videos)")
-    return {"warmup": work / "warmup", "throughput": throughput, "archive10": archive10, "archive100": archive100, "long_videos": f"{n_long} x {long_s:.0f} s 320x240 30 fps"}
+    return {
+        "warmup": work / "warmup",
+        "throughput": throughput,
+        "archive10": archive10,
+        "archive100": archive100,
+        "long_videos": f"{n_long} x {long_s:.0f} s 320x240 30 fps",
+    }
 
 
 def ratio(a: float, b: float) -> float:
@@ -442,8 +472,18 @@ def run_bench(quick: bool, keep_data: bool) -> dict:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "quick": quick,
         "data": {"throughput": f"make_sample_dataset (12 videos) + {data['long_videos']}"},
-        "extract": {**ext, "run_s": run_s, "frames_per_s_work": ratio(ext["frames"], ext["work_s"]), "frames_per_s_run": ratio(ext["frames"], run_s), "frames_per_s_process": ratio(ext["frames"], ext["process_s"])},
-        "encoder_alone": {**enc, "ray_actor_torch_threads": warm["actor_torch_threads"], "frames_per_s": ratio(enc["frames"], enc["encode_s"])},
+        "extract": {
+            **ext,
+            "run_s": run_s,
+            "frames_per_s_work": ratio(ext["frames"], ext["work_s"]),
+            "frames_per_s_run": ratio(ext["frames"], run_s),
+            "frames_per_s_process": ratio(ext["frames"], ext["process_s"]),
+        },
+        "encoder_alone": {
+            **enc,
+            "ray_actor_torch_threads": warm["actor_torch_threads"],
+            "frames_per_s": ratio(enc["frames"], enc["encode_s"]),
+        },
         "scenedetect": psd,
         "scale": {"archive10": s10, "archive100": s100},
         "ratios": {
@@ -467,21 +507,87 @@ def print_table(r: dict) -> None:
     rows = [
         ("data", r["data"]["throughput"]),
         ("sampled frames", f"{ext['frames']} ({ext['videos']} videos, {len(ext['failed'])} failed)"),
-        ("encoder restarts", " | ".join(f"{name} {x['encoders_restarted']}" for name, x in (("extract", ext), ("scale10", s10), ("scale100", s100))) + "   (should be 0)"),
-        ("extract phases (s)", f"import {ext['import_s']:.1f} | Ray start {ext['ray_init_s']:.1f} | model load {ext['model_load_s']:.1f} | work {ext['work_s']:.1f} | Ray shutdown {ext['ray_shutdown_s']:.1f} | process {ext['process_s']:.1f}"),
-        ("extract frames/s", f"work {ext['frames_per_s_work']:.1f} | run {ext['frames_per_s_run']:.1f} | process {ext['frames_per_s_process']:.1f}"),
-        ("extract peak memory", f"RSS sum {ext['peak_rss_mb']:.0f} MiB, PSS sum {ext['peak_pss_mb']:.0f} MiB, {ext['peak_processes']} processes"),
-        ("encoder alone", f"{enc['encode_s']:.1f} s = {enc['frames_per_s']:.1f} frames/s ({enc['torch_threads']} thread, {enc['calls']} calls); decode alone {enc['decode_s']:.1f} s + probe {enc['probe_s']:.1f} s (1 process)"),
-        ("extract / encoder", f"work {q['extract_work_over_encoder']:.2f} | run {q['extract_run_over_encoder']:.2f} | process {q['extract_process_over_encoder']:.2f}   (target: work < 1.3)"),
-        ("PySceneDetect", f"{psd['seconds']:.1f} s over {psd['videos']} videos ({psd['scenes']} scenes, {len(psd['errors'])} errors)"),
-        ("extract / PySceneDetect", f"work {q['extract_work_over_scenedetect']:.2f} | run {q['extract_run_over_scenedetect']:.2f} | process {q['extract_process_over_scenedetect']:.2f}"),
-        ("scale 10 videos", f"process {s10['process_s']:.1f} s (work {s10['work_s']:.1f}), {s10['process_s'] / 10:.2f} s/video, peak RSS {s10['peak_rss_mb']:.0f} MiB / PSS {s10['peak_pss_mb']:.0f} MiB"),
-        ("scale 100 videos", f"process {s100['process_s']:.1f} s (work {s100['work_s']:.1f}), {s100['process_s'] / 100:.2f} s/video, peak RSS {s100['peak_rss_mb']:.0f} MiB / PSS {s100['peak_pss_mb']:.0f} MiB"),
-        ("time 100 / 10", f"process {q['scale_process_100_over_10']:.2f} | work {q['scale_work_100_over_10']:.2f}   (linear: 10)"),
-        ("peak memory 100 / 10", f"RSS {q['scale_peak_rss_100_over_10']:.2f} | PSS {q['scale_peak_pss_100_over_10']:.2f}   (flat: 1.0)"),
-        ("CPU used (cores)", f"extract {ext['tree_cpu_s'] / ext['process_s']:.2f} of {r['machine']['cpus']} | encoder alone {enc['tree_cpu_s'] / enc['process_s']:.2f}"),
-        ("other load (cores)", " | ".join(f"{name} {x['other_cores']:.2f}+{x['stolen_cores']:.2f}" for name, x in (("extract", ext), ("encoder", enc), ("scenedetect", psd), ("scale10", s10), ("scale100", s100)))
-         + f"   (other programs + hypervisor steal; > {NOISY_OTHER_CORES}: noisy)"),
+        (
+            "encoder restarts",
+            " | ".join(
+                f"{name} {x['encoders_restarted']}"
+                for name, x in (("extract", ext), ("scale10", s10), ("scale100", s100))
+            )
+            + "   (should be 0)",
+        ),
+        (
+            "extract phases (s)",
+            f"import {ext['import_s']:.1f} | Ray start {ext['ray_init_s']:.1f} | model load "
+            f"{ext['model_load_s']:.1f} | work {ext['work_s']:.1f} | Ray shutdown {ext['ray_shutdown_s']:.1f} | "
+            f"process {ext['process_s']:.1f}",
+        ),
+        (
+            "extract frames/s",
+            f"work {ext['frames_per_s_work']:.1f} | run {ext['frames_per_s_run']:.1f} | process "
+            f"{ext['frames_per_s_process']:.1f}",
+        ),
+        (
+            "extract peak memory",
+            f"RSS sum {ext['peak_rss_mb']:.0f} MiB, PSS sum {ext['peak_pss_mb']:.0f} MiB, {ext['peak_processes']} "
+            "processes",
+        ),
+        (
+            "encoder alone",
+            f"{enc['encode_s']:.1f} s = {enc['frames_per_s']:.1f} frames/s ({enc['torch_threads']} thread, "
+            f"{enc['calls']} calls); decode alone {enc['decode_s']:.1f} s + probe {enc['probe_s']:.1f} s (1 "
+            "process)",
+        ),
+        (
+            "extract / encoder",
+            f"work {q['extract_work_over_encoder']:.2f} | run {q['extract_run_over_encoder']:.2f} | process "
+            f"{q['extract_process_over_encoder']:.2f}   (target: work < 1.3)",
+        ),
+        (
+            "PySceneDetect",
+            f"{psd['seconds']:.1f} s over {psd['videos']} videos ({psd['scenes']} scenes, {len(psd['errors'])} errors)",
+        ),
+        (
+            "extract / PySceneDetect",
+            f"work {q['extract_work_over_scenedetect']:.2f} | run {q['extract_run_over_scenedetect']:.2f} | process "
+            f"{q['extract_process_over_scenedetect']:.2f}",
+        ),
+        (
+            "scale 10 videos",
+            f"process {s10['process_s']:.1f} s (work {s10['work_s']:.1f}), {s10['process_s'] / 10:.2f} s/video, "
+            f"peak RSS {s10['peak_rss_mb']:.0f} MiB / PSS {s10['peak_pss_mb']:.0f} MiB",
+        ),
+        (
+            "scale 100 videos",
+            f"process {s100['process_s']:.1f} s (work {s100['work_s']:.1f}), {s100['process_s'] / 100:.2f} s/video, "
+            f"peak RSS {s100['peak_rss_mb']:.0f} MiB / PSS {s100['peak_pss_mb']:.0f} MiB",
+        ),
+        (
+            "time 100 / 10",
+            f"process {q['scale_process_100_over_10']:.2f} | work {q['scale_work_100_over_10']:.2f}   (linear: 10)",
+        ),
+        (
+            "peak memory 100 / 10",
+            f"RSS {q['scale_peak_rss_100_over_10']:.2f} | PSS {q['scale_peak_pss_100_over_10']:.2f}   (flat: 1.0)",
+        ),
+        (
+            "CPU used (cores)",
+            f"extract {ext['tree_cpu_s'] / ext['process_s']:.2f} of {r['machine']['cpus']} | encoder alone "
+            f"{enc['tree_cpu_s'] / enc['process_s']:.2f}",
+        ),
+        (
+            "other load (cores)",
+            " | ".join(
+                f"{name} {x['other_cores']:.2f}+{x['stolen_cores']:.2f}"
+                for name, x in (
+                    ("extract", ext),
+                    ("encoder", enc),
+                    ("scenedetect", psd),
+                    ("scale10", s10),
+                    ("scale100", s100),
+                )
+            )
+            + f"   (other programs + hypervisor steal; > {NOISY_OTHER_CORES}: noisy)",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     print()

@@ -42,7 +42,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_extract  # noqa: E402 - its child runner and tree monitor time extract here too
-
 from bench_extract import CHILD_ENV, log, ratio  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
@@ -72,7 +71,7 @@ def _warm(kind: str) -> int:
 
 
 def _make_clip(out_dir: str, seconds: float, seed: int) -> str:
-    from vtm.pipeline.sample_data import make_archive
+    from vtm.data.sample_archive import make_archive
 
     root = make_archive(Path(out_dir), 1, seconds=seconds, seed=seed, width=WIDTH, height=HEIGHT, fps=FPS)
     return str(next(root.rglob("*.mp4")))
@@ -107,7 +106,16 @@ def _extract_decoder(args: tuple[str, str]) -> tuple[int, float, str]:
     for s in range(0, len(plan.frame_index), ec.segment_frames):
         idx = plan.frame_index[s : s + ec.segment_frames]
         pts, pts_start = plan.pts_around(idx)
-        out = stage({"path": path, "frame_index": idx, "rotation": plan.rotation, "decoder": plan.decoder, "pts": pts, "pts_start": pts_start})
+        out = stage(
+            {
+                "path": path,
+                "frame_index": idx,
+                "rotation": plan.rotation,
+                "decoder": plan.decoder,
+                "pts": pts,
+                "pts_start": pts_start,
+            }
+        )
         n += len(out["frames"])
         how.add(out["decoded_with"])
     return n, time.process_time() - t, ",".join(sorted(how))
@@ -143,7 +151,9 @@ class GpuSampler:
         self.proc = None
         if shutil.which("nvidia-smi"):
             query = "--query-gpu=utilization.gpu,utilization.decoder,memory.used"
-            self.proc = subprocess.Popen(["nvidia-smi", query, "--format=csv,noheader,nounits", "-lms", "200"], stdout=subprocess.PIPE, text=True)
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", query, "--format=csv,noheader,nounits", "-lms", "200"], stdout=subprocess.PIPE, text=True
+            )
             threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -159,8 +169,14 @@ class GpuSampler:
         if not window:
             return None
         col = lambda i: [s[i] for s in window]  # noqa: E731
-        return {"gpu_mean": sum(col(1)) / len(window), "gpu_max": max(col(1)), "decoder_mean": sum(col(2)) / len(window),
-                "decoder_max": max(col(2)), "memory_max_mib": max(col(3)), "samples": len(window)}
+        return {
+            "gpu_mean": sum(col(1)) / len(window),
+            "gpu_max": max(col(1)),
+            "decoder_mean": sum(col(2)) / len(window),
+            "decoder_max": max(col(2)),
+            "memory_max_mib": max(col(3)),
+            "samples": len(window),
+        }
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -175,7 +191,12 @@ class GpuSampler:
 def make_data(work: Path, n_videos: int, seconds: float, cores: int) -> dict:
     t = time.perf_counter()
     distinct = max(1, min(n_videos, cores))
-    clips, _ = _pool_map(_make_clip_args, [(str(work / "clips" / f"c{i}"), seconds, i) for i in range(distinct)], "av", min(cores, distinct))
+    clips, _ = _pool_map(
+        _make_clip_args,
+        [(str(work / "clips" / f"c{i}"), seconds, i) for i in range(distinct)],
+        "av",
+        min(cores, distinct),
+    )
     archive = work / "archive"
     for i in range(n_videos):
         dest = archive / f"part_{i // 100:03d}" / f"clip_{i:05d}.mp4"
@@ -185,8 +206,17 @@ def make_data(work: Path, n_videos: int, seconds: float, cores: int) -> dict:
     (warmup / "a").mkdir(parents=True)
     shutil.copyfile(clips[0], warmup / "a" / "clip.mp4")
     size = sum(p.stat().st_size for p in archive.rglob("*.mp4"))
-    return {"archive": archive, "warmup": warmup, "clip": clips[0], "videos": n_videos, "seconds_each": seconds, "distinct_clips": distinct,
-            "hours": n_videos * seconds / 3600, "bytes": size, "generate_s": time.perf_counter() - t}
+    return {
+        "archive": archive,
+        "warmup": warmup,
+        "clip": clips[0],
+        "videos": n_videos,
+        "seconds_each": seconds,
+        "distinct_clips": distinct,
+        "hours": n_videos * seconds / 3600,
+        "bytes": size,
+        "generate_s": time.perf_counter() - t,
+    }
 
 
 def _make_clip_args(args: tuple) -> str:
@@ -196,18 +226,29 @@ def _make_clip_args(args: tuple) -> str:
 def step_decode_limit(data: dict, cores: int) -> dict:
     videos = sorted(str(p) for p in data["archive"].rglob("*.mp4"))
     results, wall = _pool_map(_decode_every_frame, videos, "av", cores)
-    return {"wall_s": wall, "frames": sum(n for n, _ in results), "cpu_s": sum(c for _, c in results), "processes": cores}
+    return {
+        "wall_s": wall,
+        "frames": sum(n for n, _ in results),
+        "cpu_s": sum(c for _, c in results),
+        "processes": cores,
+    }
 
 
 def step_decoders(data: dict, cores: int, sampler: GpuSampler) -> dict:
-    """Extract's decoder (probe, decode, resize) without Ray or the encoder, one process per core; on the GPU too where there is one."""
+    """Extract's decoder (probe, decode, resize) without Ray or the encoder, one process per core; on the GPU too where
+    there is one."""
     videos = sorted(str(p) for p in data["archive"].rglob("*.mp4"))
     out = {}
     for device in ("cpu", "cuda") if sampler.proc is not None else ("cpu",):
         t0 = time.perf_counter()
         results, wall = _pool_map(_extract_decoder, [(v, device) for v in videos], "decoder", cores)
-        out[device] = {"wall_s": wall, "frames": sum(r[0] for r in results), "cpu_s": sum(r[1] for r in results), "decoded_with": sorted({r[2] for r in results}),
-                       "gpu": sampler.between(t0, time.perf_counter())}
+        out[device] = {
+            "wall_s": wall,
+            "frames": sum(r[0] for r in results),
+            "cpu_s": sum(r[1] for r in results),
+            "decoded_with": sorted({r[2] for r in results}),
+            "gpu": sampler.between(t0, time.perf_counter()),
+        }
     return out
 
 
@@ -243,14 +284,29 @@ def _process_s(cmd: list[str]) -> tuple[float, str]:
 
 
 def step_rerun(data: dict, work: Path) -> dict:
-    rerun = [sys.executable, "-m", "vtm.pipeline.cli", "extract", str(data["archive"]), "--cache", str(work / "cache"), "--no-progress"]
+    rerun = [
+        sys.executable,
+        "-m",
+        "vtm.pipeline.cli",
+        "extract",
+        str(data["archive"]),
+        "--cache",
+        str(work / "cache"),
+        "--no-progress",
+    ]
     imports = [sys.executable, "-c", "import vtm.pipeline.extract"]
     walls, import_walls, said = [], [], ""
     for _ in range(2):
         import_walls.append(_process_s(imports)[0])
         wall, said = _process_s(rerun)
         walls.append(wall)
-    return {"wall_s": min(walls), "walls": walls, "import_s": min(import_walls), "import_walls": import_walls, "output": said}
+    return {
+        "wall_s": min(walls),
+        "walls": walls,
+        "import_s": min(import_walls),
+        "import_walls": import_walls,
+        "output": said,
+    }
 
 
 def step_nvdec(data: dict) -> dict:
@@ -262,7 +318,14 @@ def step_nvdec(data: dict) -> dict:
         return {"available": False}
     plan = probe(Path(data["clip"]), fps=3.0)
     pts, pts_start = plan.pts_around(plan.frame_index)
-    batch = {"path": data["clip"], "frame_index": plan.frame_index, "rotation": 0, "decoder": plan.decoder, "pts": pts, "pts_start": pts_start}
+    batch = {
+        "path": data["clip"],
+        "frame_index": plan.frame_index,
+        "rotation": 0,
+        "decoder": plan.decoder,
+        "pts": pts,
+        "pts_start": pts_start,
+    }
     out, decoded = {"available": True}, {}
     for device in ("cpu", "cuda"):
         stage = DecodeStage(nearest_frames=True, device=device)
@@ -271,10 +334,16 @@ def step_nvdec(data: dict) -> dict:
         t = time.perf_counter()
         cpu0 = time.process_time()
         got = stage(batch)
-        out[device] = {"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - cpu0, "decoded_with": got["decoded_with"]}
+        out[device] = {
+            "wall_s": time.perf_counter() - t,
+            "cpu_s": time.process_time() - cpu0,
+            "decoded_with": got["decoded_with"],
+        }
         decoded[device] = got
     out["same_frame_index"] = bool(np.array_equal(decoded["cpu"]["frame_index"], decoded["cuda"]["frame_index"]))
-    out["mean_abs_pixel_diff"] = float(np.abs(decoded["cpu"]["frames"].astype(int) - decoded["cuda"]["frames"].astype(int)).mean())
+    out["mean_abs_pixel_diff"] = float(
+        np.abs(decoded["cpu"]["frames"].astype(int) - decoded["cuda"]["frames"].astype(int)).mean()
+    )
     return out
 
 
@@ -289,43 +358,115 @@ def summarise(r: dict) -> list[tuple[str, str]]:
     vhh = lambda wall: hours / (wall / 3600) if wall else float("nan")  # noqa: E731 - video-hours per hour
     rows = [("machine", f"{cores} cores, {r['machine'].get('gpu') or 'no GPU'}, Python {r['machine']['python']}")]
     if data:
-        rows.append(("archive", f"{data['videos']} x {data['seconds_each']:.0f} s 720p 30 fps H.264 = {hours * 60:.1f} min, {data['bytes'] / 1e9:.2f} GB "
-                                f"({data['distinct_clips']} distinct clips, generated in {data['generate_s']:.0f} s)"))
+        rows.append(
+            (
+                "archive",
+                f"{data['videos']} x {data['seconds_each']:.0f} s 720p 30 fps H.264 = {hours * 60:.1f} min, "
+                f"{data['bytes'] / 1e9:.2f} GB "
+                f"({data['distinct_clips']} distinct clips, generated in {data['generate_s']:.0f} s)",
+            )
+        )
     steps = r["steps"]
     limit, psd, ext, rerun = (steps.get(k, {}) for k in ("decode_limit", "scenedetect", "extract", "rerun"))
-    gpu = lambda s: f"; GPU {s['gpu']['gpu_mean']:.0f} % mean, {s['gpu']['gpu_max']:.0f} % max, decoder {s['gpu']['decoder_mean']:.0f} % mean" if s.get("gpu") else ""  # noqa: E731
+
+    def gpu(step: dict) -> str:
+        if not step.get("gpu"):
+            return ""
+        g = step["gpu"]
+        return f"; GPU {g['gpu_mean']:.0f} % mean, {g['gpu_max']:.0f} % max, decoder {g['decoder_mean']:.0f} % mean"
+
     if "wall_s" in limit:
-        rows.append(("decode every frame", f"{limit['wall_s']:.1f} s = {vhh(limit['wall_s']):.0f} video-h/h ({limit['frames']} frames, {limit['cpu_s']:.0f} CPU-s, "
-                                           f"{limit['processes']} processes){gpu(limit)}"))
+        rows.append(
+            (
+                "decode every frame",
+                f"{limit['wall_s']:.1f} s = {vhh(limit['wall_s']):.0f} video-h/h ({limit['frames']} frames, "
+                f"{limit['cpu_s']:.0f} CPU-s, "
+                f"{limit['processes']} processes){gpu(limit)}",
+            )
+        )
     for device, d in steps.get("decoders", {}).items():
         if isinstance(d, dict) and "wall_s" in d:
-            rows.append((f"extract's decoder, {device}", f"{d['wall_s']:.1f} s = {vhh(d['wall_s']):.0f} video-h/h ({d['frames']} sampled frames, {d['cpu_s']:.0f} CPU-s, "
-                                                         f"{', '.join(d['decoded_with'])}; no Ray, no encoder){gpu(d)}"))
+            rows.append(
+                (
+                    f"extract's decoder, {device}",
+                    f"{d['wall_s']:.1f} s = {vhh(d['wall_s']):.0f} video-h/h ({d['frames']} sampled frames, "
+                    f"{d['cpu_s']:.0f} CPU-s, "
+                    f"{', '.join(d['decoded_with'])}; no Ray, no encoder){gpu(d)}",
+                )
+            )
     if "wall_s" in psd:
-        rows.append(("PySceneDetect", f"{psd['wall_s']:.1f} s = {vhh(psd['wall_s']):.0f} video-h/h ({psd['scenes']} scenes){gpu(psd)}"))
+        rows.append(
+            (
+                "PySceneDetect",
+                f"{psd['wall_s']:.1f} s = {vhh(psd['wall_s']):.0f} video-h/h ({psd['scenes']} scenes){gpu(psd)}",
+            )
+        )
     if "process_s" in ext:
-        rows.append(("vtm extract cold", f"{ext['process_s']:.1f} s = {vhh(ext['process_s']):.0f} video-h/h (process); work {ext['work_s']:.1f} s = {vhh(ext['work_s']):.0f} "
-                                         f"video-h/h; {ext['ok']} ok, {len(ext['failed'])} failed{gpu(ext)}"))
+        rows.append(
+            (
+                "vtm extract cold",
+                f"{ext['process_s']:.1f} s = {vhh(ext['process_s']):.0f} video-h/h (process); work "
+                f"{ext['work_s']:.1f} s = {vhh(ext['work_s']):.0f} "
+                f"video-h/h; {ext['ok']} ok, {len(ext['failed'])} failed{gpu(ext)}",
+            )
+        )
         rows += _extract_rows(ext, limit, cores)
     if "wall_s" in rerun:
-        rows.append(("re-run, nothing to do", f"{rerun['wall_s']:.2f} s vs import vtm.pipeline.extract {rerun['import_s']:.2f} s: {ratio(rerun['wall_s'], rerun['import_s']):.2f}x "
-                                              f"(target <= 2) [{rerun['output'][:80]}]"))
+        rows.append(
+            (
+                "re-run, nothing to do",
+                f"{rerun['wall_s']:.2f} s vs import vtm.pipeline.extract {rerun['import_s']:.2f} s: "
+                f"{ratio(rerun['wall_s'], rerun['import_s']):.2f}x "
+                f"(target <= 2) [{rerun['output'][:80]}]",
+            )
+        )
     if "wall_s" in limit and "process_s" in ext:
-        rows.append(("extract / decode limit", f"process {ratio(ext['process_s'], limit['wall_s']):.2f} | work {ratio(ext['work_s'], limit['wall_s']):.2f}   "
-                                               "(target: <= 1.3 on CPU; <= 0.5 with a GPU)"))
+        rows.append(
+            (
+                "extract / decode limit",
+                f"process {ratio(ext['process_s'], limit['wall_s']):.2f} | work "
+                f"{ratio(ext['work_s'], limit['wall_s']):.2f}   "
+                "(target: <= 1.3 on CPU; <= 0.5 with a GPU)",
+            )
+        )
     if "wall_s" in psd and "process_s" in ext:
-        rows.append(("extract / PySceneDetect", f"process {ratio(ext['process_s'], psd['wall_s']):.2f} | work {ratio(ext['work_s'], psd['wall_s']):.2f}"))
+        rows.append(
+            (
+                "extract / PySceneDetect",
+                f"process {ratio(ext['process_s'], psd['wall_s']):.2f} | work "
+                f"{ratio(ext['work_s'], psd['wall_s']):.2f}",
+            )
+        )
     cpu_dec = steps.get("extract_cpu_decode", {})
     if "process_s" in cpu_dec:
-        rows.append(("extract, CPU decoding", f"{cpu_dec['process_s']:.1f} s = {vhh(cpu_dec['process_s']):.0f} video-h/h (process); work {cpu_dec['work_s']:.1f} s{gpu(cpu_dec)}"))
+        rows.append(
+            (
+                "extract, CPU decoding",
+                f"{cpu_dec['process_s']:.1f} s = {vhh(cpu_dec['process_s']):.0f} video-h/h (process); work "
+                f"{cpu_dec['work_s']:.1f} s{gpu(cpu_dec)}",
+            )
+        )
         rows += [("  " + k, v) for k, v in _extract_rows(cpu_dec, limit, cores)[1:]]
         if "wall_s" in limit:
-            rows.append(("  / decode limit", f"process {ratio(cpu_dec['process_s'], limit['wall_s']):.2f} | work {ratio(cpu_dec['work_s'], limit['wall_s']):.2f}"))
+            rows.append(
+                (
+                    "  / decode limit",
+                    f"process {ratio(cpu_dec['process_s'], limit['wall_s']):.2f} | work "
+                    f"{ratio(cpu_dec['work_s'], limit['wall_s']):.2f}",
+                )
+            )
     nv = steps.get("nvdec", {})
     if nv.get("available"):
-        rows.append(("NVDEC check", f"one clip: CPU {nv['cpu']['cpu_s']:.2f} CPU-s ({nv['cpu']['decoded_with']}) vs GPU {nv['cuda']['cpu_s']:.2f} CPU-s "
-                                    f"({nv['cuda']['decoded_with']}), {nv['cuda']['wall_s']:.2f} s wall; same frames {nv['same_frame_index']}, "
-                                    f"mean pixel difference {nv['mean_abs_pixel_diff']:.2f}"))
+        rows.append(
+            (
+                "NVDEC check",
+                f"one clip: CPU {nv['cpu']['cpu_s']:.2f} CPU-s ({nv['cpu']['decoded_with']}) vs GPU "
+                f"{nv['cuda']['cpu_s']:.2f} CPU-s "
+                f"({nv['cuda']['decoded_with']}), {nv['cuda']['wall_s']:.2f} s wall; same frames "
+                f"{nv['same_frame_index']}, "
+                f"mean pixel difference {nv['mean_abs_pixel_diff']:.2f}",
+            )
+        )
     for name, s in steps.items():
         if "error" in s:
             rows.append((f"FAILED {name}", s["error"][-300:]))
@@ -335,19 +476,48 @@ def summarise(r: dict) -> list[tuple[str, str]]:
 def _extract_rows(ext: dict, limit: dict, cores: int) -> list[tuple[str, str]]:
     """Where an extract's time went: phases, each stage's busy seconds, idle cores, decoders used, memory."""
     busy = ext.get("busy_s", {})
-    rows = [("extract phases (s)", f"import {ext['import_s']:.1f} | Ray start {ext['ray_init_s']:.1f} | model load {ext['model_load_s']:.1f} | work {ext['work_s']:.1f} "
-                                   f"| Ray shutdown {ext['ray_shutdown_s']:.1f}")]
+    rows = [
+        (
+            "extract phases (s)",
+            f"import {ext['import_s']:.1f} | Ray start {ext['ray_init_s']:.1f} | model load "
+            f"{ext['model_load_s']:.1f} | work {ext['work_s']:.1f} "
+            f"| Ray shutdown {ext['ray_shutdown_s']:.1f}",
+        )
+    ]
     names = ("probe_s", "decode_s", "stats_s", "to_encoder_s", "encode_s", "write_s")
-    rows.append(("busy (core-s)", " | ".join(f"{k[:-2]} {busy.get(k, 0):.1f}" for k in names)
-                 + f"   (CPU: probe {busy.get('probe_cpu_s', 0):.1f}, decode+stats {busy.get('decode_cpu_s', 0):.1f}; decode includes resizing the sampled frames)"))
+    rows.append(
+        (
+            "busy (core-s)",
+            " | ".join(f"{k[:-2]} {busy.get(k, 0):.1f}" for k in names)
+            + f"   (CPU: probe {busy.get('probe_cpu_s', 0):.1f}, decode+stats {busy.get('decode_cpu_s', 0):.1f}; "
+            "decode includes resizing the sampled frames)",
+        )
+    )
     decode_side = sum(busy.get(k, 0) for k in ("probe_s", "decode_s", "stats_s"))
     decode_cpu = sum(busy.get(k, 0) for k in ("probe_cpu_s", "decode_cpu_s"))  # decode_cpu_s includes the statistics
     slots = max(1.0, ext["cluster_cpus"] - ext["n_encoders"]) * ext["work_s"]
-    rows.append(("idle", f"decode workers busy {100 * decode_side / slots:.0f} % of {slots:.0f} core-s during work; the process tree used "
-                         f"{ext['tree_cpu_s'] / ext['process_s']:.1f} of {cores} cores on average"))
-    rows.append(("decoded with", ", ".join(f"{k} {v}" for k, v in sorted(ext.get("decoded_with", {}).items())) + " (decode tasks)"))
+    rows.append(
+        (
+            "idle",
+            f"decode workers busy {100 * decode_side / slots:.0f} % of {slots:.0f} core-s during work; the process "
+            "tree used "
+            f"{ext['tree_cpu_s'] / ext['process_s']:.1f} of {cores} cores on average",
+        )
+    )
+    rows.append(
+        (
+            "decoded with",
+            ", ".join(f"{k} {v}" for k, v in sorted(ext.get("decoded_with", {}).items())) + " (decode tasks)",
+        )
+    )
     if "cpu_s" in limit:
-        rows.append(("decode CPU", f"extract probe+decode+stats {decode_cpu:.0f} CPU-s vs every frame {limit['cpu_s']:.0f} CPU-s: {ratio(decode_cpu, limit['cpu_s']):.2f}"))
+        rows.append(
+            (
+                "decode CPU",
+                f"extract probe+decode+stats {decode_cpu:.0f} CPU-s vs every frame {limit['cpu_s']:.0f} CPU-s: "
+                f"{ratio(decode_cpu, limit['cpu_s']):.2f}",
+            )
+        )
     rows.append(("extract peak memory", f"RSS {ext['peak_rss_mb']:.0f} MiB, PSS {ext['peak_pss_mb']:.0f} MiB"))
     return rows
 
@@ -363,7 +533,12 @@ def gpu_name() -> str | None:
     if not shutil.which("nvidia-smi"):
         return None
     try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -375,7 +550,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help="seconds per video [30; --quick 3]")
     parser.add_argument("--out", type=Path, help="directory for bench_extract_scale.json (default: a new temp dir)")
     parser.add_argument("--keep-data", action="store_true", help="keep the generated videos and caches")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["decode_limit", "decoders", "scenedetect", "extract", "rerun", "nvdec", "extract_cpu_decode"], help="steps to leave out")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["decode_limit", "decoders", "scenedetect", "extract", "rerun", "nvdec", "extract_cpu_decode"],
+        help="steps to leave out",
+    )
     args = parser.parse_args()
     try:
         import psutil  # noqa: F401
@@ -387,7 +568,15 @@ def main() -> None:
     cores = os.cpu_count() or 1
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="vtm-bench-scale-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"machine": {"cpus": cores, "gpu": gpu_name(), "python": platform.python_version(), "platform": platform.platform()}, "steps": {}}
+    result = {
+        "machine": {
+            "cpus": cores,
+            "gpu": gpu_name(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "steps": {},
+    }
     started = time.perf_counter()
 
     def save() -> None:
@@ -403,8 +592,14 @@ def main() -> None:
         log(f"  {data['hours'] * 60:.1f} min of video in {data['generate_s']:.0f} s")
         save()
         # Most telling first: a run cut short by a time limit still has them.
-        steps = [("decode_limit", lambda: step_decode_limit(data, cores)), ("decoders", lambda: step_decoders(data, cores, sampler)), ("extract", lambda: step_extract(data, work)),
-                 ("rerun", lambda: step_rerun(data, work)), ("nvdec", lambda: step_nvdec(data)), ("scenedetect", lambda: step_scenedetect(data, cores))]
+        steps = [
+            ("decode_limit", lambda: step_decode_limit(data, cores)),
+            ("decoders", lambda: step_decoders(data, cores, sampler)),
+            ("extract", lambda: step_extract(data, work)),
+            ("rerun", lambda: step_rerun(data, work)),
+            ("nvdec", lambda: step_nvdec(data)),
+            ("scenedetect", lambda: step_scenedetect(data, cores)),
+        ]
         if result["machine"]["gpu"]:
             steps.append(("extract_cpu_decode", lambda: step_extract_cpu_decode(data, work)))
         for name, run in steps:
@@ -419,7 +614,10 @@ def main() -> None:
             out["gpu"] = sampler.between(t0, time.perf_counter())
             result["steps"][name] = out
             save()
-            log(f"  {name} done in {time.perf_counter() - t0:.0f} s" + (f": FAILED {out['error'][-500:]}" if "error" in out else ""))
+            log(
+                f"  {name} done in {time.perf_counter() - t0:.0f} s"
+                + (f": FAILED {out['error'][-500:]}" if "error" in out else "")
+            )
             print_rows(summarise(result))  # the table so far
     finally:
         sampler.stop()

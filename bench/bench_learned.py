@@ -2,7 +2,7 @@
 
     python bench/bench_learned.py [--sizes 4 8 16 32] [--test-videos 16] [--seconds 30] [--seed 1400] [--out DIR]
 
-Writes a fresh "red object in view" archive (pipeline/sample_in_view.py) from seeds that the choice of
+Writes a fresh "red object in view" archive (data/in_view_archive.py) from seeds that the choice of
 the default settings never saw (--seed for the training pool, --seed + 1 for the test videos),
 extracts it once with the default settings (untimed), then for each size trains with the default
 settings on the first N annotated videos (the recipe holds a fifth of them out for validation: early
@@ -24,12 +24,12 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from vtm.cache.store import FeatureCache  # noqa: E402
+from vtm.data.in_view_archive import make_in_view_archive, subset_annotations  # noqa: E402
 from vtm.pipeline import checkpoint as ckpt  # noqa: E402
 from vtm.pipeline.annotations import load_annotations  # noqa: E402
 from vtm.pipeline.config import load_config  # noqa: E402
 from vtm.pipeline.extract import run_extract  # noqa: E402
 from vtm.pipeline.learned_metrics import label_report, score_videos  # noqa: E402
-from vtm.pipeline.sample_in_view import make_in_view_archive, subset_annotations  # noqa: E402
 from vtm.pipeline.train import run_train  # noqa: E402
 
 
@@ -56,18 +56,37 @@ def main() -> None:
         seconds = time.perf_counter() - started
         model, _, _ = ckpt.load_trigger_model(result.final, test_cache.settings, strict=True)
         truth = load_annotations(test / "annotations.jsonl", test_cache, model.config.labels)
-        report = label_report(score_videos(model, test_cache, truth, sorted(truth.events)), model.config.detector.threshold)
-        rows.append({"videos": n, "learned": report["all"], "change": report["change score"], "threshold": model.config.detector.threshold,
-                     "best_epoch": result.best_epoch, "epochs": result.epochs, "train_s": round(seconds, 1)})
+        report = label_report(
+            score_videos(model, test_cache, truth, sorted(truth.events)), model.config.detector.threshold
+        )
+        rows.append(
+            {
+                "videos": n,
+                "learned": report["all"],
+                "change": report["change score"],
+                "threshold": model.config.detector.threshold,
+                "best_epoch": result.best_epoch,
+                "epochs": result.epochs,
+                "train_s": round(seconds, 1),
+            }
+        )
         print(f"trained on {n} videos in {seconds:.0f} s: event F1 {report['all']['f1']:.3f}", flush=True)
     events = rows[0]["learned"]["events"]
-    print(f"\ntest: {args.test_videos} videos of {args.seconds:g} s, {events} red intervals; seeds {args.seed} (training pool) and {args.seed + 1} (test)")
-    print(f"{'videos':>6}  {'learned P':>9} {'R':>5} {'F1':>5}  {'change P':>8} {'R':>5} {'F1':>5}  {'F1 gain':>7}  {'threshold':>9} {'best epoch':>10} {'train s':>7}")
+    print(
+        f"\ntest: {args.test_videos} videos of {args.seconds:g} s, {events} red intervals; seeds {args.seed} "
+        f"(training pool) and {args.seed + 1} (test)"
+    )
+    print(
+        f"{'videos':>6}  {'learned P':>9} {'R':>5} {'F1':>5}  {'change P':>8} {'R':>5} {'F1':>5}  {'F1 gain':>7}  "
+        f"{'threshold':>9} {'best epoch':>10} {'train s':>7}"
+    )
     for r in rows:
         a, c = r["learned"], r["change"]
         print(
-            f"{r['videos']:>6}  {a['precision']:>9.2f} {a['recall']:>5.2f} {a['f1']:>5.2f}  {c['precision']:>8.2f} {c['recall']:>5.2f} {c['f1']:>5.2f}  "
-            f"{a['f1'] - c['f1']:>+7.2f}  {r['threshold']:>9.3f} {r['best_epoch']:>4}/{r['epochs']:<5} {r['train_s']:>7.0f}"
+            f"{r['videos']:>6}  {a['precision']:>9.2f} {a['recall']:>5.2f} {a['f1']:>5.2f}  {c['precision']:>8.2f} "
+            f"{c['recall']:>5.2f} {c['f1']:>5.2f}  "
+            f"{a['f1'] - c['f1']:>+7.2f}  {r['threshold']:>9.3f} {r['best_epoch']:>4}/{r['epochs']:<5} "
+            f"{r['train_s']:>7.0f}"
         )
     (out / "bench_learned.json").write_text(json.dumps(rows, indent=2))
     print(f"-> {out / 'bench_learned.json'}")

@@ -61,21 +61,57 @@ def detr_rate() -> float:
 def llava_rate(batch: int = 8, new_tokens: int = 64) -> float:
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
-    text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32064, max_position_embeddings=4096)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=32000, vision_feature_layer=-2, vision_feature_select_strategy="default")
+    vision = CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+    )
+    text = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        vocab_size=32064,
+        max_position_embeddings=4096,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=32000,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = LlavaForConditionalGeneration(config).eval()
     torch.set_default_dtype(torch.float32)
     n_image_tokens = (336 // 14) ** 2
     prompt = torch.randint(2, 31999, (batch, 20), device="cuda")
-    ids = torch.cat([torch.ones(batch, 1, dtype=torch.long, device="cuda"), torch.full((batch, n_image_tokens), 32000, device="cuda"), prompt], 1)
+    ids = torch.cat(
+        [
+            torch.ones(batch, 1, dtype=torch.long, device="cuda"),
+            torch.full((batch, n_image_tokens), 32000, device="cuda"),
+            prompt,
+        ],
+        1,
+    )
     pixels = torch.randn(batch, 3, 336, 336, device="cuda", dtype=torch.bfloat16)
 
     def run():
         with torch.inference_mode():
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+            model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                pixel_values=pixels,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=0,
+            )
 
     return rate(run, batch, reps=2)
 

@@ -31,15 +31,17 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+from vtm.data.sample_archive import make_archive  # noqa: E402
 from vtm.pipeline.discover import discover_videos  # noqa: E402
-from vtm.pipeline.sample_data import make_archive  # noqa: E402
 from vtm.stages.decode import DecodeStage, probe  # noqa: E402
 
 SEGMENT = 64  # sampled frames per decode call, as extract's default segment_frames
 
 
 def _s3_server_module():
-    spec = importlib.util.spec_from_file_location("s3_server", Path(__file__).resolve().parents[1] / "tests" / "s3_server.py")
+    spec = importlib.util.spec_from_file_location(
+        "s3_server", Path(__file__).resolve().parents[1] / "tests" / "s3_server.py"
+    )
     module = sys.modules["s3_server"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -54,7 +56,14 @@ def decode_all(locations: list, force_pyav: bool) -> tuple[float, int]:
         plan = probe(location, 3.0)
         decoder = "pyav" if force_pyav else plan.decoder
         for s in range(0, len(plan.frame_index), SEGMENT):
-            out = decode({"path": str(location), "frame_index": plan.frame_index[s : s + SEGMENT], "rotation": plan.rotation, "decoder": decoder})
+            out = decode(
+                {
+                    "path": str(location),
+                    "frame_index": plan.frame_index[s : s + SEGMENT],
+                    "rotation": plan.rotation,
+                    "decoder": decoder,
+                }
+            )
             frames += len(out["frames"])
     return time.perf_counter() - started, frames
 
@@ -63,8 +72,12 @@ def extract_seconds(source: str, cache: Path) -> float:
     """A whole `vtm extract` in a child process with its own local Ray."""
     env = {**os.environ, "RAY_ADDRESS": "local"}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "vtm.pipeline.cli", "extract", source, "--cache", str(cache), "--no-progress"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "vtm.pipeline.cli", "extract", source, "--cache", str(cache), "--no-progress"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
@@ -100,13 +113,19 @@ def main() -> None:
             runs["local (decord)"].append(decode_all(local, False))
         med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
         frames = runs["S3 (PyAV)"][0][1]
-        results["decode"] = {"frames": frames, "seconds": med, "s3_over_local_pyav": med["S3 (PyAV)"] / med["local (PyAV)"],
-                             "s3_over_local_decord": med["S3 (PyAV)"] / med["local (decord)"]}
+        results["decode"] = {
+            "frames": frames,
+            "seconds": med,
+            "s3_over_local_pyav": med["S3 (PyAV)"] / med["local (PyAV)"],
+            "s3_over_local_decord": med["S3 (PyAV)"] / med["local (decord)"],
+        }
         print(f"\ndecode + probe, {frames} sampled frames, median of {args.repeats}:")
         for k, s in med.items():
             print(f"  {k:<16} {s:7.2f} s  {frames / s:7.1f} frames/s")
         print(f"  S3 / local, same decoder (PyAV):  {results['decode']['s3_over_local_pyav']:.2f}  (target <= 1.3)")
-        print(f"  S3 / local as extract reads them: {results['decode']['s3_over_local_decord']:.2f}  (local uses decord)")
+        print(
+            f"  S3 / local as extract reads them: {results['decode']['s3_over_local_decord']:.2f}  (local uses decord)"
+        )
 
         if not args.no_extract:
             ext = {"local": [], "S3": []}

@@ -18,9 +18,9 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+from vtm.data.sample_archive import make_red_object_archive  # noqa: E402
 from vtm.pipeline.config import load_config  # noqa: E402
 from vtm.pipeline.extract import run_extract  # noqa: E402
-from vtm.pipeline.sample_data import make_red_object_archive  # noqa: E402
 from vtm.pipeline.train import run_train  # noqa: E402
 
 
@@ -35,7 +35,10 @@ def main() -> None:
     run_extract(data, out / "cache", progress=False)
     results = {}
     for name, workers in (("data workers", 2), ("in-process reads", 0)):
-        cfg = load_config(None, {"train": {"epochs": args.epochs, "data_workers": workers, "save_every": args.epochs, "val_fraction": 0.1}})
+        cfg = load_config(
+            None,
+            {"train": {"epochs": args.epochs, "data_workers": workers, "save_every": args.epochs, "val_fraction": 0.1}},
+        )
         r = run_train(out / "cache", data / "annotations.jsonl", out / f"run-{workers}", cfg, progress=False)
         results[name] = {"samples_per_s": r.samples_per_s, "data_wait_share": r.data_wait_share}
     print(f"{'':<18} {'samples/s':>10} {'waiting for data':>17}")

@@ -4,7 +4,7 @@
     python bench/bench_triggers.py --fit      # fit the change score's settings on the tune parts
     python bench/bench_triggers.py --data DIR # where the corpora and their caches live (default: bench-data/triggers)
 
-Four corpora (see vtm.pipeline.trigger_corpus): synthetic tune and test parts (disjoint seeds) and
+Four corpora (see vtm.data.trigger_corpus): synthetic tune and test parts (disjoint seeds) and
 real tune and test parts (clips from pinned PyPI packages; Big Buck Bunny is a 58 MB `pip download`
 of moviepy's source distribution, once). Each is generated once and extracted once with `vtm
 extract`'s defaults; later runs reuse them (delete DIR/<corpus> to redo one).
@@ -31,17 +31,18 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ADDRESS", "local")  # never join another job's Ray on this machine
 
+from vtm.data.sample_archive import read_ground_truth  # noqa: E402
+from vtm.data.trigger_corpus import fetch_big_buck_bunny, make_real_corpus, make_trigger_corpus  # noqa: E402
 from vtm.pipeline.calibrate import CalibrationVideo, fit_change_score, load_calibration_videos, predict  # noqa: E402
 from vtm.pipeline.config import Config  # noqa: E402
 from vtm.pipeline.evaluation import event_scores  # noqa: E402
-from vtm.pipeline.sample_data import read_ground_truth  # noqa: E402
-from vtm.pipeline.trigger_corpus import fetch_big_buck_bunny, make_real_corpus, make_trigger_corpus  # noqa: E402
 
 TOLERANCE_S = 1.0
 
 
 def prepare(data: Path, corpus: str) -> Path:
-    """Generate one corpus ("tune", "test", "real-tune" or "real-test") and extract it, unless already done; return its root."""
+    """Generate one corpus ("tune", "test", "real-tune" or "real-test") and extract it, unless already done; return its
+    root."""
     root = data / corpus
     videos, cache = root / "videos", root / "cache"
     if not (videos / "ground_truth.json").is_file():
@@ -62,7 +63,8 @@ def prepare(data: Path, corpus: str) -> Path:
 
 
 def pyscenedetect(root: Path, detector: str) -> dict[str, list[float]]:
-    """Cut times of every video of a corpus by PySceneDetect's `detector`, with its defaults (memoised beside the corpus)."""
+    """Cut times of every video of a corpus by PySceneDetect's `detector`, with its defaults (memoised beside the
+    corpus)."""
     memo = root / f"scenedetect_{detector}.json"
     if memo.is_file():
         return json.loads(memo.read_text())
@@ -83,7 +85,9 @@ def per_kind(videos: list[CalibrationVideo], predictions: dict[str, list[float]]
     table = {}
     for kind in kinds + ["all"]:
         chosen = [v for v in videos if kind in ("all", v.kind)]
-        table[kind] = event_scores({v.path: predictions.get(v.path, []) for v in chosen}, {v.path: v.events for v in chosen}, TOLERANCE_S)
+        table[kind] = event_scores(
+            {v.path: predictions.get(v.path, []) for v in chosen}, {v.path: v.events for v in chosen}, TOLERANCE_S
+        )
         table[kind]["videos"] = len(chosen)
     return table
 
@@ -92,7 +96,12 @@ def false_per_hour(videos: list[CalibrationVideo], predictions: dict[str, list[f
     quiet = [v for v in videos if not v.events]
     seconds = sum(v.seconds for v in quiet)
     false = sum(len(predictions.get(v.path, [])) for v in quiet)
-    return {"videos": len(quiet), "seconds": round(seconds, 1), "false_triggers": false, "per_hour": round(3600 * false / seconds, 1) if seconds else None}
+    return {
+        "videos": len(quiet),
+        "seconds": round(seconds, 1),
+        "false_triggers": false,
+        "per_hour": round(3600 * false / seconds, 1) if seconds else None,
+    }
 
 
 def report(data: Path, out: Path | None) -> dict:
@@ -112,13 +121,21 @@ def report(data: Path, out: Path | None) -> dict:
         tables = {name: per_kind(videos, pred) for name, pred in detectors.items()}
         quiet = {name: false_per_hour(videos, pred) for name, pred in detectors.items()}
         results[corpus] = {"per_kind": tables, "eventless": quiet, "rescore_s": round(vtm_s, 2)}
-        print(f"\n== {corpus} part: {len(videos)} videos, {sum(v.seconds for v in videos) / 60:.1f} min; vtm re-scored from the cache in {vtm_s:.1f} s")
+        print(
+            f"\n== {corpus} part: {len(videos)} videos, {sum(v.seconds for v in videos) / 60:.1f} min; vtm "
+            f"re-scored from the cache in {vtm_s:.1f} s"
+        )
         print(f"{'kind':<14}{'videos':>7}  " + "".join(f"{name + ' P/R/F1':>24}" for name in detectors))
         for kind in tables["vtm"]:
-            cells = "".join(f"{t[kind]['precision']:>10.2f}{t[kind]['recall']:>7.2f}{t[kind]['f1']:>7.2f}" for t in tables.values())
+            cells = "".join(
+                f"{t[kind]['precision']:>10.2f}{t[kind]['recall']:>7.2f}{t[kind]['f1']:>7.2f}" for t in tables.values()
+            )
             print(f"{kind:<14}{tables['vtm'][kind]['videos']:>7}  {cells}")
         for name, q in quiet.items():
-            print(f"eventless, {name:<9}: {q['false_triggers']} false triggers in {q['seconds']} s of {q['videos']} videos = {q['per_hour']} per hour")
+            print(
+                f"eventless, {name:<9}: {q['false_triggers']} false triggers in {q['seconds']} s of {q['videos']} "
+                f"videos = {q['per_hour']} per hour"
+            )
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench_triggers.json").write_text(json.dumps(results, indent=1))
@@ -130,7 +147,10 @@ def fit(data: Path) -> None:
     for corpus in ("tune", "real-tune"):
         root = prepare(data, corpus)
         videos += load_calibration_videos(root / "cache", root / "videos")
-    print(f"fitting on the tune parts: {len(videos)} videos, {sum(v.seconds for v in videos) / 60:.1f} min, {sum(len(v.events) for v in videos)} events")
+    print(
+        f"fitting on the tune parts: {len(videos)} videos, {sum(v.seconds for v in videos) / 60:.1f} min, "
+        f"{sum(len(v.events) for v in videos)} events"
+    )
     best = fit_change_score(videos, Config().change_score, Config().triggers, progress=True)
     print(json.dumps(best, indent=1))
 

@@ -1,7 +1,8 @@
 """Atomic file writes: readers never see a half-written file.
 
 Write to a temporary name in the same directory, fsync, then rename over the final name (rename is
-atomic within one filesystem). A killed writer leaves at most a `NAME.tmp-XXXXXXXX` file (8 hex digits), which no reader opens
+atomic within one filesystem). A killed writer leaves at most a `NAME.tmp-XXXXXXXX` file (8 hex digits), which no reader
+opens
 and the next run removes: only names of this exact form, of files vtm writes there.
 """
 
@@ -12,8 +13,8 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 TMP_MARKER = ".tmp-"
 TEMP_NAME = re.compile(r"^(?P<final>.+)\.tmp-[0-9a-f]{8}$")  # what atomic_path names its temporary files

@@ -46,7 +46,10 @@ def _alive(holder: dict) -> bool:
 
 
 def describe_holder(holder: dict) -> str:
-    return f"{holder.get('command', 'vtm')} (pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since', '?')})"
+    return (
+        f"{holder.get('command', 'vtm')} (pid {holder.get('pid')} on {holder.get('host')}, since "
+        f"{holder.get('since', '?')})"
+    )
 
 
 class DirectoryLock:
@@ -58,7 +61,7 @@ class DirectoryLock:
         self.token = uuid.uuid4().hex
         self.held = False
 
-    def acquire(self) -> "DirectoryLock":
+    def acquire(self) -> DirectoryLock:
         me = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -115,7 +118,7 @@ class DirectoryLock:
         if self._read() == holder:
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "DirectoryLock":
+    def __enter__(self) -> DirectoryLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from vtm.cache.atomic import write_json
 from vtm.cache.lock import LOCK_FILE, DirectoryLock
@@ -49,12 +49,19 @@ def check_output_dir(folder: Path, kind: str, option: str, older_vtm_output: Cal
     found = output_kind(folder)
     if found == kind or (found is None and older_vtm_output(folder)):
         return
-    what = f"a vtm {found} output, not a {kind} one" if found else f"not empty and not a vtm {kind} output (no {MARKER})"
-    raise OutputDirError(f"{option} {folder} is {what}; vtm will not write into it, so none of its files is touched. Choose a new or empty folder for {option}.")
+    what = (
+        f"a vtm {found} output, not a {kind} one" if found else f"not empty and not a vtm {kind} output (no {MARKER})"
+    )
+    raise OutputDirError(
+        f"{option} {folder} is {what}; vtm will not write into it, so none of its files is touched. Choose a new or "
+        f"empty folder for {option}."
+    )
 
 
 @contextlib.contextmanager
-def owned_output_dir(folder: Path, kind: str, command: str, option: str, older_vtm_output: Callable[[Path], bool]) -> Iterator[Path]:
+def owned_output_dir(
+    folder: Path, kind: str, command: str, option: str, older_vtm_output: Callable[[Path], bool]
+) -> Iterator[Path]:
     """Check that vtm may write `folder` (check_output_dir), create and mark it, and hold its writer lock."""
     folder = Path(folder)
     check_output_dir(folder, kind, option, older_vtm_output)

@@ -25,7 +25,9 @@ MANIFEST_FILE = "manifest.parquet"
 SCORES_DIR = "scores"
 FEATURES_DIR = "features"
 EXTRACT_CONFIG = "extract_config.yaml"  # the resolved configuration of the last extract
-ENCODER_SOURCE_JSON = "encoder_source.json"  # {"source": models.visual_encoder.weights_source(...), "encoder_info": {...}}
+ENCODER_SOURCE_JSON = (
+    "encoder_source.json"  # {"source": models.visual_encoder.weights_source(...), "encoder_info": {...}}
+)
 CHANGE_SCORE_JSON = "change_score.json"  # the change score's version and settings that made the stored scores
 
 STATUS_OK = "ok"
@@ -47,7 +49,9 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("decoder", pa.string()),  # "decord" or "pyav" (fallback)
         pa.field("status", pa.string(), nullable=False),  # STATUS_OK / STATUS_FAILED
         pa.field("error", pa.string()),  # why it failed, for a person to read
-        pa.field("warning", pa.string()),  # an ok video that lost something (e.g. time ranges that would not decode), in words
+        pa.field(
+            "warning", pa.string()
+        ),  # an ok video that lost something (e.g. time ranges that would not decode), in words
         pa.field("fingerprint", pa.string(), nullable=False),  # CacheSettings.fingerprint at write time
         # Videos in object storage (null for local files): where every reader opens them, credentials never
         # included, and the store's version of the object (ETag, @version id where the bucket keeps versions).

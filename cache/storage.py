@@ -27,8 +27,25 @@ READ_BLOCK = 8 * 1024 * 1024  # bytes fetched per request while streaming: few r
 RETRIES = 3  # tries of one request before the video fails (the SDK retries inside each too)
 RETRY_WAIT_S = 0.5  # doubled after each try
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_TRANSIENT_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE, errno.EHOSTUNREACH, errno.ENETUNREACH}
-_TRANSIENT_NAMES = ("Timeout", "Connection", "ClientPayload", "IncompleteRead", "ServiceUnavailable", "SlowDown", "Throttl", "InternalError")
+_TRANSIENT_ERRNOS = {
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.ECONNREFUSED,
+    errno.ETIMEDOUT,
+    errno.EPIPE,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+}
+_TRANSIENT_NAMES = (
+    "Timeout",
+    "Connection",
+    "ClientPayload",
+    "IncompleteRead",
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttl",
+    "InternalError",
+)
 
 
 class StorageError(RuntimeError):
@@ -54,8 +71,10 @@ def check_url(url: str) -> str:
     parts = urlsplit(url)
     if "@" in parts.netloc or parts.query:
         raise StorageError(
-            f"{redact(url)}: URLs with credentials (user:key@ or ?token=...) are not accepted, because vtm records the URL in the cache. "
-            "Put the credentials where the store's SDK finds them (environment variables, a profile, an instance role) and pass the plain URL."
+            f"{redact(url)}: URLs with credentials (user:key@ or ?token=...) are not accepted, because vtm records "
+            "the URL in the cache. "
+            "Put the credentials where the store's SDK finds them (environment variables, a profile, an instance "
+            "role) and pass the plain URL."
         )
     return url.rstrip("/")
 
@@ -113,7 +132,9 @@ def list_objects(url: str, extensions: tuple[str, ...]) -> list[StoredObject]:
     except OSError as e:
         raise StorageError(f"cannot list {redact(url)}: {explain(e)}") from e
     if not found:
-        raise StorageError(f"nothing found under {redact(url)}: check the bucket and prefix (and that these credentials may list it)")
+        raise StorageError(
+            f"nothing found under {redact(url)}: check the bucket and prefix (and that these credentials may list it)"
+        )
     exts = {e.lower() for e in extensions}
     objects = []
     for path, info in found.items():
@@ -121,7 +142,9 @@ def list_objects(url: str, extensions: tuple[str, ...]) -> list[StoredObject]:
         name = rel.rsplit("/", 1)[-1]
         if not rel or name.startswith(".") or Path(name).suffix.lower() not in exts:
             continue
-        objects.append(StoredObject(fs.unstrip_protocol(path), rel, int(info.get("size") or 0), _mtime_ns(info), _etag(info)))
+        objects.append(
+            StoredObject(fs.unstrip_protocol(path), rel, int(info.get("size") or 0), _mtime_ns(info), _etag(info))
+        )
     return sorted(objects, key=lambda o: o.relpath)
 
 
@@ -153,14 +176,25 @@ def explain(e: BaseException) -> str:
     """What a storage error means and what to do about it."""
     text = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
     if isinstance(e, PermissionError):
-        return (f"access denied ({text}): check that the credentials in the environment or profile "
-                "(AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) may read it, and the bucket policy")
+        return (
+            f"access denied ({text}): check that the credentials in the environment or profile "
+            "(AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) may read it, and the bucket policy"
+        )
     if isinstance(e, FileNotFoundError):
         if "bucket" in text.lower():
-            return f"the bucket does not exist ({text}): check the URL, the region and the endpoint (AWS_ENDPOINT_URL for an S3-compatible server)"
-        return f"object not found ({text}): deleted or renamed since it was listed? Re-run `vtm extract` to list the prefix again"
+            return (
+                f"the bucket does not exist ({text}): check the URL, the region and the endpoint (AWS_ENDPOINT_URL for "
+                "an S3-compatible server)"
+            )
+        return (
+            f"object not found ({text}): deleted or renamed since it was listed? Re-run `vtm extract` to list the "
+            "prefix again"
+        )
     if _transient(e):
-        return f"the connection to the store failed after {RETRIES} tries ({type(e).__name__}: {text}): check the network and the endpoint, then re-run (finished videos are kept)"
+        return (
+            f"the connection to the store failed after {RETRIES} tries ({type(e).__name__}: {text}): check the network "
+            "and the endpoint, then re-run (finished videos are kept)"
+        )
     return f"{type(e).__name__}: {text}"
 
 
@@ -181,10 +215,19 @@ def _retrying(call, url: str, tries: int = RETRIES):
             return call()
         except Exception as e:  # noqa: BLE001 - anything not transient is raised at once
             if attempt == tries or not _transient(e):
-                if not isinstance(e, OSError):  # SDK errors (botocore's connection errors) become OSErrors with their text
+                if not isinstance(
+                    e, OSError
+                ):  # SDK errors (botocore's connection errors) become OSErrors with their text
                     raise OSError(f"{type(e).__name__}: {e}") from e
                 raise
-            log.warning("reading %s: %s; retrying in %.1f s (try %d of %d)", redact(url), type(e).__name__, wait, attempt + 1, tries)
+            log.warning(
+                "reading %s: %s; retrying in %.1f s (try %d of %d)",
+                redact(url),
+                type(e).__name__,
+                wait,
+                attempt + 1,
+                tries,
+            )
             time.sleep(wait)
             wait *= 2
 

@@ -8,9 +8,9 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -39,7 +39,9 @@ def read_cache_json(root: Path) -> dict | None:
         return None
     if not isinstance(d, dict):
         return None
-    if d.get("format") == schema.FORMAT_ID or ("format" not in d and "format_version" in d and isinstance(d.get("settings"), dict)):
+    if d.get("format") == schema.FORMAT_ID or (
+        "format" not in d and "format_version" in d and isinstance(d.get("settings"), dict)
+    ):
         return d
     return None
 
@@ -51,7 +53,13 @@ def _root_text(dataset_root: Path | str) -> str:
 
 def _owned_names(root: Path) -> dict:
     """Folder -> which file names in it vtm writes (and so may delete), final names only."""
-    top = {schema.CACHE_JSON, schema.MANIFEST_FILE, schema.EXTRACT_CONFIG, schema.ENCODER_SOURCE_JSON, schema.CHANGE_SCORE_JSON}
+    top = {
+        schema.CACHE_JSON,
+        schema.MANIFEST_FILE,
+        schema.EXTRACT_CONFIG,
+        schema.ENCODER_SOURCE_JSON,
+        schema.CHANGE_SCORE_JSON,
+    }
     per_video = {schema.SCORES_DIR: ".parquet", schema.FEATURES_DIR: ".h5"}
 
     def video_file(suffix: str):
@@ -90,12 +98,12 @@ class CacheSettings:
         blob = json.dumps(self.fingerprint_fields(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def differences(self, other: "CacheSettings") -> list[str]:
+    def differences(self, other: CacheSettings) -> list[str]:
         mine, theirs = self.fingerprint_fields(), other.fingerprint_fields()
         return [f"{k}: cache has {theirs[k]!r}, this run has {mine[k]!r}" for k in mine if mine[k] != theirs[k]]
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "CacheSettings":
+    def from_json(cls, d: Mapping) -> CacheSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -109,11 +117,14 @@ class FeatureCache:
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: Path) -> "FeatureCache":
+    def open(cls, root: Path) -> FeatureCache:
         root = Path(root)
         d = read_cache_json(root)
         if d is None:
-            raise CacheError(f"{root} is not a vtm feature cache (no {schema.CACHE_JSON} written by vtm); run `vtm extract DATASET --cache {root}` first.")
+            raise CacheError(
+                f"{root} is not a vtm feature cache (no {schema.CACHE_JSON} written by vtm); run `vtm extract "
+                f"DATASET --cache {root}` first."
+            )
         if d.get("format_version") != schema.FORMAT_VERSION:
             raise CacheError(
                 f"{root} has cache format {d.get('format_version')}, this vtm reads format {schema.FORMAT_VERSION}; "
@@ -131,10 +142,16 @@ class FeatureCache:
         if not root.exists() or read_cache_json(root) is not None:
             return
         if (root / schema.CACHE_JSON).exists():
-            raise CacheError(f"{root / schema.CACHE_JSON} was not written by vtm (or is damaged); vtm will not write into {root}. Choose a new or empty folder for --cache.")
-        if any(not p.name.startswith(LOCK_FILE) for p in root.iterdir()):  # a lock (or its temporary) left by a killed vtm is vtm's
             raise CacheError(
-                f"{root} is not empty and is not a vtm feature cache (no {schema.CACHE_JSON}); vtm will not write into it, "
+                f"{root / schema.CACHE_JSON} was not written by vtm (or is damaged); vtm will not write into "
+                f"{root}. Choose a new or empty folder for --cache."
+            )
+        if any(
+            not p.name.startswith(LOCK_FILE) for p in root.iterdir()
+        ):  # a lock (or its temporary) left by a killed vtm is vtm's
+            raise CacheError(
+                f"{root} is not empty and is not a vtm feature cache (no {schema.CACHE_JSON}); vtm will not write "
+                "into it, "
                 "so none of its files is touched. Choose a new or empty folder for --cache."
             )
 
@@ -157,7 +174,9 @@ class FeatureCache:
                     root.rmdir()
 
     @classmethod
-    def create(cls, root: Path, settings: CacheSettings, *, rebuild: bool = False, dataset_root: Path | str | None = None) -> "FeatureCache":
+    def create(
+        cls, root: Path, settings: CacheSettings, *, rebuild: bool = False, dataset_root: Path | str | None = None
+    ) -> FeatureCache:
         """Open `root` for writing with `settings`, creating it if needed (hold `lock_for_writing` around it).
 
         An existing cache built with other settings (mixing would make features incomparable) or from
@@ -181,8 +200,10 @@ class FeatureCache:
                 recorded_root = read_cache_json(root).get("dataset_root")
                 if recorded_root and dataset_root is not None and recorded_root != _root_text(dataset_root):
                     raise CacheError(
-                        f"the cache at {root} belongs to the dataset at {recorded_root}, not {_root_text(dataset_root)}: one cache holds one dataset. "
-                        "Choose another --cache folder for this dataset, or pass --rebuild to delete this cache and start over."
+                        f"the cache at {root} belongs to the dataset at {recorded_root}, not "
+                        f"{_root_text(dataset_root)}: one cache holds one dataset. "
+                        "Choose another --cache folder for this dataset, or pass --rebuild to delete this cache and "
+                        "start over."
                     )
         root.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -192,7 +213,9 @@ class FeatureCache:
             "settings": dataclasses.asdict(settings),
             "dataset_root": _root_text(dataset_root) if dataset_root is not None else recorded_root,
         }
-        write_json(root / schema.CACHE_JSON, meta)  # first, so the folder is marked as a vtm cache before anything else lands in it
+        write_json(
+            root / schema.CACHE_JSON, meta
+        )  # first, so the folder is marked as a vtm cache before anything else lands in it
         for sub in (schema.SCORES_DIR, schema.FEATURES_DIR):
             (root / sub).mkdir(exist_ok=True)
         for folder, owns in _owned_names(root).items():
@@ -205,7 +228,10 @@ class FeatureCache:
         cache.json goes last, so a clear cut short still leaves a folder marked as a cache."""
         root = Path(root)
         if read_cache_json(root) is None:
-            raise CacheError(f"{root} is not a vtm feature cache; --rebuild deletes only a cache vtm wrote. Choose a new or empty folder for --cache.")
+            raise CacheError(
+                f"{root} is not a vtm feature cache; --rebuild deletes only a cache vtm wrote. Choose a new or "
+                "empty folder for --cache."
+            )
         for folder, owns in _owned_names(root).items():
             if folder == root or not folder.is_dir() or folder.is_symlink():
                 continue
@@ -218,7 +244,13 @@ class FeatureCache:
             except OSError:
                 pass  # something that is not vtm's is in it: it stays
         remove_stale_temps(root, _owned_names(root)[root])
-        for name in (schema.MANIFEST_FILE, schema.EXTRACT_CONFIG, schema.ENCODER_SOURCE_JSON, schema.CHANGE_SCORE_JSON, schema.CACHE_JSON):
+        for name in (
+            schema.MANIFEST_FILE,
+            schema.EXTRACT_CONFIG,
+            schema.ENCODER_SOURCE_JSON,
+            schema.CHANGE_SCORE_JSON,
+            schema.CACHE_JSON,
+        ):
             (root / name).unlink(missing_ok=True)
 
     @property
@@ -233,8 +265,12 @@ class FeatureCache:
         if not path.is_file():
             return pl.from_arrow(schema.MANIFEST_SCHEMA.empty_table())
         df = pl.read_parquet(path)
-        missing = [f for f in schema.MANIFEST_SCHEMA if f.name not in df.columns]  # a manifest from before a column was added
-        return df.with_columns(pl.lit(None, dtype=pl.from_arrow(pa.array([], f.type)).dtype).alias(f.name) for f in missing).select(schema.MANIFEST_SCHEMA.names)
+        missing = [
+            f for f in schema.MANIFEST_SCHEMA if f.name not in df.columns
+        ]  # a manifest from before a column was added
+        return df.with_columns(
+            pl.lit(None, dtype=pl.from_arrow(pa.array([], f.type)).dtype).alias(f.name) for f in missing
+        ).select(schema.MANIFEST_SCHEMA.names)
 
     def write_manifest(self, rows: Iterable[Mapping]) -> None:
         """Replace the manifest with `rows`, sorted by path so equal content gives equal files."""
@@ -296,7 +332,9 @@ class FeatureCache:
         with atomic_path(self.scores_path(video_id)) as tmp:
             pq.write_table(table, tmp)
 
-    def read_features(self, video_id: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def read_features(
+        self, video_id: str, start: int = 0, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features, timestamps and frame indices of samples [start, stop) of one video."""
         path = self.features_path(video_id)
         if not path.is_file():
@@ -311,7 +349,11 @@ class FeatureCache:
             return f[schema.H5_COLOR_HIST][:], f[schema.H5_COLOR_GRID][:]
 
     def read_scores(self, video_ids: Iterable[str] | None = None) -> pl.DataFrame:
-        ids = list(video_ids) if video_ids is not None else self.manifest().filter(pl.col("status") == schema.STATUS_OK)["video_id"].to_list()
+        ids = (
+            list(video_ids)
+            if video_ids is not None
+            else self.manifest().filter(pl.col("status") == schema.STATUS_OK)["video_id"].to_list()
+        )
         paths = [self.scores_path(v) for v in ids if self.scores_path(v).is_file()]
         if not paths:
             return pl.from_arrow(schema.SCORES_SCHEMA.empty_table())

@@ -33,7 +33,9 @@ class InputSpec(Protocol):
     grid_size: int  # the colour grid pooled to grid_size x grid_size cells; 0: none
 
 
-def frame_inputs(spec: InputSpec, features: np.ndarray, color_hist: np.ndarray | None = None, color_grid: np.ndarray | None = None) -> np.ndarray:
+def frame_inputs(
+    spec: InputSpec, features: np.ndarray, color_hist: np.ndarray | None = None, color_grid: np.ndarray | None = None
+) -> np.ndarray:
     """Per-frame model inputs (n, D) float32: features [+ colour histogram] [+ pooled colour grid / 255].
 
     Arrays are rounded to float16 first, as the cache stores them, so inputs built from a decoder's

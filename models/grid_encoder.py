@@ -43,7 +43,9 @@ class GridEncoder(nn.Module):
         g = config.size
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, g), torch.linspace(-1, 1, g), indexing="ij")
         self.register_buffer("position", torch.stack([ys, xs], -1).reshape(g * g, 2), persistent=False)
-        self.cell = nn.Sequential(nn.Linear(CELL_INPUTS, config.hidden), nn.GELU(), nn.Linear(config.hidden, config.hidden))
+        self.cell = nn.Sequential(
+            nn.Linear(CELL_INPUTS, config.hidden), nn.GELU(), nn.Linear(config.hidden, config.hidden)
+        )
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
         """(B, T, size * size * 3) colours in [0, 1] -> (B, T, output_dim)."""

@@ -51,7 +51,9 @@ class AdapterConfig:
 
 def _check_prompt(prompt: str) -> None:
     if prompt.count(VIDEO_PLACEHOLDER) != 1:
-        raise ValueError(f"the prompt must contain {VIDEO_PLACEHOLDER} exactly once (where the soft tokens go): {prompt!r}")
+        raise ValueError(
+            f"the prompt must contain {VIDEO_PLACEHOLDER} exactly once (where the soft tokens go): {prompt!r}"
+        )
 
 
 class SoftTokenProjector(nn.Module):
@@ -67,7 +69,9 @@ class SoftTokenProjector(nn.Module):
         self.keys = nn.Linear(input_dim, hidden_dim)
         self.values = nn.Linear(input_dim, hidden_dim)
         self.queries = nn.Parameter(torch.randn(num_tokens, hidden_dim) / hidden_dim**0.5)
-        self.out = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, llm_hidden))
+        self.out = nn.Sequential(
+            nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, llm_hidden)
+        )
 
     def forward(self, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm(context.to(self.queries.dtype))
@@ -79,7 +83,7 @@ class SoftTokenProjector(nn.Module):
 
 
 def language_model_kind(name_or_path: str, kind: str = "auto") -> str:
-    """"llava" or "causal_lm" for a checkpoint, read from its config alone (cheap: no weights are loaded)."""
+    """ "llava" or "causal_lm" for a checkpoint, read from its config alone (cheap: no weights are loaded)."""
     from transformers import AutoConfig
 
     if kind not in KINDS:
@@ -89,17 +93,22 @@ def language_model_kind(name_or_path: str, kind: str = "auto") -> str:
     except (OSError, ValueError) as e:
         raise LanguageModelLoadError(
             f"cannot load language model {name_or_path!r}: it is neither a local directory saved with save_pretrained "
-            f"nor a model in the Hugging Face cache ({str(e).splitlines()[0][:200]}). Give a local path, or download it "
+            f"nor a model in the Hugging Face cache ({str(e).splitlines()[0][:200]}). Give a local path, or "
+            "download it "
             f"once on a machine with network access (`hf download {name_or_path}`) and set HF_HOME to that cache."
         ) from e
     if kind == "auto":
         kind = "llava" if config.model_type == "llava" else "causal_lm"
     if kind == "llava" and config.model_type != "llava":
-        raise LanguageModelLoadError(f"{name_or_path!r} is a {config.model_type!r} model, not LLaVA; use kind='causal_lm' for a text-only model")
+        raise LanguageModelLoadError(
+            f"{name_or_path!r} is a {config.model_type!r} model, not LLaVA; use kind='causal_lm' for a text-only model"
+        )
     return kind
 
 
-def load_language_model(name_or_path: str, kind: str = "auto", dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"):
+def load_language_model(
+    name_or_path: str, kind: str = "auto", dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu"
+):
     """A LLaVA checkpoint (-> model, LlavaProcessor) or any causal LM (-> model, tokenizer), by local path or hub id.
 
     kind "auto" picks "llava" when the checkpoint's model_type is llava. Nothing is downloaded unless the
@@ -117,7 +126,9 @@ def load_language_model(name_or_path: str, kind: str = "auto", dtype: torch.dtyp
             model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
             processor = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
-        raise LanguageModelLoadError(f"cannot load {kind} model {name_or_path!r}: {str(e).splitlines()[0][:300]}") from e
+        raise LanguageModelLoadError(
+            f"cannot load {kind} model {name_or_path!r}: {str(e).splitlines()[0][:300]}"
+        ) from e
     return model.to(device).eval(), processor
 
 
@@ -147,7 +158,12 @@ class VideoLanguageAdapter(nn.Module):
             targets = _lora_targets(language_model, config.lora_target_modules)
             if not targets:
                 raise ValueError(f"no module named {config.lora_target_modules} in the language model for LoRA")
-            lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets)
+            lora = LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=targets,
+            )
             # In place, so the model keeps its own class (and generate); only the LoRA weights train.
             language_model = inject_adapter_in_model(lora, language_model)
             for name, p in language_model.named_parameters():
@@ -156,13 +172,17 @@ class VideoLanguageAdapter(nn.Module):
                     p.data = p.data.float()  # in a bf16/fp16 model, AdamW's small updates would round away
         self.language_model = language_model
         embeddings = language_model.get_input_embeddings()
-        self.projector = SoftTokenProjector(config.input_dim, embeddings.embedding_dim, config.num_soft_tokens, config.hidden_dim)
+        self.projector = SoftTokenProjector(
+            config.input_dim, embeddings.embedding_dim, config.num_soft_tokens, config.hidden_dim
+        )
         self.projector.to(embeddings.weight.device)
         self._gradient_checkpointing = False
-        self.eval()  # like from_pretrained; freshly injected LoRA layers would otherwise be left in train mode (dropout)
+        self.eval()  # as from_pretrained: new LoRA layers would otherwise stay in train mode (dropout)
 
     @classmethod
-    def load(cls, config: AdapterConfig, name_or_path: str, kind: str = "auto", dtype=None, device="cpu") -> VideoLanguageAdapter:
+    def load(
+        cls, config: AdapterConfig, name_or_path: str, kind: str = "auto", dtype=None, device="cpu"
+    ) -> VideoLanguageAdapter:
         model, processor = load_language_model(name_or_path, kind=kind, dtype=dtype, device=device)
         return cls(config, model, processor)
 
@@ -200,7 +220,10 @@ class VideoLanguageAdapter(nn.Module):
         if images is None:
             return torch.tensor([self._ids(before, bos=True)] * batch), None
         if not self.is_llava:
-            raise ValueError(f"images need a LLaVA checkpoint; this language model is text-only ({type(self.language_model).__name__})")
+            raise ValueError(
+                "images need a LLaVA checkpoint; this language model is text-only "
+                f"({type(self.language_model).__name__})"
+            )
         if len(images) != batch:
             raise ValueError(f"{len(images)} images for {batch} windows")
         # The key frame sits just before the soft tokens, unless the prompt places <image> itself.
@@ -226,7 +249,10 @@ class VideoLanguageAdapter(nn.Module):
                 raise ValueError(f"{len(texts)} descriptions for {batch} windows")
             # Prompt end and description tokenized together, as the model will see them in generate.
             sep = "" if after[-1:].isspace() else " "
-            rest = [ids + [self.tokenizer.eos_token_id] for ids in self._ids([after + sep + t.strip() for t in texts], bos=False)]
+            rest = [
+                ids + [self.tokenizer.eos_token_id]
+                for ids in self._ids([after + sep + t.strip() for t in texts], bos=False)
+            ]
         width = max(len(ids) for ids in rest)
         rest_ids = torch.full((batch, width), self._pad_id())
         rest_mask = torch.zeros(batch, width, dtype=torch.long)
@@ -255,14 +281,19 @@ class VideoLanguageAdapter(nn.Module):
         return self.language_model(**inputs, use_cache=False).loss
 
     @torch.no_grad()
-    def generate(self, context: torch.Tensor, mask: torch.Tensor | None = None, images=None, prompt: str | None = None) -> list[str]:
+    def generate(
+        self, context: torch.Tensor, mask: torch.Tensor | None = None, images=None, prompt: str | None = None
+    ) -> list[str]:
         """One greedy description per window. `images`: one key frame per window (PIL / HWC uint8), LLaVA only."""
         inputs = self._inputs(context, mask, prompt or self.config.prompt, images=images)
         # Every row has the same prompt and as many soft tokens, so no row needs padding. With only
         # inputs_embeds, generate returns just the new tokens.
         new_tokens = self.language_model.generate(
-            **inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False,
-            pad_token_id=self._pad_id(), eos_token_id=self.tokenizer.eos_token_id,
+            **inputs,
+            max_new_tokens=self.config.max_new_tokens,
+            do_sample=False,
+            pad_token_id=self._pad_id(),
+            eos_token_id=self.tokenizer.eos_token_id,
         )
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 

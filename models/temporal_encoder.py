@@ -59,24 +59,39 @@ class TemporalEncoder(nn.Module):
         self.gradient_checkpointing = False
         k = 2 if config.use_deltas else 1
         if config.input_groups:
-            self.inputs = nn.ModuleList(nn.Sequential(nn.LayerNorm(k * w), nn.Linear(k * w, config.d_model)) for w in config.input_groups)
+            self.inputs = nn.ModuleList(
+                nn.Sequential(nn.LayerNorm(k * w), nn.Linear(k * w, config.d_model)) for w in config.input_groups
+            )
         else:
-            self.input = nn.Sequential(nn.LayerNorm(k * config.input_dim), nn.Linear(k * config.input_dim, config.d_model))
+            self.input = nn.Sequential(
+                nn.LayerNorm(k * config.input_dim), nn.Linear(k * config.input_dim, config.d_model)
+            )
         if config.kind == "transformer":
             self.layers = nn.ModuleList(
                 nn.TransformerEncoderLayer(
-                    config.d_model, config.num_heads, 4 * config.d_model, config.dropout, batch_first=True, norm_first=True
+                    config.d_model,
+                    config.num_heads,
+                    4 * config.d_model,
+                    config.dropout,
+                    batch_first=True,
+                    norm_first=True,
                 )
                 for _ in range(config.num_layers)
             )
         else:
             self.lstm = nn.LSTM(
-                config.d_model, config.d_model // 2, config.num_layers, batch_first=True, bidirectional=True,
+                config.d_model,
+                config.d_model // 2,
+                config.num_layers,
+                batch_first=True,
+                bidirectional=True,
                 dropout=config.dropout if config.num_layers > 1 else 0.0,
             )
         self.norm = nn.LayerNorm(config.d_model)
 
-    def forward(self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """features (B, T, input_dim), timestamps (B, T) seconds, mask (B, T) True where a frame is real."""
         relative = timestamps - timestamps[:, :1]
         x = self._project(features.float()) + time_encoding(relative, self.config.d_model, self.config.max_period_s)

@@ -33,9 +33,15 @@ def make_tiny_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(list(SPECIAL_TOKENS))
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])])
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"},  # LlavaProcessor reads tokenizer.image_token
     )
 
@@ -44,9 +50,17 @@ def _text_config(tokenizer):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=TEXT_HIDDEN, intermediate_size=2 * TEXT_HIDDEN, num_hidden_layers=LAYERS,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=TEXT_INIT_STD,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=2 * TEXT_HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=TEXT_INIT_STD,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -59,29 +73,48 @@ def _save_generation_config(model, tokenizer) -> None:
 
 def make_tiny_llava(path: str | Path, seed: int = 0) -> Path:
     """A LlavaForConditionalGeneration (tiny CLIP tower + tiny Llama) with its LlavaProcessor, saved to `path`."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     path = Path(path)
     tokenizer = make_tiny_tokenizer()
     vision = CLIPVisionConfig(
-        hidden_size=VISION_HIDDEN, intermediate_size=2 * VISION_HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4,
-        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=VISION_HIDDEN,
+        hidden_size=VISION_HIDDEN,
+        intermediate_size=2 * VISION_HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=VISION_HIDDEN,
     )
     num_patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
     config = LlavaConfig(
-        vision_config=vision, text_config=_text_config(tokenizer), image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=num_patches, vision_feature_layer=-2, vision_feature_select_strategy="default",
+        vision_config=vision,
+        text_config=_text_config(tokenizer),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=num_patches,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     _save_generation_config(model, tokenizer)
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
     )
     # "default" drops CLIP's CLS token, and num_additional_image_tokens=1 counts it: 16 image tokens.
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
     )
     model.save_pretrained(path)
     processor.save_pretrained(path)
@@ -106,17 +139,29 @@ TINY_DETR_LABELS = {0: "person", 1: "car", 2: "dog"}
 
 
 def make_tiny_detr(path: str | Path, seed: int = 0) -> Path:
-    """A DetrForObjectDetection (tiny ResNet backbone, one encoder and one decoder layer) with its DetrImageProcessor, saved to `path`."""
+    """A DetrForObjectDetection (tiny ResNet backbone, one encoder and one decoder layer) with its DetrImageProcessor,
+    saved to `path`."""
     from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
 
     path = Path(path)
     # DETR's default backbone is timm's resnet50 with pretrained weights: a download. A transformers
     # ResNet built from a config needs nothing.
-    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", out_features=["stage2"])
+    backbone = ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", out_features=["stage2"]
+    )
     config = DetrConfig(
-        use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=backbone,
-        d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=10, id2label=dict(TINY_DETR_LABELS),
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone_config=backbone,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_queries=10,
+        id2label=dict(TINY_DETR_LABELS),
         # With DETR's 0.02 every query of a random model predicts the same box and score; 0.5 spreads them.
         init_std=0.5,
     )

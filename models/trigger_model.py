@@ -22,13 +22,17 @@ class TriggerModelConfig:
     labels: tuple[str, ...] = ("event",)  # event class names; index i is detector class i + 1
     color_inputs: bool = True  # the cached colour histogram (64 values) is appended to each frame's features
     grid: GridEncoderConfig | None = None  # the cached colour grid, pooled to grid.size cells a side, is appended too
-    min_event_frames: int = 1  # the shortest annotated event trained on, in samples: shorter blips of the score are noise
+    min_event_frames: int = (
+        1  # the shortest annotated event trained on, in samples: shorter blips of the score are noise
+    )
 
     def __post_init__(self):
         if isinstance(self.grid, dict):
             object.__setattr__(self, "grid", GridEncoderConfig(**self.grid))
         if self.detector.input_dim != self.encoder.d_model:
-            raise ValueError(f"detector.input_dim ({self.detector.input_dim}) must equal encoder.d_model ({self.encoder.d_model})")
+            raise ValueError(
+                f"detector.input_dim ({self.detector.input_dim}) must equal encoder.d_model ({self.encoder.d_model})"
+            )
         if len(self.labels) != self.detector.num_classes:
             raise ValueError(f"{len(self.labels)} labels for {self.detector.num_classes} detector classes")
         if self.window < 2:
@@ -54,7 +58,7 @@ class TriggerModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TriggerModelConfig":
+    def from_dict(cls, d: dict) -> TriggerModelConfig:
         det = dict(d["detector"])
         det["hidden_sizes"] = tuple(det["hidden_sizes"])
         enc = dict(d["encoder"])
@@ -78,7 +82,9 @@ class TriggerModel(nn.Module):
         self.detector = TriggerDetector(config.detector)
         self.grid = GridEncoder(config.grid) if config.grid is not None else None
 
-    def forward(self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, timestamps: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, T, config.input_dim) -> (context (B, T, d_model), logits (B, T, 1 + classes))."""
         if self.grid is not None:  # the grid's colours are the last columns
             n = self.config.grid.input_dim
@@ -86,7 +92,9 @@ class TriggerModel(nn.Module):
         context = self.encoder(features, timestamps, mask)
         return context, self.detector(context)
 
-    def forward_windows(self, features: np.ndarray, timestamps: np.ndarray, starts) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    def forward_windows(
+        self, features: np.ndarray, timestamps: np.ndarray, starts
+    ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         """(context, logits, mask) for windows of `config.window` samples of one video at `starts`,
         zero-padded (and masked) past the video's end."""
         n, w = len(features), self.config.window
@@ -98,11 +106,17 @@ class TriggerModel(nn.Module):
             m = min(w, n - s)
             feats[i, :m], times[i, :m], mask[i, :m] = features[s : s + m], timestamps[s : s + m], True
             times[i, m:] = timestamps[s + m - 1]
-        context, logits = self(torch.from_numpy(feats).to(device), torch.from_numpy(times).float().to(device), torch.from_numpy(mask).to(device))
+        context, logits = self(
+            torch.from_numpy(feats).to(device),
+            torch.from_numpy(times).float().to(device),
+            torch.from_numpy(mask).to(device),
+        )
         return context, logits, mask
 
     @torch.inference_mode()
-    def score_video(self, features: np.ndarray, timestamps: np.ndarray, batch_windows: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def score_video(
+        self, features: np.ndarray, timestamps: np.ndarray, batch_windows: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Trigger score and class probabilities (n, classes) for every frame of one video.
 
         Windows overlap by half and each frame's score is a weighted mean over the windows that
@@ -127,7 +141,9 @@ class TriggerModel(nn.Module):
                 probs[s : s + m] += p[i, :m] * weight[:m, None]
                 total[s : s + m] += weight[:m]
         probs /= np.maximum(total, 1e-9)[:, None]
-        return smooth_score(1.0 - probs[:, 0], self.config.min_event_frames).astype(np.float32), probs[:, 1:].astype(np.float32)
+        return smooth_score(1.0 - probs[:, 0], self.config.min_event_frames).astype(np.float32), probs[:, 1:].astype(
+            np.float32
+        )
 
 
 def smooth_score(score: np.ndarray, min_event_frames: int = 1) -> np.ndarray:

@@ -46,7 +46,9 @@ class EncoderInfo:
 class VisualEncoder(nn.Module):
     """uint8 frames (B, H, W, 3) -> float32 features (B, D). Normalisation happens on the device."""
 
-    def __init__(self, backbone: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size: int = 224, hf: bool = False):
+    def __init__(
+        self, backbone: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size: int = 224, hf: bool = False
+    ):
         super().__init__()
         self.backbone = backbone
         self.hf = hf
@@ -57,7 +59,9 @@ class VisualEncoder(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames.permute(0, 3, 1, 2).to(self.mean.dtype) / 255.0
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False
+            )
         x = (x - self.mean) / self.std
         if not self.hf:
             return self.backbone(x).float()
@@ -101,11 +105,15 @@ def _load_state_dict(path: Path) -> dict:
     except pickle.UnpicklingError:
         # torch's own message suggests weights_only=False, which would run code from the file: never shown
         raise EncoderLoadError(
-            f"weights file {path} holds pickled Python objects besides tensors; vtm never unpickles those (they can run code). "
+            f"weights file {path} holds pickled Python objects besides tensors; vtm never unpickles those (they can "
+            "run code). "
             "Save the weights as a plain state_dict of tensors or as .safetensors."
         ) from None
     except Exception as e:  # noqa: BLE001 - any other failure means the file is not a torch weights file
-        raise EncoderLoadError(f"weights file {path} is not a PyTorch weights file ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+        raise EncoderLoadError(
+            f"weights file {path} is not a PyTorch weights file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:120] if str(e) else ''})"
+        ) from None
     if not isinstance(sd, dict):
         raise EncoderLoadError(f"weights file {path} holds a {type(sd).__name__}, not a state_dict of tensors")
     return sd.get("state_dict", sd)
@@ -119,7 +127,9 @@ def _load_by_order(model: nn.Module, sd: dict, source: str) -> None:
     mapped = {}
     for (name, want), (src_name, have) in zip(target.items(), sd.items()):
         if tuple(want.shape) != tuple(have.shape):
-            raise EncoderLoadError(f"{source}: tensor {src_name} has shape {tuple(have.shape)}, expected {tuple(want.shape)} for {name}")
+            raise EncoderLoadError(
+                f"{source}: tensor {src_name} has shape {tuple(have.shape)}, expected {tuple(want.shape)} for {name}"
+            )
         mapped[name] = have
     model.load_state_dict(mapped)
 
@@ -143,7 +153,8 @@ def _efficientnet_lite0_package_weights() -> Path | None:
 
 
 def _weights_file(name: str, weights: str | None) -> Path | None:
-    """The weights file a torchvision/timm encoder loads: `weights`, else the packaged or cached one, else None (random)."""
+    """The weights file a torchvision/timm encoder loads: `weights`, else the packaged or cached one, else None
+    (random)."""
     if weights:
         source = Path(weights).expanduser()
         if not source.is_file():
@@ -167,11 +178,18 @@ def weights_source(name: str = DEFAULT_ENCODER, weights: str | None = None) -> d
             import importlib
 
             library = importlib.import_module("timm" if name in TIMM_ENCODERS else "torchvision")
-            return {"encoder": name, "random": f"seed 0, torch {torch.__version__}, {library.__name__} {library.__version__}"}
+            return {
+                "encoder": name,
+                "random": f"seed 0, torch {torch.__version__}, {library.__name__} {library.__version__}",
+            }
         return {"encoder": name, "file": str(source.resolve()), "sha256": _files_digest([source])}
     local = Path(name).expanduser()
     if local.is_dir():
-        return {"encoder": name, "directory": str(local.resolve()), "sha256": _files_digest(sorted(p for p in local.rglob("*") if p.is_file()), root=local)}
+        return {
+            "encoder": name,
+            "directory": str(local.resolve()),
+            "sha256": _files_digest(sorted(p for p in local.rglob("*") if p.is_file()), root=local),
+        }
     return None
 
 
@@ -186,7 +204,9 @@ def _files_digest(paths: list[Path], root: Path | None = None) -> str:
     return h.hexdigest()
 
 
-def build_visual_encoder(name: str = DEFAULT_ENCODER, weights: str | None = None, *, allow_random: bool = True) -> tuple[VisualEncoder, EncoderInfo]:
+def build_visual_encoder(
+    name: str = DEFAULT_ENCODER, weights: str | None = None, *, allow_random: bool = True
+) -> tuple[VisualEncoder, EncoderInfo]:
     """Build an encoder by name. `weights` is a local file (torchvision/timm) or unused for HF models.
 
     Without weights on disk the encoder falls back to seeded random weights (the same in every
@@ -217,12 +237,20 @@ def build_visual_encoder(name: str = DEFAULT_ENCODER, weights: str | None = None
             else:
                 missing, unexpected = backbone.load_state_dict(sd, strict=False)
                 if missing or unexpected:
-                    raise EncoderLoadError(f"{source} does not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+                    raise EncoderLoadError(
+                        f"{source} does not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                    )
             weights_desc, pretrained = str(source), True
         else:
             if not allow_random:
-                raise EncoderLoadError(f"no pretrained weights for {name} on this machine; pass --weights PATH to a .pth or .safetensors file")
-            log.warning("no pretrained weights for %s on this machine: features come from RANDOM weights (pass --weights PATH)", name)
+                raise EncoderLoadError(
+                    f"no pretrained weights for {name} on this machine; pass --weights PATH to a .pth or "
+                    ".safetensors file"
+                )
+            log.warning(
+                "no pretrained weights for %s on this machine: features come from RANDOM weights (pass --weights PATH)",
+                name,
+            )
             weights_desc, pretrained = "random", False
         encoder = VisualEncoder(backbone, input_size=224)
     else:
@@ -231,7 +259,14 @@ def build_visual_encoder(name: str = DEFAULT_ENCODER, weights: str | None = None
     encoder.eval()
     with torch.no_grad():
         dim = encoder(torch.zeros(1, encoder.input_size, encoder.input_size, 3, dtype=torch.uint8)).shape[1]
-    info = EncoderInfo(name=name, weights=weights_desc, weights_digest=weights_digest(encoder.backbone), pretrained=pretrained, feature_dim=int(dim), input_size=encoder.input_size)
+    info = EncoderInfo(
+        name=name,
+        weights=weights_desc,
+        weights_digest=weights_digest(encoder.backbone),
+        pretrained=pretrained,
+        feature_dim=int(dim),
+        input_size=encoder.input_size,
+    )
     return encoder, info
 
 

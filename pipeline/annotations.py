@@ -97,7 +97,11 @@ def load_annotations(path: Path, cache: FeatureCache, labels: tuple[str, ...] | 
             except ValueError:
                 raise AnnotationError(f"{where}: {rel} is not under the cache's dataset root {root}") from None
         if rel not in by_path:
-            hint = "it failed in extract (see `vtm cache info`)" if rel in failed else "it is not in the cache; run `vtm extract` on its folder first"
+            hint = (
+                "it failed in extract (see `vtm cache info`)"
+                if rel in failed
+                else "it is not in the cache; run `vtm extract` on its folder first"
+            )
             raise AnnotationError(f"{where}: unknown video {rel!r}: {hint}")
         vid = by_path[rel]
         paths[vid] = rel
@@ -106,11 +110,15 @@ def load_annotations(path: Path, cache: FeatureCache, labels: tuple[str, ...] | 
             continue
         start, end = _seconds(obj, "start", where), _seconds(obj, "end", where)
         if start < 0:
-            raise AnnotationError(f"{where}: start ({start}) is negative; times are seconds from the start of the video")
+            raise AnnotationError(
+                f"{where}: start ({start}) is negative; times are seconds from the start of the video"
+            )
         if end < start:
             raise AnnotationError(f"{where}: end ({end}) before start ({start})")
         if start > duration[vid] + 0.5:
-            raise AnnotationError(f"{where}: event starts at {start} s, past the end of the video ({duration[vid]:.1f} s)")
+            raise AnnotationError(
+                f"{where}: event starts at {start} s, past the end of the video ({duration[vid]:.1f} s)"
+            )
         for name in ("label", "description"):
             if obj.get(name) is not None and not isinstance(obj[name], str):
                 raise AnnotationError(f'{where}: "{name}" must be text, got {str(obj[name])[:40]}')
@@ -128,7 +136,9 @@ def _seconds(obj: dict, name: str, where: str) -> float:
     """obj[name] as finite seconds; JSON allows NaN, Infinity and 400-digit numbers, none of them a time."""
     value = obj.get(name)
     if not is_number(value):
-        raise AnnotationError(f'{where}: "start" and "end" must both be numbers of seconds; "{name}" is {str(value)[:40]}')
+        raise AnnotationError(
+            f'{where}: "start" and "end" must both be numbers of seconds; "{name}" is {str(value)[:40]}'
+        )
     seconds = finite_float(value)
     if seconds is None:
         raise AnnotationError(f'{where}: "{name}" must be a finite number of seconds, got {str(value)[:40]}')

@@ -36,10 +36,17 @@ def read_change_inputs(cache: FeatureCache, video_id: str) -> dict:
     """One video's change-score inputs as stored in the cache."""
     features, timestamps, _ = cache.read_features(video_id)
     hist, grid = cache.read_color_stats(video_id)
-    return {"features": features.astype(np.float32), "hist": hist.astype(np.float32), "grid": grid.astype(np.float32), "timestamps": timestamps}
+    return {
+        "features": features.astype(np.float32),
+        "hist": hist.astype(np.float32),
+        "grid": grid.astype(np.float32),
+        "timestamps": timestamps,
+    }
 
 
-def load_calibration_videos(cache_dir: Path, videos_dir: Path | None = None, events: dict[str, list[float]] | None = None) -> list[CalibrationVideo]:
+def load_calibration_videos(
+    cache_dir: Path, videos_dir: Path | None = None, events: dict[str, list[float]] | None = None
+) -> list[CalibrationVideo]:
     """Every ok video of a cache with its true events: `events` ({path: [s, ...]}) or the
     ground_truth.json of `videos_dir` (its `kinds` name each video's kind of content)."""
     import json
@@ -55,11 +62,21 @@ def load_calibration_videos(cache_dir: Path, videos_dir: Path | None = None, eve
         if row["path"] not in events:
             continue
         inputs = read_change_inputs(cache, row["video_id"])
-        out.append(CalibrationVideo(row["path"], kinds.get(row["path"], "video"), list(events[row["path"]]), float(row["duration_s"] or 0.0), inputs))
+        out.append(
+            CalibrationVideo(
+                row["path"],
+                kinds.get(row["path"], "video"),
+                list(events[row["path"]]),
+                float(row["duration_s"] or 0.0),
+                inputs,
+            )
+        )
     return out
 
 
-def predict(videos: list[CalibrationVideo], stage: ChangeScoreStage, select: SelectWindowsStage) -> dict[str, list[float]]:
+def predict(
+    videos: list[CalibrationVideo], stage: ChangeScoreStage, select: SelectWindowsStage
+) -> dict[str, list[float]]:
     out = {}
     for v in videos:
         score = stage(v.inputs)["change_score"]
@@ -85,7 +102,9 @@ SEARCH = {
 THRESHOLDS = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8]
 
 
-def evaluate(videos: list[CalibrationVideo], parts: list[dict], stage: ChangeScoreStage, select: SelectWindowsStage) -> dict:
+def evaluate(
+    videos: list[CalibrationVideo], parts: list[dict], stage: ChangeScoreStage, select: SelectWindowsStage
+) -> dict:
     """Event precision / recall / F1 of `stage` + `select` over videos whose parts are already computed."""
     pred = {}
     for v, p in zip(videos, parts):
@@ -94,7 +113,12 @@ def evaluate(videos: list[CalibrationVideo], parts: list[dict], stage: ChangeSco
 
 
 def fit_change_score(
-    videos: list[CalibrationVideo], stage: ChangeScoreStage, select: SelectWindowsStage, search: dict | None = None, sweeps: int = 3, progress: bool = False
+    videos: list[CalibrationVideo],
+    stage: ChangeScoreStage,
+    select: SelectWindowsStage,
+    search: dict | None = None,
+    sweeps: int = 3,
+    progress: bool = False,
 ) -> dict:
     """Search the change score's settings (and the threshold, if `search` names it) for the best event F1 over `videos`.
 
@@ -111,7 +135,12 @@ def fit_change_score(
         key = (candidate.window_s, candidate.slow_window_s, candidate.local_radius)
         if key not in parts_by:
             parts_by[key] = [candidate.parts(v.inputs) for v in videos]
-        return evaluate(videos, parts_by[key], candidate, dataclasses.replace(select, threshold=setting.get("threshold", select.threshold)))
+        return evaluate(
+            videos,
+            parts_by[key],
+            candidate,
+            dataclasses.replace(select, threshold=setting.get("threshold", select.threshold)),
+        )
 
     best = run(current)
     for sweep in range(sweeps):
@@ -123,7 +152,11 @@ def fit_change_score(
                 if trial["f1"] > best["f1"] + 1e-9:
                     best, current = trial, {**current, name: value}
             if progress:
-                print(f"  sweep {sweep + 1}, {name} = {current[name]}: F1 {best['f1']:.3f} (P {best['precision']:.3f}, R {best['recall']:.3f})", flush=True)
+                print(
+                    f"  sweep {sweep + 1}, {name} = {current[name]}: F1 {best['f1']:.3f} (P "
+                    f"{best['precision']:.3f}, R {best['recall']:.3f})",
+                    flush=True,
+                )
     return {**best, "settings": {"threshold": select.threshold, **current}}
 
 
@@ -138,11 +171,17 @@ def calibrate_archive(cache_dir: Path, annotations_path: Path, config, progress:
     cache = FeatureCache.open(cache_dir)
     events = load_annotations(annotations_path, cache).event_times()
     videos = load_calibration_videos(cache_dir, events=events)
-    before = evaluate(videos, [config.change_score.parts(v.inputs) for v in videos], config.change_score, config.triggers)
-    best = fit_change_score(videos, config.change_score, config.triggers, search={"threshold": THRESHOLDS, **SEARCH}, progress=progress)
+    before = evaluate(
+        videos, [config.change_score.parts(v.inputs) for v in videos], config.change_score, config.triggers
+    )
+    best = fit_change_score(
+        videos, config.change_score, config.triggers, search={"threshold": THRESHOLDS, **SEARCH}, progress=progress
+    )
     settings = dict(best["settings"])
     threshold = settings.pop("threshold")
     fitted = dataclasses.replace(
-        config, change_score=dataclasses.replace(config.change_score, **settings), triggers=dataclasses.replace(config.triggers, threshold=threshold)
+        config,
+        change_score=dataclasses.replace(config.change_score, **settings),
+        triggers=dataclasses.replace(config.triggers, threshold=threshold),
     )
     return fitted, before, best

@@ -1,11 +1,11 @@
 """Checkpoints: safetensors weights + JSON config + JSON metadata, never pickles.
 
-    DIR/config.json          model configuration (and the adapter's, with its language model)
-    DIR/meta.json            what it was trained on: feature encoder, cache fingerprint, epoch, metrics
-    DIR/model.safetensors    the trigger model (time-aware encoder + trigger detector)
-    DIR/adapter.safetensors  the LLaVA adapter's trainable weights (projector, LoRA), if trained
-    DIR/llm/                 the language model itself (save_pretrained), only if it was fine-tuned
-    DIR/training_state/      optimizer, scheduler, step and RNG states and the best epoch's weights, for an exact --resume
+DIR/config.json          model configuration (and the adapter's, with its language model)
+DIR/meta.json            what it was trained on: feature encoder, cache fingerprint, epoch, metrics
+DIR/model.safetensors    the trigger model (time-aware encoder + trigger detector)
+DIR/adapter.safetensors  the LLaVA adapter's trainable weights (projector, LoRA), if trained
+DIR/llm/                 the language model itself (save_pretrained), only if it was fine-tuned
+DIR/training_state/      optimizer, scheduler, step and RNG states and the best epoch's weights, for an exact --resume
 """
 
 from __future__ import annotations
@@ -65,13 +65,18 @@ def save_checkpoint(
     directory = Path(directory)
     if directory.exists() and not ((directory / "meta.json").is_file() and (directory / "model.safetensors").is_file()):
         # it is replaced below: only ever an older checkpoint, never a folder of someone's files
-        raise CheckpointError(f"{directory} exists and is not a vtm checkpoint; vtm will not replace it. Move it away or choose another --out folder.")
+        raise CheckpointError(
+            f"{directory} exists and is not a vtm checkpoint; vtm will not replace it. Move it away or choose "
+            "another --out folder."
+        )
     tmp = directory.with_name(directory.name + ".tmp-writing")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
     if adapter_state is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in adapter_state.items()}, str(tmp / "adapter.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in adapter_state.items()}, str(tmp / "adapter.safetensors")
+        )
     write_json(tmp / "config.json", {"model": model.config.to_dict(), "adapter": adapter_config})
     write_json(tmp / "meta.json", meta)
     if training_state is not None:
@@ -105,13 +110,20 @@ def decision_threshold(directory: Path) -> float:
 def read_json(directory: Path, name: str) -> dict:
     path = Path(directory) / name
     if not path.is_file():
-        raise CheckpointError(f"{directory} is not a vtm checkpoint (no {name}); give a directory written by `vtm train-from-cache`")
+        raise CheckpointError(
+            f"{directory} is not a vtm checkpoint (no {name}); give a directory written by `vtm train-from-cache`"
+        )
     try:
         d = json.loads(path.read_text())
     except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
-        raise CheckpointError(f"{path} cannot be read ({str(e)[:120]}): the checkpoint is damaged; use another one or train again") from None
+        raise CheckpointError(
+            f"{path} cannot be read ({str(e)[:120]}): the checkpoint is damaged; use another one or train again"
+        ) from None
     if not isinstance(d, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(d).__name__}, not an object: the checkpoint is damaged; use another one or train again")
+        raise CheckpointError(
+            f"{path} holds a JSON {type(d).__name__}, not an object: the checkpoint is damaged; use another one or "
+            "train again"
+        )
     return d
 
 
@@ -121,7 +133,10 @@ def _load_tensors(path: Path) -> dict:
     try:
         return load_file(str(path))
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
-        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e)[:120]}): the checkpoint is damaged; use another one or train again") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({str(e)[:120]}): the checkpoint is damaged; use another "
+            "one or train again"
+        ) from None
 
 
 def load_trigger_model(
@@ -141,12 +156,19 @@ def load_trigger_model(
     try:
         saved = TriggerModelConfig.from_dict(read_json(directory, "config.json")["model"])
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{directory / 'config.json'} does not describe a trigger model ({type(e).__name__}: {str(e)[:120]}): the checkpoint is damaged or not vtm's") from None
+        raise CheckpointError(
+            f"{directory / 'config.json'} does not describe a trigger model ({type(e).__name__}: {str(e)[:120]}): "
+            "the checkpoint is damaged or not vtm's"
+        ) from None
     meta = read_json(directory, "meta.json")
     report = LoadReport()
     if settings is not None:
         trained_on, here = meta.get("features", {}), feature_signature(settings)
-        report.mismatches += [f"{k}: trained on {trained_on.get(k)!r}, cache has {here[k]!r}" for k in FEATURE_KEYS if trained_on.get(k) != here[k]]
+        report.mismatches += [
+            f"{k}: trained on {trained_on.get(k)!r}, cache has {here[k]!r}"
+            for k in FEATURE_KEYS
+            if trained_on.get(k) != here[k]
+        ]
     model = TriggerModel(config or saved)
     state = _load_tensors(directory / "model.safetensors")
     own = model.state_dict()
@@ -161,8 +183,10 @@ def load_trigger_model(
         raise CheckpointError(f"checkpoint {directory} does not match (--strict): " + "; ".join(report.lines()))
     if settings is not None and any(m.startswith("feature_dim") for m in report.mismatches):
         raise CheckpointError(
-            f"checkpoint {directory} was trained on {meta['features']['feature_dim']}-d features from {meta['features']['encoder']}, "
-            f"the cache has {settings.feature_dim}-d features from {settings.encoder}: re-extract with that encoder or train on this cache"
+            f"checkpoint {directory} was trained on {meta['features']['feature_dim']}-d features from "
+            f"{meta['features']['encoder']}, "
+            f"the cache has {settings.feature_dim}-d features from {settings.encoder}: re-extract with that encoder "
+            "or train on this cache"
         )
     model.load_state_dict(fits, strict=False)
     model.eval()
@@ -172,12 +196,15 @@ def load_trigger_model(
 def _weights_do_not_fit(directory: Path, own: dict, state: dict, fresh: list[str]) -> str:
     """What in model.safetensors does not fit the model config.json describes, naming both files."""
     problems = [
-        f"{k} has shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the configuration" if k in state else f"{k} is missing from the file"
+        f"{k} has shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the configuration"
+        if k in state
+        else f"{k} is missing from the file"
         for k in fresh
     ]
     more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
     return (
-        f"{directory / 'model.safetensors'} does not fit the model described by {directory / 'config.json'}: {'; '.join(problems[:5])}{more}. "
+        f"{directory / 'model.safetensors'} does not fit the model described by {directory / 'config.json'}: "
+        f"{'; '.join(problems[:5])}{more}. "
         "The checkpoint is damaged or was edited: restore its config.json, use another checkpoint or train again."
     )
 
@@ -210,10 +237,15 @@ def _save_training_state(directory: Path, state: dict) -> None:
 def load_training_state(directory: Path) -> dict:
     directory = Path(directory) / "training_state"
     if not (directory / "state.json").is_file():
-        raise CheckpointError(f"{directory.parent} has no training state to resume from (was it written by an older vtm?)")
+        raise CheckpointError(
+            f"{directory.parent} has no training state to resume from (was it written by an older vtm?)"
+        )
     info = read_json(directory, "state.json")
     tensors = _load_tensors(directory / "state.safetensors")
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda_rng.")), key=lambda k: int(k.split(".")[1]))]
+    cuda = [
+        tensors[k]
+        for k in sorted((k for k in tensors if k.startswith("cuda_rng.")), key=lambda k: int(k.split(".")[1]))
+    ]
     py = info["python_rng"]
     npr = info["numpy_rng"]
     return {
@@ -226,7 +258,8 @@ def load_training_state(directory: Path) -> dict:
         "python_rng": (py[0], tuple(py[1]), py[2]),
         "numpy_rng": (npr[0], np.asarray(npr[1], dtype=np.uint32), npr[2], npr[3], npr[4]),
         "best": info.get("best"),
-        "best_model": {k.removeprefix("best_model."): v for k, v in tensors.items() if k.startswith("best_model.")} or None,
+        "best_model": {k.removeprefix("best_model."): v for k, v in tensors.items() if k.startswith("best_model.")}
+        or None,
     }
 
 

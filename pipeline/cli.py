@@ -22,15 +22,23 @@ from vtm.pipeline.checkpoint import CheckpointError
 from vtm.pipeline.config import ConfigError, load_config
 from vtm.pipeline.disk_errors import explain_os_error
 
-CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML config (see pipeline/default_config.yaml); flags override it.")
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML config (see pipeline/default_config.yaml); flags override it.",
+)
 
 
 def _local_or_url(directory: bool):
-    """A click argument callback: an object-storage URL as given, else an existing local directory (or file) as a Path."""
+    """A click argument callback: an object-storage URL as given, else an existing local directory (or file), a Path."""
+
     def check(ctx, param, value):
         if is_url(value):
             return value
-        return click.Path(exists=True, file_okay=not directory, dir_okay=directory, path_type=Path).convert(value, param, ctx)
+        return click.Path(exists=True, file_okay=not directory, dir_okay=directory, path_type=Path).convert(
+            value, param, ctx
+        )
 
     return check
 
@@ -44,23 +52,50 @@ def _fail(message: str, code: int = 2):
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
     """vtm — find the moments that matter in video archives."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
 @click.argument("dataset_dir", callback=_local_or_url(directory=True))
-@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Feature cache directory (created if missing).")
+@click.option(
+    "--cache",
+    "cache_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Feature cache directory (created if missing).",
+)
 @click.option("--fps", type=float, help="Frames sampled per second of video [3].")
-@click.option("--encoder", help="resnet18 | resnet50 | efficientnet_b0 | efficientnet_lite0 | Hugging Face model path or id.")
+@click.option(
+    "--encoder", help="resnet18 | resnet50 | efficientnet_b0 | efficientnet_lite0 | Hugging Face model path or id."
+)
 @click.option("--weights", help="Local weights file (.pth or .safetensors) for a torchvision/timm encoder.")
 @click.option("--max-frames", type=int, help="Cap on sampled frames per video.")
 @click.option("--device", help="auto | cpu | cuda.")
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
 @click.option("--rebuild", is_flag=True, default=None, help="Delete a cache built with other settings and start over.")
-@click.option("--trigger-checkpoint", type=click.Path(exists=True, file_okay=False), help="A trained checkpoint: store its learned trigger score too.")
+@click.option(
+    "--trigger-checkpoint",
+    type=click.Path(exists=True, file_okay=False),
+    help="A trained checkpoint: store its learned trigger score too.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @CONFIG_OPTION
-def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, address, rebuild, trigger_checkpoint, no_progress, config_path):
+def extract(
+    dataset_dir,
+    cache_dir,
+    fps,
+    encoder,
+    weights,
+    max_frames,
+    device,
+    address,
+    rebuild,
+    trigger_checkpoint,
+    no_progress,
+    config_path,
+):
     """Decode, encode and score every video under DATASET_DIR into the feature cache.
 
     DATASET_DIR is a local directory or an object-storage prefix (s3://bucket/prefix, gs://..., az://...,
@@ -69,10 +104,21 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
     from vtm.pipeline.extract import run_extract
 
     try:
-        cfg = load_config(config_path, {
-            "extract": {"fps": fps, "encoder": encoder, "weights": weights, "max_frames": max_frames, "device": device, "rebuild": rebuild, "trigger_checkpoint": trigger_checkpoint},
-            "ray": {"address": address},
-        })
+        cfg = load_config(
+            config_path,
+            {
+                "extract": {
+                    "fps": fps,
+                    "encoder": encoder,
+                    "weights": weights,
+                    "max_frames": max_frames,
+                    "device": device,
+                    "rebuild": rebuild,
+                    "trigger_checkpoint": trigger_checkpoint,
+                },
+                "ray": {"address": address},
+            },
+        )
         summary = run_extract(dataset_dir, cache_dir, cfg, progress=not no_progress)
     except (ConfigError, CacheError, EncoderLoadError, CheckpointError, StorageError) as e:
         _fail(str(e))
@@ -85,9 +131,16 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
     )
     if summary.gone:
         which = "cached video whose source is gone" if summary.gone == 1 else "cached videos whose sources are gone"
-        click.echo(f"note: {summary.gone} {which} from {dataset_dir}, kept in the cache (their features stay usable; `vtm cache info` lists them)")
+        click.echo(
+            f"note: {summary.gone} {which} from {dataset_dir}, kept in the cache (their features stay usable; `vtm "
+            "cache info` lists them)"
+        )
     if not summary.pretrained:
-        click.secho("warning: the encoder had no pretrained weights; features come from random weights (pass --weights).", fg="yellow", err=True)
+        click.secho(
+            "warning: the encoder had no pretrained weights; features come from random weights (pass --weights).",
+            fg="yellow",
+            err=True,
+        )
     for path, warning in summary.warnings:
         click.secho(f"  warning: {path}: {warning}", fg="yellow", err=True)
     for path, reason in summary.failed:
@@ -97,12 +150,33 @@ def extract(dataset_dir, cache_dir, fps, encoder, weights, max_frames, device, a
 
 @main.command()
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--threshold", type=float, help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else 0.5].")
-@click.option("--min-gap", "min_gap_s", type=float, help="Seconds between two triggers; nearer peaks merge into the strongest.")
+@click.option(
+    "--threshold",
+    type=float,
+    help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else 0.5].",
+)
+@click.option(
+    "--min-gap", "min_gap_s", type=float, help="Seconds between two triggers; nearer peaks merge into the strongest."
+)
 @click.option("--max-triggers", type=int, help="At most this many triggers per video (the strongest).")
-@click.option("--score", type=click.Choice(["auto", "change", "learned"]), default="auto", show_default=True, help="Which score to pick from.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write {video_path: [seconds, ...]} here.")
-@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Re-score the cache with this trained trigger model (no decoding).")
+@click.option(
+    "--score",
+    type=click.Choice(["auto", "change", "learned"]),
+    default="auto",
+    show_default=True,
+    help="Which score to pick from.",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write {video_path: [seconds, ...]} here.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Re-score the cache with this trained trigger model (no decoding).",
+)
 @click.option("--strict", is_flag=True, help="Refuse a checkpoint trained on other features.")
 @CONFIG_OPTION
 def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, checkpoint, strict, config_path):
@@ -113,7 +187,9 @@ def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, che
 
     try:
         threshold = _threshold(threshold, checkpoint, config_path)
-        cfg = load_config(config_path, {"triggers": {"threshold": threshold, "min_gap_s": min_gap_s, "max_triggers": max_triggers}})
+        cfg = load_config(
+            config_path, {"triggers": {"threshold": threshold, "min_gap_s": min_gap_s, "max_triggers": max_triggers}}
+        )
         cache = FeatureCache.open(cache_dir)
         ensure_change_scores(cache, cfg.change_score, progress=True)  # an older cache, or other change_score settings
         learned = None
@@ -138,10 +214,13 @@ def triggers(cache_dir, threshold, min_gap_s, max_triggers, score, json_out, che
 
 
 def _threshold(flag: float | None, checkpoint: Path | None, config_path: Path | None) -> float | None:
-    """The trigger threshold to use: the flag, else the config file's, else the checkpoint's calibrated one (None: the default)."""
+    """The trigger threshold to use: the flag, else the config file's, else the checkpoint's calibrated one (None: the
+    default)."""
     if flag is not None or checkpoint is None:
         return flag
-    if config_path is not None and "threshold" in ((yaml.safe_load(config_path.read_text()) or {}).get("triggers") or {}):
+    if config_path is not None and "threshold" in (
+        (yaml.safe_load(config_path.read_text()) or {}).get("triggers") or {}
+    ):
         return None
     from vtm.pipeline.checkpoint import decision_threshold
 
@@ -155,8 +234,20 @@ def _warn_report(report) -> None:
 
 @main.command()
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--annotations", "annotations_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Events of some videos (JSONL, as for training).")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Config file to write (YAML): pass it to vtm with --config.")
+@click.option(
+    "--annotations",
+    "annotations_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Events of some videos (JSONL, as for training).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file to write (YAML): pass it to vtm with --config.",
+)
 @CONFIG_OPTION
 def calibrate(cache_dir, annotations_path, out_path, config_path):
     """Fit the change score's scales and the trigger threshold to annotated videos of a cache (no decoding)."""
@@ -172,15 +263,29 @@ def calibrate(cache_dir, annotations_path, out_path, config_path):
 
     with atomic_path(out_path) as tmp:
         tmp.write_text(dump_config(fitted))
-    click.echo(f"event F1 on the annotated videos: {before['f1']:.3f} before, {after['f1']:.3f} after (P {after['precision']:.3f}, R {after['recall']:.3f})")
-    click.echo(f"wrote {out_path}; use it with `vtm triggers {cache_dir} --config {out_path}` (re-scores from the cache), and check it on videos it was not fitted on")
+    click.echo(
+        f"event F1 on the annotated videos: {before['f1']:.3f} before, {after['f1']:.3f} after (P "
+        f"{after['precision']:.3f}, R {after['recall']:.3f})"
+    )
+    click.echo(
+        f"wrote {out_path}; use it with `vtm triggers {cache_dir} --config {out_path}` (re-scores from the cache), "
+        "and check it on videos it was not fitted on"
+    )
 
 
 @main.command()
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--cache", "cache_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Annotation file to write (JSONL).")
-@click.option("--half-width", default=0.5, show_default=True, help="Seconds before and after each trigger the event spans.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Annotation file to write (JSONL).",
+)
+@click.option(
+    "--half-width", default=0.5, show_default=True, help="Seconds before and after each trigger the event spans."
+)
 @CONFIG_OPTION
 def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
     """Write a starting annotation file from the triggers found, to correct by hand.
@@ -194,7 +299,9 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
     try:
         cfg = load_config(config_path)
         cache = FeatureCache.open(cache_dir)
-        if isinstance(cache.dataset_root, str) or (cache.dataset_root and cache.dataset_root.resolve() != dataset_dir.resolve()):
+        if isinstance(cache.dataset_root, str) or (
+            cache.dataset_root and cache.dataset_root.resolve() != dataset_dir.resolve()
+        ):
             _fail(f"the cache was extracted from {cache.dataset_root}, not {dataset_dir}")
         ensure_change_scores(cache, cfg.change_score, progress=True)
         found = find_triggers(cache, cfg.triggers, "change")
@@ -202,18 +309,40 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
         _fail(str(e))
     rows = []
     for path, ts in found.items():
-        rows += [{"video": path, "start": round(max(0.0, t["time"] - half_width), 3), "end": round(t["time"] + half_width, 3), "label": "event", "description": ""} for t in ts]
+        rows += [
+            {
+                "video": path,
+                "start": round(max(0.0, t["time"] - half_width), 3),
+                "end": round(t["time"] + half_width, 3),
+                "label": "event",
+                "description": "",
+            }
+            for t in ts
+        ]
         if not ts:
             rows.append({"video": path})
     write_annotations(out_path, rows)
-    click.echo(f"wrote {sum(1 for r in rows if 'start' in r)} events in {len(found)} videos to {out_path}; correct the times, labels and descriptions, then train")
+    click.echo(
+        f"wrote {sum(1 for r in rows if 'start' in r)} events in {len(found)} videos to {out_path}; correct the "
+        "times, labels and descriptions, then train"
+    )
 
 
 @main.command("train-from-cache")
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory (checkpoints, TensorBoard logs).")
-@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A checkpoint directory of this run to continue from.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory (checkpoints, TensorBoard logs).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A checkpoint directory of this run to continue from.",
+)
 @click.option("--epochs", type=int)
 @click.option("--device", help="auto | cpu | cuda.")
 @click.option("--llm", help="LLaVA (or causal LM) path or hub id: also train the adapter.")
@@ -221,13 +350,22 @@ def annotate(dataset_dir, cache_dir, out_path, half_width, config_path):
 @click.option("--address", help="Ray cluster address (with --workers).")
 @click.option("--no-progress", is_flag=True)
 @CONFIG_OPTION
-def train_from_cache(cache_dir, annotations, out_dir, resume, epochs, device, llm, workers, address, no_progress, config_path):
+def train_from_cache(
+    cache_dir, annotations, out_dir, resume, epochs, device, llm, workers, address, no_progress, config_path
+):
     """Train the trigger model (and LLaVA adapter) from cached features; never decodes video."""
     from vtm.pipeline.annotations import AnnotationError
     from vtm.pipeline.train import run_train
 
     try:
-        cfg = load_config(config_path, {"train": {"epochs": epochs, "device": device, "workers": workers}, "model": {"llm": llm}, "ray": {"address": address}})
+        cfg = load_config(
+            config_path,
+            {
+                "train": {"epochs": epochs, "device": device, "workers": workers},
+                "model": {"llm": llm},
+                "ray": {"address": address},
+            },
+        )
         result = run_train(cache_dir, annotations, out_dir, cfg, resume=resume, progress=not no_progress)
     except (ConfigError, CacheError, CheckpointError, AnnotationError, LockError, OutputDirError) as e:
         _fail(str(e))
@@ -241,10 +379,21 @@ def train_from_cache(cache_dir, annotations, out_dir, resume, epochs, device, ll
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--threshold", type=float, help="Decision threshold on the learned score [the checkpoint's calibrated one].")
-@click.option("--tolerance", "tolerance_s", type=float, default=1.0, show_default=True, help="Seconds a trigger may lie outside an annotated event and still find it.")
+@click.option(
+    "--threshold", type=float, help="Decision threshold on the learned score [the checkpoint's calibrated one]."
+)
+@click.option(
+    "--tolerance",
+    "tolerance_s",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds a trigger may lie outside an annotated event and still find it.",
+)
 @click.option("--strict", is_flag=True, help="Refuse a checkpoint trained on other features.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the metrics here.")
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the metrics here."
+)
 def evaluate(cache_dir, checkpoint, annotations, threshold, tolerance_s, strict, json_out):
     """Score a checkpoint against annotations: per label, events found, missed and false, precision, recall and F1,
     beside the change score's; then frame metrics."""
@@ -265,9 +414,15 @@ def evaluate(cache_dir, checkpoint, annotations, threshold, tolerance_s, strict,
     labels = label_report(scored, threshold, tolerance_s)
     click.echo(f"{len(scored.video_ids)} videos, threshold {threshold:.3f}, tolerance {tolerance_s:g} s")
     width = max(len(name) for name in labels)
-    click.echo(f"{'label':<{width}}  {'events':>6} {'found':>6} {'missed':>6} {'false':>6}  {'precision':>9} {'recall':>6} {'F1':>6}")
+    click.echo(
+        f"{'label':<{width}}  {'events':>6} {'found':>6} {'missed':>6} {'false':>6}  {'precision':>9} {'recall':>6} "
+        f"{'F1':>6}"
+    )
     for name, r in labels.items():
-        click.echo(f"{name:<{width}}  {r['events']:>6} {r['found']:>6} {r['missed']:>6} {r['false']:>6}  {r['precision']:>9.3f} {r['recall']:>6.3f} {r['f1']:>6.3f}")
+        click.echo(
+            f"{name:<{width}}  {r['events']:>6} {r['found']:>6} {r['missed']:>6} {r['false']:>6}  "
+            f"{r['precision']:>9.3f} {r['recall']:>6.3f} {r['f1']:>6.3f}"
+        )
     for k in ("val/frame_precision", "val/frame_recall", "val/frame_f1", "val/frame_ap"):
         click.echo(f"{k.split('/')[-1]:<16} {metrics[k]:.3f}")
     if json_out:
@@ -293,14 +448,23 @@ def cache_info(cache_dir):
     failed = m.filter(pl.col("status") == schema.STATUS_FAILED)
     click.echo(f"cache       {c.root}")
     click.echo(f"dataset     {c.dataset_root}")
-    click.echo(f"encoder     {s.encoder} ({'pretrained' if s.pretrained else 'RANDOM weights'}: {s.weights}), {s.feature_dim}-d {s.feature_dtype}")
-    click.echo(f"sampling    {s.sample_fps} fps, {s.image_size}px" + (f", at most {s.max_frames} frames" if s.max_frames else ""))
+    click.echo(
+        f"encoder     {s.encoder} ({'pretrained' if s.pretrained else 'RANDOM weights'}: {s.weights}), "
+        f"{s.feature_dim}-d {s.feature_dtype}"
+    )
+    click.echo(
+        f"sampling    {s.sample_fps} fps, {s.image_size}px"
+        + (f", at most {s.max_frames} frames" if s.max_frames else "")
+    )
     click.echo(f"fingerprint {s.fingerprint}")
     hours = (ok["duration_s"].sum() or 0) / 3600
     root = c.dataset_root
-    gone = [] if root is None or isinstance(root, str) else sorted(p for p in ok["path"] if not (root / p).exists())  # one stat per video
+    gone = (
+        [] if root is None or isinstance(root, str) else sorted(p for p in ok["path"] if not (root / p).exists())
+    )  # one stat per video
     click.echo(
-        f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), {len(failed)} failed"
+        f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), "
+        f"{len(failed)} failed"
         + (f"; {len(gone)} of the ok ones have no source in the dataset any more (kept)" if gone else "")
     )
     for row in ok.filter(pl.col("warning").is_not_null()).sort("path").iter_rows(named=True):
@@ -317,7 +481,7 @@ def cache_info(cache_dir):
 @click.option("--no-broken", is_flag=True, help="Leave out the deliberately broken files.")
 def sample(out_dir, seed, no_broken):
     """Write a small sample archive (with ground truth) to OUT_DIR."""
-    from vtm.pipeline.sample_data import make_sample_dataset
+    from vtm.data.sample_archive import make_sample_dataset
 
     make_sample_dataset(out_dir, seed=seed, include_broken=not no_broken)
     truth = json.loads((out_dir / "ground_truth.json").read_text())
@@ -326,10 +490,24 @@ def sample(out_dir, seed, no_broken):
 
 @main.command()
 @click.argument("cache_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory: JSON and WebVTT per video, descriptions.parquet.")
-@click.option("--checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Re-score with this trained trigger model (and describe with its adapter, if it has one).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory: JSON and WebVTT per video, descriptions.parquet.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Re-score with this trained trigger model (and describe with its adapter, if it has one).",
+)
 @click.option("--model", help="LLaVA local path or hub id (default: the language model of the checkpoint's adapter).")
-@click.option("--threshold", type=float, help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else 0.5].")
+@click.option(
+    "--threshold",
+    type=float,
+    help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else 0.5].",
+)
 @click.option("--max-windows-per-video", type=int, help="At most this many windows per video (the strongest).")
 @click.option("--prompt", help="The question asked about each window, or a whole prompt template.")
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
@@ -339,31 +517,68 @@ def sample(out_dir, seed, no_broken):
 @click.option("--audio", is_flag=True, default=None, help="Also speak each video's summary to <video>.wav.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @CONFIG_OPTION
-def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_video, prompt, address, dense, objects, detector, audio, no_progress, config_path):
+def describe(
+    cache_dir,
+    out_dir,
+    checkpoint,
+    model,
+    threshold,
+    max_windows_per_video,
+    prompt,
+    address,
+    dense,
+    objects,
+    detector,
+    audio,
+    no_progress,
+    config_path,
+):
     """Describe the triggered windows of every video in a cache with a vision-language model."""
     from vtm.models.llava_adapter import LanguageModelLoadError
     from vtm.pipeline.describe import run_describe
-    from vtm.pipeline.speech import SpeechError
     from vtm.stages.detect import ObjectDetectorLoadError
+    from vtm.ui.speech import SpeechError
 
     try:
-        cfg = load_config(config_path, {
-            "triggers": {"threshold": _threshold(threshold, checkpoint, config_path)},
-            "describe": {"model": model, "max_windows_per_video": max_windows_per_video, "prompt": prompt, "dense": dense, "objects": objects, "detector": detector, "audio": audio},
-            "ray": {"address": address},
-        })
+        cfg = load_config(
+            config_path,
+            {
+                "triggers": {"threshold": _threshold(threshold, checkpoint, config_path)},
+                "describe": {
+                    "model": model,
+                    "max_windows_per_video": max_windows_per_video,
+                    "prompt": prompt,
+                    "dense": dense,
+                    "objects": objects,
+                    "detector": detector,
+                    "audio": audio,
+                },
+                "ray": {"address": address},
+            },
+        )
         summary = run_describe(cache_dir, out_dir, cfg, checkpoint=checkpoint, progress=not no_progress)
-    except (ConfigError, CacheError, CheckpointError, LanguageModelLoadError, ObjectDetectorLoadError, SpeechError, LockError, OutputDirError) as e:
+    except (
+        ConfigError,
+        CacheError,
+        CheckpointError,
+        LanguageModelLoadError,
+        ObjectDetectorLoadError,
+        SpeechError,
+        LockError,
+        OutputDirError,
+    ) as e:
         _fail(str(e))
     except OSError as e:
         _fail(explain_os_error(e), code=1)
     click.echo(
-        f"{summary.videos} videos: {summary.described} described, {summary.skipped} already described with these settings, "
+        f"{summary.videos} videos: {summary.described} described, {summary.skipped} already described with these "
+        "settings, "
         f"{len(summary.failed)} failed; {summary.windows} windows in {summary.seconds:.1f} s -> {summary.out_dir}"
     )
     if summary.frames_sampled:
         click.echo(
-            f"frames sampled {summary.frames_sampled}, sent to the VLM {summary.frames_to_vlm} ({summary.vlm_share:.1%}); "
+            f"frames sampled {summary.frames_sampled}, sent to the VLM {summary.frames_to_vlm} "
+            f"({summary.vlm_share:.1%}); "
             f"VLM time {summary.vlm_seconds:.1f} s ({summary.model}{', with the adapter' if summary.adapter else ''})"
         )
     click.echo(f"as a web page: vtm report {summary.out_dir}")
@@ -375,26 +590,58 @@ def describe(cache_dir, out_dir, checkpoint, model, threshold, max_windows_per_v
 @main.command()
 @click.argument("video", callback=_local_or_url(directory=False))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Analysis JSON to write.")
-@click.option("--threshold", type=float, help="Trigger score a moment must reach (0..1) [the checkpoint's calibrated threshold].")
+@click.option(
+    "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Analysis JSON to write."
+)
+@click.option(
+    "--threshold", type=float, help="Trigger score a moment must reach (0..1) [the checkpoint's calibrated threshold]."
+)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--strict-loading", is_flag=True, help="Refuse a checkpoint that does not match the encoder it is used with.")
+@click.option(
+    "--strict-loading", is_flag=True, help="Refuse a checkpoint that does not match the encoder it is used with."
+)
 @click.option("--model", help="LLaVA path or hub id: needed for a checkpoint without an adapter.")
 @click.option("--detector", help="DETR local path or hub id: also detect objects in the triggered frames.")
-@click.option("--detector-threshold", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Objects below this score are dropped.")
-@click.option("--audio", type=click.Path(dir_okay=False, path_type=Path), help="Also speak the video summary to this WAV file.")
+@click.option(
+    "--detector-threshold",
+    default=0.7,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Objects below this score are dropped.",
+)
+@click.option(
+    "--audio", type=click.Path(dir_okay=False, path_type=Path), help="Also speak the video summary to this WAV file."
+)
 def infer(video, checkpoint, output, threshold, device, strict_loading, model, detector, detector_threshold, audio):
-    """Analyse one video (a file or an object-storage URL) with a checkpoint, every phase in this process (no cache, no Ray)."""
+    """Analyse one video (a file or an object-storage URL) with a checkpoint, every phase in this process (no cache, no
+    Ray)."""
     from vtm.models.llava_adapter import LanguageModelLoadError
     from vtm.pipeline.infer import run_infer
-    from vtm.pipeline.speech import SpeechError
     from vtm.stages.decode import DecodeError
     from vtm.stages.detect import ObjectDetectorLoadError
+    from vtm.ui.speech import SpeechError
 
     try:
-        analysis = run_infer(video, checkpoint, output, threshold=threshold, device=device, strict=strict_loading, llm=model,
-                             detector=detector, detector_threshold=detector_threshold, audio=audio)
-    except (ConfigError, CheckpointError, LanguageModelLoadError, EncoderLoadError, ObjectDetectorLoadError, SpeechError) as e:
+        analysis = run_infer(
+            video,
+            checkpoint,
+            output,
+            threshold=threshold,
+            device=device,
+            strict=strict_loading,
+            llm=model,
+            detector=detector,
+            detector_threshold=detector_threshold,
+            audio=audio,
+        )
+    except (
+        ConfigError,
+        CheckpointError,
+        LanguageModelLoadError,
+        EncoderLoadError,
+        ObjectDetectorLoadError,
+        SpeechError,
+    ) as e:
         _fail(str(e))
     except (DecodeError, StorageError) as e:
         _fail(f"{video}: {e}", code=1)
@@ -407,9 +654,22 @@ def infer(video, checkpoint, output, threshold, device, strict_loading, model, d
 
 @main.command()
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--format", "fmt", required=True, type=click.Choice(["clips", "csv", "edl", "otio", "chapters"]), help="What to write (listed above).")
-@click.option("--to", "to_dir", type=click.Path(file_okay=False, path_type=Path), help="Where to write [OUT_DIR, beside the describe run's files].")
-@click.option("--exact", is_flag=True, help="clips: re-encode the exact window instead of copying from the keyframe before it.")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["clips", "csv", "edl", "otio", "chapters"]),
+    help="What to write (listed above).",
+)
+@click.option(
+    "--to",
+    "to_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write [OUT_DIR, beside the describe run's files].",
+)
+@click.option(
+    "--exact", is_flag=True, help="clips: re-encode the exact window instead of copying from the keyframe before it."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def export(out_dir, fmt, to_dir, exact, no_progress):
     """Write the moments of a `vtm describe` run (OUT_DIR) for video editors, players and spreadsheets.
@@ -427,7 +687,9 @@ def export(out_dir, fmt, to_dir, exact, no_progress):
         summary = run_export(out_dir, fmt, to_dir, exact=exact, progress=not no_progress)
     except ExportError as e:
         _fail(str(e))
-    click.echo(f"{summary.moments} moments of {summary.videos} videos -> {len(summary.files)} files in {summary.out_dir}")
+    click.echo(
+        f"{summary.moments} moments of {summary.videos} videos -> {len(summary.files)} files in {summary.out_dir}"
+    )
     for video, reason in summary.failed:
         click.secho(f"  failed: {video}: {reason}", fg="red", err=True)
     sys.exit(0 if summary.all_ok else 1)
@@ -436,8 +698,8 @@ def export(out_dir, fmt, to_dir, exact, no_progress):
 @main.command()
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report(out_dir):
-    """Write OUT_DIR/report.html for a `vtm describe` run: per video its timeline, key frames, descriptions and objects."""
-    from vtm.pipeline.report import ReportError, write_report
+    """Write OUT_DIR/report.html for a `vtm describe` run: per video its timeline, key frames, descriptions, objects."""
+    from vtm.ui.report import ReportError, write_report
 
     try:
         path = write_report(out_dir)
@@ -447,26 +709,59 @@ def report(out_dir):
 
 
 @main.command()
-@click.option("--checkpoints", "checkpoints_dir", default="runs", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Where to look for trained checkpoints.")
-@click.option("--videos", "videos_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Videos to offer as examples to pick from.")
+@click.option(
+    "--checkpoints",
+    "checkpoints_dir",
+    default="runs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to look for trained checkpoints.",
+)
+@click.option(
+    "--videos",
+    "videos_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Videos to offer as examples to pick from.",
+)
 @click.option("--model", help="LLaVA path or hub id, for checkpoints without an adapter.")
 @click.option("--detector", help="DETR local path or hub id: detect objects in the triggered frames.")
-@click.option("--detector-threshold", default=0.7, show_default=True, type=click.FloatRange(0, 1), help="Objects below this score are not shown.")
+@click.option(
+    "--detector-threshold",
+    default=0.7,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Objects below this score are not shown.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 opens it to the network).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 opens it to the network)."
+)
 @click.option("--port", default=7860, show_default=True, type=int)
 @click.option("--max-upload-mb", default=500, show_default=True, type=int, help="Largest upload accepted.")
 @click.option("--max-minutes", default=30.0, show_default=True, type=float, help="Longest video accepted.")
-def ui(checkpoints_dir, videos_dir, model, detector, detector_threshold, device, host, port, max_upload_mb, max_minutes):
+def ui(
+    checkpoints_dir, videos_dir, model, detector, detector_threshold, device, host, port, max_upload_mb, max_minutes
+):
     """A web page to analyse one video at a time with a trained checkpoint."""
-    from vtm.pipeline.ui import UiSettings, launch
+    from vtm.ui.web import UiSettings, launch
 
-    settings = UiSettings(checkpoints_dir=checkpoints_dir, videos_dir=videos_dir, model=model, detector=detector, detector_threshold=detector_threshold,
-                          device=device, max_upload_mb=max_upload_mb, max_seconds=max_minutes * 60)
+    settings = UiSettings(
+        checkpoints_dir=checkpoints_dir,
+        videos_dir=videos_dir,
+        model=model,
+        detector=detector,
+        detector_threshold=detector_threshold,
+        device=device,
+        max_upload_mb=max_upload_mb,
+        max_seconds=max_minutes * 60,
+    )
     try:
         launch(settings, host=host, port=port)
     except OSError as e:  # Gradio's message names its own environment variable, not our flag
-        _fail(f"cannot listen on {host}:{port} ({str(e).splitlines()[0]}): is another `vtm ui` running there? Pass another --port.")
+        _fail(
+            f"cannot listen on {host}:{port} ({str(e).splitlines()[0]}): is another `vtm ui` running there? Pass "
+            "another --port."
+        )
 
 
 if __name__ == "__main__":

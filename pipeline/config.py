@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -74,7 +75,9 @@ class ModelConfig:
     color_inputs: bool = True  # append the cached colour histogram to each frame's features
     grid_size: int = 8  # append the cached colour grid pooled to this many cells a side (a divisor of 16); 0: none
     grid_hidden: int = 32  # width of the colour-grid encoder shared by all cells
-    threshold: float = 0.5  # the detector's decision threshold on the trigger score (train.calibrate_threshold replaces it)
+    threshold: float = (
+        0.5  # the detector's decision threshold on the trigger score (train.calibrate_threshold replaces it)
+    )
     llm: str | None = None  # LLaVA (or causal LM) path or hub id; None: no adapter is trained
     llm_kind: str = "auto"  # auto | llava | causal_lm (the text-only fallback)
     num_soft_tokens: int = 4
@@ -90,7 +93,10 @@ class ModelConfig:
         if self.window < 2:
             raise ConfigError(f"model.window must be at least 2 frames, got {self.window}")
         if self.grid_size < 0 or (self.grid_size and GRID % self.grid_size) or self.grid_hidden < 1:
-            raise ConfigError(f"model.grid_size must be 0 or a divisor of {GRID} and model.grid_hidden >= 1, got {self.grid_size} and {self.grid_hidden}")
+            raise ConfigError(
+                f"model.grid_size must be 0 or a divisor of {GRID} and model.grid_hidden >= 1, got {self.grid_size} "
+                f"and {self.grid_hidden}"
+            )
         if self.llm_kind not in ("auto", "llava", "causal_lm"):
             raise ConfigError(f"model.llm_kind must be auto, llava or causal_lm, got {self.llm_kind!r}")
         _at_least(self, "model", 1, "d_model", "num_layers", "num_heads", "num_soft_tokens", "adapter_hidden")
@@ -118,19 +124,27 @@ class TrainConfig:
     freeze_visual_backbone: bool = True  # always: training reads cached features
     freeze_temporal_encoder: bool = False
     freeze_trigger_detector: bool = False
-    freeze_llm: bool = True  # the LLM base (LoRA, when on, trains either way); false: fine-tune it, saved in the checkpoint
+    freeze_llm: bool = (
+        True  # the LLM base (LoRA, when on, trains either way); false: fine-tune it, saved in the checkpoint
+    )
     windows_per_event: int = 4  # jittered windows around each annotated event per epoch (at least)
-    min_windows_per_epoch: int = 512  # with few events, more windows per event, up to this many windows per epoch in all
+    min_windows_per_epoch: int = (
+        512  # with few events, more windows per event, up to this many windows per epoch in all
+    )
     negatives_per_positive: float = 1.0  # windows without the event per window around one (1: balanced)
     hard_negative_share: float = 0.5  # share of those centred on change-score peaks outside events (cuts, distractors)
     time_scale: float = 1.25  # augmentation: half the windows play up to this much faster or slower; 1: off
     feature_dropout: float = 0.3  # augmentation: share of feature columns zeroed per window
-    group_dropout: float = 0.3  # augmentation: chance that each input part (features, histogram, grid) is hidden in a window
+    group_dropout: float = (
+        0.3  # augmentation: chance that each input part (features, histogram, grid) is hidden in a window
+    )
     mix_prob: float = 0.25  # augmentation: share of windows whose second part comes from another window
     crop_prob: float = 0.25  # augmentation: share of windows cut short (as at a video's end)
     val_fraction: float = 0.2  # share of annotated videos held out (split by video)
     patience: int = 10  # stop after this many epochs without a better validation event F1; 0: run all epochs
-    calibrate_threshold: bool = True  # pick the decision threshold with the best validation event F1 (stored in the checkpoint)
+    calibrate_threshold: bool = (
+        True  # pick the decision threshold with the best validation event F1 (stored in the checkpoint)
+    )
     adapter_loss_weight: float = 1.0
     save_every: int = 5  # checkpoint every N epochs (and always at the end)
     seed: int = 0
@@ -140,10 +154,21 @@ class TrainConfig:
 
     def __post_init__(self):
         if not self.freeze_visual_backbone:
-            raise ConfigError("train.freeze_visual_backbone must be true: the visual backbone runs in `vtm extract`; training reads its cached features")
+            raise ConfigError(
+                "train.freeze_visual_backbone must be true: the visual backbone runs in `vtm extract`; training "
+                "reads its cached features"
+            )
         if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"train.mixed_precision must be auto, bf16, fp16 or off, got {self.mixed_precision!r}")
-        for name in ("epochs", "batch_size", "grad_accum", "save_every", "workers", "windows_per_event", "min_windows_per_epoch"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "grad_accum",
+            "save_every",
+            "workers",
+            "windows_per_event",
+            "min_windows_per_epoch",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("hard_negative_share", "feature_dropout", "group_dropout", "mix_prob", "crop_prob"):
@@ -157,7 +182,17 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.lr <= 0 or self.adapter_lr <= 0:
             raise ConfigError(f"train.lr and train.adapter_lr must be > 0, got {self.lr} and {self.adapter_lr}")
-        _at_least(self, "train", 0, "weight_decay", "warmup_steps", "grad_clip", "negatives_per_positive", "adapter_loss_weight", "data_workers")
+        _at_least(
+            self,
+            "train",
+            0,
+            "weight_decay",
+            "warmup_steps",
+            "grad_clip",
+            "negatives_per_positive",
+            "adapter_loss_weight",
+            "data_workers",
+        )
 
 
 @dataclass(frozen=True)
@@ -165,7 +200,9 @@ class DescribeConfig:
     """`vtm describe`: which windows go to the vision-language model, and how (see pipeline/describe.py)."""
 
     model: str | None = None  # LLaVA path or hub id; None: the language model of the checkpoint's adapter
-    prompt: str | None = None  # a question, or a full template; None: the adapter's trained prompt, or a default question
+    prompt: str | None = (
+        None  # a question, or a full template; None: the adapter's trained prompt, or a default question
+    )
     max_windows_per_video: int | None = None  # budget: at most this many windows per video (the strongest)
     dense: bool = False  # every sampled frame is a window (the baseline describe is measured against)
     image_size: int = 336  # key frames are decoded at image_size x image_size (LLaVA-1.5 sees 336 x 336)
@@ -190,7 +227,9 @@ class DescribeConfig:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"describe.device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.dense and self.max_windows_per_video is not None:
-            raise ConfigError("describe.dense describes every sampled frame; describe.max_windows_per_video cannot apply to it")
+            raise ConfigError(
+                "describe.dense describes every sampled frame; describe.max_windows_per_video cannot apply to it"
+            )
         if not 0.0 <= self.detector_threshold <= 1.0:
             raise ConfigError(f"describe.detector_threshold must be within 0..1, got {self.detector_threshold}")
         if self.num_describers is not None and self.num_describers < 1:
@@ -253,7 +292,9 @@ def _build_section(name: str, values: Mapping[str, Any]):
     known = {f.name for f in dataclasses.fields(cls)} - _NOT_SETTINGS
     unknown = set(values) - known
     if unknown:
-        raise ConfigError(f"unknown setting(s) in section {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown setting(s) in section {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )
     hints = typing.get_type_hints(cls)
     return cls(**{k: _checked(f"{name}.{k}", hints[k], v) for k, v in values.items()})
 
@@ -322,7 +363,9 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, A
             raise ConfigError(f"config file {path} must be a mapping of sections")
         unknown = set(loaded) - set(_SECTIONS)
         if unknown:
-            raise ConfigError(f"unknown section(s) in {path}: {', '.join(sorted(unknown))}; known: {', '.join(_SECTIONS)}")
+            raise ConfigError(
+                f"unknown section(s) in {path}: {', '.join(sorted(unknown))}; known: {', '.join(_SECTIONS)}"
+            )
         for section, values in loaded.items():
             if values is not None and not isinstance(values, dict):
                 raise ConfigError(f"section {section!r} in {path} must be a mapping of settings, got {values!r}")

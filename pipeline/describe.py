@@ -10,7 +10,8 @@
 Outputs in OUT_DIR, per video: `<video path>.json` (the analysis, see `analysis_json`; with --objects each
 trigger's DETR detections), `<video path>.vtt`, `<video path>.timeline.png` (scores, threshold, triggers),
 `<video path>.frames/NN.jpg` (each window's key frame, objects drawn) and, with --audio, `<video path>.wav`
-(the summary, spoken); for the run: `descriptions.parquet` (every description of the run's settings, rebuilt at the end),
+(the summary, spoken); for the run: `descriptions.parquet` (every description of the run's settings, rebuilt at the
+end),
 `describe_manifest.json` (per video: status, error, fingerprint) and `describe_config.yaml`.
 Every file is written atomically. A video's manifest entry is written after its files, so a re-run
 skips exactly the videos whose outputs are complete and were made with the same cache content, model,
@@ -48,16 +49,16 @@ from vtm.pipeline.checkpoint import LLM_DIR, CheckpointError, adapter_llm_source
 from vtm.pipeline.config import Config, ConfigError, DescribeConfig, dump_config
 from vtm.pipeline.discover import content_digest
 from vtm.pipeline.extract import failure_reason
-from vtm.pipeline.plots import timeline_png
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
 from vtm.pipeline.rescore import ensure_change_scores
-from vtm.pipeline.speech import speak_to_wav
-from vtm.pipeline.thumbnails import display_frame, draw_source_objects, jpeg_bytes, rescale_boxes
 from vtm.stages.base import Resources
 from vtm.stages.decode import DecodeStage
 from vtm.stages.describe import DescribeStage, joined_summary
 from vtm.stages.detect import DetectObjectsStage
 from vtm.stages.select_windows import SelectWindowsStage
+from vtm.ui.plots import timeline_png
+from vtm.ui.speech import speak_to_wav
+from vtm.ui.thumbnails import display_frame, draw_source_objects, jpeg_bytes, rescale_boxes
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,19 @@ class DescribeSummary:
 
     def report(self) -> dict:
         return {
-            "videos": self.videos, "described": self.described, "skipped": self.skipped, "failed": len(self.failed),
-            "frames_sampled": self.frames_sampled, "frames_to_vlm": self.frames_to_vlm, "vlm_share": round(self.vlm_share, 4),
-            "windows": self.windows, "vlm_seconds": round(self.vlm_seconds, 3), "seconds": round(self.seconds, 3),
-            "windows_per_s": round(self.windows_per_s, 3), "model": self.model, "adapter": self.adapter,
+            "videos": self.videos,
+            "described": self.described,
+            "skipped": self.skipped,
+            "failed": len(self.failed),
+            "frames_sampled": self.frames_sampled,
+            "frames_to_vlm": self.frames_to_vlm,
+            "vlm_share": round(self.vlm_share, 4),
+            "windows": self.windows,
+            "vlm_seconds": round(self.vlm_seconds, 3),
+            "seconds": round(self.seconds, 3),
+            "windows_per_s": round(self.windows_per_s, 3),
+            "model": self.model,
+            "adapter": self.adapter,
         }
 
 
@@ -124,12 +134,18 @@ def pick_windows(select: SelectWindowsStage, timestamps: np.ndarray, score: np.n
     """{trigger_index, trigger_time, trigger_score}: the selected triggers, or every sampled frame when dense."""
     if dense:
         idx = np.arange(len(timestamps))
-        return {"trigger_index": idx, "trigger_time": np.asarray(timestamps, np.float64), "trigger_score": np.asarray(score, np.float64)}
+        return {
+            "trigger_index": idx,
+            "trigger_time": np.asarray(timestamps, np.float64),
+            "trigger_score": np.asarray(score, np.float64),
+        }
     return select({"timestamps": timestamps, "score": score})
 
 
 @torch.inference_mode()
-def window_context(model: TriggerModel, features: np.ndarray, timestamps: np.ndarray, centers: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def window_context(
+    model: TriggerModel, features: np.ndarray, timestamps: np.ndarray, centers: np.ndarray, batch: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """The time-aware encoder's output (k, window, d_model) and mask (k, window) around each centre sample.
 
     Each window is `model.config.window` samples with its centre in the middle (shifted to stay inside
@@ -149,20 +165,40 @@ def window_context(model: TriggerModel, features: np.ndarray, timestamps: np.nda
     return np.concatenate(contexts), np.concatenate(masks)
 
 
-def analysis_json(video_path: str | None, frames_analyzed: int, times, frame_index, scores, descriptions: list[str], summary: str, objects: list | None = None) -> dict:
+def analysis_json(
+    video_path: str | None,
+    frames_analyzed: int,
+    times,
+    frame_index,
+    scores,
+    descriptions: list[str],
+    summary: str,
+    objects: list | None = None,
+) -> dict:
     """The per-video analysis, in the format `vtm infer` and `vtm describe` both write.
 
     With `objects` (one list per trigger, from the detector), each trigger holds its `objects`:
     [{label, score, box: [x0, y0, x1, y1] in pixels of the source video}].
     """
     triggers = [
-        {"timestamp": round(float(t), 3), "frame_index": int(f), "trigger_confidence": round(float(s), 4), "analysis": d}
+        {
+            "timestamp": round(float(t), 3),
+            "frame_index": int(f),
+            "trigger_confidence": round(float(s), 4),
+            "analysis": d,
+        }
         for t, f, s, d in zip(times, frame_index, scores, descriptions)
     ]
     if objects is not None:
         for trigger, found in zip(triggers, objects):
             trigger["objects"] = found
-    return {"video_path": video_path, "num_frames_analyzed": int(frames_analyzed), "num_triggers_detected": len(descriptions), "triggers": triggers, "video_summary": summary}
+    return {
+        "video_path": video_path,
+        "num_frames_analyzed": int(frames_analyzed),
+        "num_triggers_detected": len(descriptions),
+        "triggers": triggers,
+        "video_summary": summary,
+    }
 
 
 def _vtt_time(seconds: float) -> str:
@@ -175,7 +211,9 @@ def _cue_text(text: str) -> str:
     return text.replace("-->", "->") or "(empty description)"
 
 
-def moment_spans(times: list[float], before_s: float, after_s: float, duration_s: float | None = None) -> list[tuple[float, float]]:
+def moment_spans(
+    times: list[float], before_s: float, after_s: float, duration_s: float | None = None
+) -> list[tuple[float, float]]:
     """(start, end) seconds of each trigger's moment: from before_s ahead of it to after_s after it.
 
     Moments of near triggers are cut at the midpoint between them, so they never overlap and each still
@@ -195,7 +233,9 @@ def moment_spans(times: list[float], before_s: float, after_s: float, duration_s
     return spans
 
 
-def webvtt(times: list[float], descriptions: list[str], before_s: float, after_s: float, duration_s: float | None = None) -> str:
+def webvtt(
+    times: list[float], descriptions: list[str], before_s: float, after_s: float, duration_s: float | None = None
+) -> str:
     """A WebVTT track: one cue per trigger over its moment (see `moment_spans`)."""
     lines = ["WEBVTT", ""]
     for k, ((start, end), d) in enumerate(zip(moment_spans(times, before_s, after_s, duration_s), descriptions)):
@@ -267,14 +307,18 @@ def _is_describe_output(out_dir: Path) -> bool:
     return isinstance(manifest, dict) and "format_version" in manifest and isinstance(manifest.get("videos"), dict)
 
 
-def _describe(cache_dir: Path, out_dir: Path, config: Config, checkpoint: Path | None, progress: bool, dataset_root: Path | None) -> DescribeSummary:
+def _describe(
+    cache_dir: Path, out_dir: Path, config: Config, checkpoint: Path | None, progress: bool, dataset_root: Path | None
+) -> DescribeSummary:
     started = time.perf_counter()
     dc = config.describe
     cache = FeatureCache.open(cache_dir)
     ensure_change_scores(cache, config.change_score, progress)  # an older cache, or other change_score settings
     root = Path(dataset_root) if dataset_root else cache.dataset_root
     if root is None:
-        raise CacheError(f"the cache at {cache.root} does not record where its videos are; pass the dataset directory (dataset_root)")
+        raise CacheError(
+            f"the cache at {cache.root} does not record where its videos are; pass the dataset directory (dataset_root)"
+        )
     out_dir = Path(out_dir)
     describer = _build_describer(cache, config, checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +347,9 @@ def _describe(cache_dir: Path, out_dir: Path, config: Config, checkpoint: Path |
         _write_manifest(out_dir, manifest)
         init_ray(config.ray.address)
         use_gpu = dc.device != "cpu" and cluster_gpus() > 0
-        stage = dataclasses.replace(stage, device="cuda" if use_gpu else "cpu", resources=Resources(cpus=1, gpus=1 if use_gpu else 0))
+        stage = dataclasses.replace(
+            stage, device="cuda" if use_gpu else "cpu", resources=Resources(cpus=1, gpus=1 if use_gpu else 0)
+        )
         actors = stage_actors(stage, dc.num_describers or (cluster_gpus() if use_gpu else 1))
         try:
             info = ray.get(actors[0].invoke.remote("model_info"))  # a model that cannot load fails here, once
@@ -313,7 +359,9 @@ def _describe(cache_dir: Path, out_dir: Path, config: Config, checkpoint: Path |
                 raise LanguageModelLoadError(str(cause)) from None
             raise
         log.info("describing with %s", info)
-        _Description(cache, config, describer.trigger_model, stage, actors, out_dir, manifest, summary, progress).run(todo)
+        _Description(cache, config, describer.trigger_model, stage, actors, out_dir, manifest, summary, progress).run(
+            todo
+        )
     _write_descriptions_table(out_dir, manifest, current, stage.model)
     summary.seconds = time.perf_counter() - started
     manifest["last_run"] = {**summary.report(), "complete": True}
@@ -328,8 +376,10 @@ def _build_describer(cache: FeatureCache, config: Config, checkpoint: Path | Non
         trigger_model, _, report = load_trigger_model(Path(checkpoint), cache.settings)
         if report.mismatches:
             raise CheckpointError(
-                f"checkpoint {checkpoint} was trained on other features than the cache at {cache.root} holds ({'; '.join(report.mismatches)}): "
-                "its scores would be meaningless here. Describe a cache extracted with the same encoder and settings, or train on this cache."
+                f"checkpoint {checkpoint} was trained on other features than the cache at {cache.root} holds "
+                f"({'; '.join(report.mismatches)}): "
+                "its scores would be meaningless here. Describe a cache extracted with the same encoder and "
+                "settings, or train on this cache."
             )
         for line in report.lines():
             log.warning("checkpoint %s", line)
@@ -355,7 +405,15 @@ def describe_stage(checkpoint: Path | None, dc: DescribeConfig) -> tuple[Describ
             if (checkpoint / name).is_file():
                 h.update(name.encode() + (checkpoint / name).read_bytes())
         if (checkpoint / LLM_DIR).is_dir():  # a fine-tuned LLM can be many GB: its files' sizes and times stand for it
-            h.update(json.dumps(sorted((str(f.relative_to(checkpoint)), f.stat().st_size, f.stat().st_mtime_ns) for f in (checkpoint / LLM_DIR).rglob("*") if f.is_file())).encode())
+            h.update(
+                json.dumps(
+                    sorted(
+                        (str(f.relative_to(checkpoint)), f.stat().st_size, f.stat().st_mtime_ns)
+                        for f in (checkpoint / LLM_DIR).rglob("*")
+                        if f.is_file()
+                    )
+                ).encode()
+            )
     model = dc.model or trained_with
     if model is None:
         raise ConfigError(
@@ -371,15 +429,38 @@ def describe_stage(checkpoint: Path | None, dc: DescribeConfig) -> tuple[Describ
     if adapter is not None and model != trained_with:
         if found != adapter["llm_kind"]:
             raise CheckpointError(
-                f"the checkpoint's adapter was trained with the {adapter['llm_kind']} model {trained_with!r}; {model!r} is a {found} model. "
+                f"the checkpoint's adapter was trained with the {adapter['llm_kind']} model {trained_with!r}; "
+                f"{model!r} is a {found} model. "
                 "Describe with the model it was trained with (leave out --model), or train an adapter for this one."
             )
-        log.warning("the adapter was trained with %r; describing with %r, which must be the same model", trained_with, model)
-    detector = DetectObjectsStage(model=dc.detector, threshold=dc.detector_threshold, max_batch=dc.batch_size) if dc.objects else None
-    h.update(json.dumps({"model": model, "adapter": adapter is not None, "detector": [dc.detector, dc.detector_threshold] if dc.objects else None}).encode())
+        log.warning(
+            "the adapter was trained with %r; describing with %r, which must be the same model", trained_with, model
+        )
+    detector = (
+        DetectObjectsStage(model=dc.detector, threshold=dc.detector_threshold, max_batch=dc.batch_size)
+        if dc.objects
+        else None
+    )
+    h.update(
+        json.dumps(
+            {
+                "model": model,
+                "adapter": adapter is not None,
+                "detector": [dc.detector, dc.detector_threshold] if dc.objects else None,
+            }
+        ).encode()
+    )
     stage = DescribeStage(
-        model=model, model_kind=kind, adapter=adapter, adapter_weights=adapter_weights, prompt=dc.prompt,
-        max_new_tokens=dc.max_new_tokens, max_batch=dc.batch_size, summary=dc.summary, device=dc.device, detector=detector,
+        model=model,
+        model_kind=kind,
+        adapter=adapter,
+        adapter_weights=adapter_weights,
+        prompt=dc.prompt,
+        max_new_tokens=dc.max_new_tokens,
+        max_batch=dc.batch_size,
+        summary=dc.summary,
+        device=dc.device,
+        detector=detector,
     )
     return stage, h.hexdigest()[:16]
 
@@ -393,7 +474,20 @@ def _video_fingerprint(describer_digest: str, cache: FeatureCache, config: Confi
         "video": row["digest"],
         "path": row["path"],
         "triggers": {k: v for k, v in dataclasses.asdict(config.triggers).items() if k != "resources"},
-        "describe": {k: getattr(dc, k) for k in ("model", "prompt", "max_windows_per_video", "dense", "image_size", "max_new_tokens", "summary", "objects", "audio")},
+        "describe": {
+            k: getattr(dc, k)
+            for k in (
+                "model",
+                "prompt",
+                "max_windows_per_video",
+                "dense",
+                "image_size",
+                "max_new_tokens",
+                "summary",
+                "objects",
+                "audio",
+            )
+        },
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -401,13 +495,34 @@ def _video_fingerprint(describer_digest: str, cache: FeatureCache, config: Confi
 class _Description:
     """The streaming loop: scores and decodes a bounded number of videos ahead of the describe actors."""
 
-    def __init__(self, cache, config: Config, trigger_model, stage: DescribeStage, actors: list, out_dir: Path, manifest: dict, summary: DescribeSummary, progress: bool):
+    def __init__(
+        self,
+        cache,
+        config: Config,
+        trigger_model,
+        stage: DescribeStage,
+        actors: list,
+        out_dir: Path,
+        manifest: dict,
+        summary: DescribeSummary,
+        progress: bool,
+    ):
         dc = config.describe
         self.cache, self.config, self.trigger_model, self.stage = cache, config, trigger_model, stage
-        self.actors, self.out_dir, self.manifest, self.summary, self.progress = actors, out_dir, manifest, summary, progress
+        self.actors, self.out_dir, self.manifest, self.summary, self.progress = (
+            actors,
+            out_dir,
+            manifest,
+            summary,
+            progress,
+        )
         select = config.triggers
         if dc.max_windows_per_video is not None:
-            cap = dc.max_windows_per_video if select.max_triggers is None else min(select.max_triggers, dc.max_windows_per_video)
+            cap = (
+                dc.max_windows_per_video
+                if select.max_triggers is None
+                else min(select.max_triggers, dc.max_windows_per_video)
+            )
             select = dataclasses.replace(select, max_triggers=cap)
         self.select = dataclasses.replace(select)
         self.decode = stage_task(DecodeStage(image_size=dc.image_size))
@@ -434,7 +549,12 @@ class _Description:
                     if self._prepare(v, bar):
                         for lo in range(0, v.n_windows, KEY_FRAMES_PER_DECODE):
                             ks = list(range(lo, min(lo + KEY_FRAMES_PER_DECODE, v.n_windows)))
-                            batch = {"path": str(v.source), "frame_index": v.frame_index[ks], "rotation": v.row["rotation"] or 0, "decoder": v.row["decoder"] or "decord"}
+                            batch = {
+                                "path": str(v.source),
+                                "frame_index": v.frame_index[ks],
+                                "rotation": v.row["rotation"] or 0,
+                                "decoder": v.row["decoder"] or "decord",
+                            }
                             decodes[self.decode(batch)] = (v, ks)
                     elif not v.failed:
                         summaries.append(v)  # no windows: nothing to decode or describe
@@ -446,9 +566,19 @@ class _Description:
                         if v.failed:
                             continue
                         if self.stage.summary == "join" or not v.descriptions:
-                            self._finish(v, joined_summary(list(v.times), [v.descriptions[i] for i in range(v.n_windows)], v.frames_analyzed), bar)
+                            self._finish(
+                                v,
+                                joined_summary(
+                                    list(v.times), [v.descriptions[i] for i in range(v.n_windows)], v.frames_analyzed
+                                ),
+                                bar,
+                            )
                             continue
-                        request = {"times": [float(t) for t in v.times], "descriptions": [v.descriptions[i] for i in range(v.n_windows)], "frames_analyzed": v.frames_analyzed}
+                        request = {
+                            "times": [float(t) for t in v.times],
+                            "descriptions": [v.descriptions[i] for i in range(v.n_windows)],
+                            "frames_analyzed": v.frames_analyzed,
+                        }
                         calls[self.actors[k].invoke.remote("summarize", request)] = (k, v)
                         load[k] += 1
                         continue
@@ -504,7 +634,9 @@ class _Description:
                             continue
                         v.descriptions[i] = text
                         if found is not None:
-                            v.objects[i] = rescale_boxes(found, (self.key_frame_size,) * 2, (v.row["width"], v.row["height"]))
+                            v.objects[i] = rescale_boxes(
+                                found, (self.key_frame_size,) * 2, (v.row["width"], v.row["height"])
+                            )
                         if len(v.descriptions) == v.n_windows:
                             summaries.append(v)
                 if time.perf_counter() - last_flush > MANIFEST_FLUSH_S:
@@ -559,26 +691,47 @@ class _Description:
         v.descriptions.clear()
         v.pictures.clear()
         v.context = v.mask = None
-        self.manifest["videos"][v.row["video_id"]] = {"path": v.row["path"], "status": "failed", "error": reason, "fingerprint": v.fingerprint}
+        self.manifest["videos"][v.row["video_id"]] = {
+            "path": v.row["path"],
+            "status": "failed",
+            "error": reason,
+            "fingerprint": v.fingerprint,
+        }
         self.summary.failed.append((v.row["path"], reason))
         bar.update(1)
 
     def _finish(self, v: _Video, video_summary: str, bar) -> None:
         texts = [v.descriptions[i] for i in range(v.n_windows)]
         objects = [v.objects.get(i, []) for i in range(v.n_windows)] if self.stage.detector is not None else None
-        analysis = analysis_json(str(v.source), v.frames_analyzed, v.times, v.frame_index, v.scores, texts, video_summary, objects)
+        analysis = analysis_json(
+            str(v.source), v.frames_analyzed, v.times, v.frame_index, v.scores, texts, video_summary, objects
+        )
         rel = v.row["path"]
-        entry = {"path": rel, "status": "ok", "error": None, "fingerprint": v.fingerprint, "json": f"{rel}.json", "vtt": f"{rel}.vtt", "timeline": f"{rel}.timeline.png", "triggers": v.n_windows}
+        entry = {
+            "path": rel,
+            "status": "ok",
+            "error": None,
+            "fingerprint": v.fingerprint,
+            "json": f"{rel}.json",
+            "vtt": f"{rel}.vtt",
+            "timeline": f"{rel}.timeline.png",
+            "triggers": v.n_windows,
+        }
         entry["frames"] = self._write_thumbnails(v, objects)
         timestamps, score = v.timeline
-        timeline_png(self.out_dir / entry["timeline"], timestamps, score, self.select.threshold, v.times, v.scores, title=rel)
+        timeline_png(
+            self.out_dir / entry["timeline"], timestamps, score, self.select.threshold, v.times, v.scores, title=rel
+        )
         if self.config.describe.audio:
             entry["audio"] = f"{rel}.wav"
             speak_to_wav(video_summary, self.out_dir / entry["audio"])
         write_json(self.out_dir / entry["json"], analysis)
         t = self.config.triggers
         with atomic_path(self.out_dir / entry["vtt"]) as tmp:
-            tmp.write_text(webvtt([float(x) for x in v.times], texts, t.before_s, t.after_s, v.row.get("duration_s")), encoding="utf-8")
+            tmp.write_text(
+                webvtt([float(x) for x in v.times], texts, t.before_s, t.after_s, v.row.get("duration_s")),
+                encoding="utf-8",
+            )
         # Last: only now is the video complete for a re-run.
         self.manifest["videos"][v.row["video_id"]] = entry
         self.summary.described += 1
@@ -615,17 +768,30 @@ def _source_problem(v: _Video) -> str | None:
     if row.get("url"):
         try:
             stored = stat_object(row["url"])
-            changed = stored.size_bytes != row["size_bytes"] or (stored.etag != row.get("etag") and content_digest(row["url"]) != row["digest"])
+            changed = stored.size_bytes != row["size_bytes"] or (
+                stored.etag != row.get("etag") and content_digest(row["url"]) != row["digest"]
+            )
         except StorageError as e:
             return f"cannot read the source video: {e}"
         if changed:
-            return f"source video {row['url']} changed since extract (other content than the cache was built from): re-run `vtm extract` first"
+            return (
+                f"source video {row['url']} changed since extract (other content than the cache was built from): "
+                "re-run `vtm extract` first"
+            )
         return None
     if not path.is_file():
-        return f"source video not found at {path} (moved or deleted since extract?): put it back, or pass the directory the videos are in now"
+        return (
+            f"source video not found at {path} (moved or deleted since extract?): put it back, or pass the directory "
+            "the videos are in now"
+        )
     stat = path.stat()
-    if stat.st_size != row["size_bytes"] or (stat.st_mtime_ns != row["mtime_ns"] and content_digest(path) != row["digest"]):
-        return f"source video {path} changed since extract (other content than the cache was built from): re-run `vtm extract` first"
+    if stat.st_size != row["size_bytes"] or (
+        stat.st_mtime_ns != row["mtime_ns"] and content_digest(path) != row["digest"]
+    ):
+        return (
+            f"source video {path} changed since extract (other content than the cache was built from): re-run `vtm "
+            "extract` first"
+        )
     return None
 
 
@@ -651,8 +817,16 @@ def _write_descriptions_table(out_dir: Path, manifest: dict, current: dict[str, 
             continue
         analysis = json.loads(path.read_text())
         rows += [
-            {"video_id": vid, "video_path": entry["path"], "trigger": k, "timestamp_s": t["timestamp"], "frame_index": t["frame_index"],
-             "trigger_confidence": t["trigger_confidence"], "description": t["analysis"], "model": model}
+            {
+                "video_id": vid,
+                "video_path": entry["path"],
+                "trigger": k,
+                "timestamp_s": t["timestamp"],
+                "frame_index": t["frame_index"],
+                "trigger_confidence": t["trigger_confidence"],
+                "description": t["analysis"],
+                "model": model,
+            }
             for k, t in enumerate(analysis["triggers"])
         ]
     table = pa.Table.from_pylist(rows, schema=DESCRIPTIONS_SCHEMA)

@@ -11,8 +11,23 @@ from pathlib import Path
 from vtm.cache.storage import is_url, list_objects, read_ranges, stat_object
 
 VIDEO_EXTENSIONS = (
-    ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-    ".wmv", ".flv", ".3gp", ".ogv", ".mxf", ".m4a",
+    ".mp4",
+    ".m4v",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mov",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".wmv",
+    ".flv",
+    ".3gp",
+    ".ogv",
+    ".mxf",
+    ".m4a",
 )  # .m4a: often mislabelled video; if it has no video stream it is reported as such
 DIGEST_CHUNK = 256 * 1024
 
@@ -24,7 +39,9 @@ class VideoFile:
     size_bytes: int
     mtime_ns: int
     etag: str | None = None  # the stored object's version (object storage only)
-    error: str | None = None  # why this path cannot be read (unreadable folder, broken link): recorded as failed, never skipped
+    error: str | None = (
+        None  # why this path cannot be read (unreadable folder, broken link): recorded as failed, never skipped
+    )
 
     @property
     def video_id(self) -> str:
@@ -46,7 +63,9 @@ def discover_videos(root: Path | str, extensions: tuple[str, ...] = VIDEO_EXTENS
     if it cannot be listed).
     """
     if is_url(root):
-        return [VideoFile(o.url, o.relpath, o.size_bytes, o.mtime_ns, etag=o.etag) for o in list_objects(root, extensions)]
+        return [
+            VideoFile(o.url, o.relpath, o.size_bytes, o.mtime_ns, etag=o.etag) for o in list_objects(root, extensions)
+        ]
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory {root} does not exist or is not a directory")
@@ -58,7 +77,16 @@ def discover_videos(root: Path | str, extensions: tuple[str, ...] = VIDEO_EXTENS
 
     def unreadable_folder(err: OSError) -> None:
         p = Path(err.filename)
-        found.append(VideoFile(p, rel(p), 0, 0, error=f"folder cannot be read ({err.strerror}): the videos in it were not looked at; fix its permissions and run again"))
+        found.append(
+            VideoFile(
+                p,
+                rel(p),
+                0,
+                0,
+                error=f"folder cannot be read ({err.strerror}): the videos in it were not looked at; "
+                "fix its permissions and run again",
+            )
+        )
 
     seen_folders = {}  # (device, inode) -> relative path, to tell a link loop from a new folder
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_folder, followlinks=True):
@@ -66,7 +94,9 @@ def discover_videos(root: Path | str, extensions: tuple[str, ...] = VIDEO_EXTENS
         st = here.stat()
         seen_folders.setdefault((st.st_dev, st.st_ino), rel(here))
         dirnames.sort()
-        for d in sorted(dirnames, key=lambda d: (here / d).is_symlink()):  # real folders first: they keep their own names
+        for d in sorted(
+            dirnames, key=lambda d: (here / d).is_symlink()
+        ):  # real folders first: they keep their own names
             p = here / d
             try:
                 target = p.stat()
@@ -109,7 +139,9 @@ def content_digest(path: Path | str) -> str:
     if is_url(path):  # the same three chunks, each one ranged request
         size = stat_object(path).size_bytes
         h.update(str(size).encode())
-        for chunk in read_ranges(path, [(o, min(size, o + DIGEST_CHUNK)) for o in _chunk_offsets(size)] if size else []):
+        for chunk in read_ranges(
+            path, [(o, min(size, o + DIGEST_CHUNK)) for o in _chunk_offsets(size)] if size else []
+        ):
             h.update(chunk)
         return h.hexdigest()[:24]
     try:

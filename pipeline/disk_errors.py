@@ -9,12 +9,20 @@ from vtm.cache.atomic import TEMP_NAME
 _ADVICE = {
     errno.ENOSPC: ("no space left on the device", "free some space there or choose a folder on another disk"),
     errno.EDQUOT: ("disk quota exceeded", "free some space there or choose a folder on another disk"),
-    errno.EFBIG: ("file too large for this file system or process limit", "raise the limit (ulimit -f) or choose a folder on another disk"),
+    errno.EFBIG: (
+        "file too large for this file system or process limit",
+        "raise the limit (ulimit -f) or choose a folder on another disk",
+    ),
     errno.EROFS: ("the file system is read-only", "make it writable, or choose a writable folder"),
     errno.EACCES: ("permission denied", "fix the folder's permissions, or choose a folder you may write"),
     errno.EPERM: ("operation not permitted", "fix the folder's permissions, or choose a folder you may write"),
 }
-_PHRASES = {"no space left": errno.ENOSPC, "quota exceeded": errno.EDQUOT, "read-only file system": errno.EROFS, "permission denied": errno.EACCES}
+_PHRASES = {
+    "no space left": errno.ENOSPC,
+    "quota exceeded": errno.EDQUOT,
+    "read-only file system": errno.EROFS,
+    "permission denied": errno.EACCES,
+}
 
 
 def explain_os_error(err: OSError) -> str:
@@ -35,4 +43,7 @@ def explain_os_error(err: OSError) -> str:
     else:
         what, todo = (err.strerror or str(err) or type(err).__name__), "check the path and the disk"
     at = f" at {where}" if where else ""
-    return f"{what}{at}: {todo}. Nothing finished before is lost; run the same command again once that is fixed (it resumes)."
+    return (
+        f"{what}{at}: {todo}. Nothing finished before is lost; run the same command again once that is fixed (it "
+        "resumes)."
+    )

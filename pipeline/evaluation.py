@@ -24,10 +24,7 @@ def match_events(predicted: Sequence[float], truth: Sequence[Truth], tolerance_s
     apart than twice the tolerance, as in the sample data.
     """
     pairs = sorted(
-        (d, i, j)
-        for i, p in enumerate(predicted)
-        for j, t in enumerate(truth)
-        if (d := _distance(p, t)) <= tolerance_s
+        (d, i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth) if (d := _distance(p, t)) <= tolerance_s
     )
     used_predictions, used_truths = set(), set()
     for _, i, j in pairs:

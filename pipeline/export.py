@@ -87,21 +87,41 @@ def read_moments(describe_dir: Path) -> dict[str, list[Moment]]:
     describe_dir = Path(describe_dir)
     manifest_path = describe_dir / MANIFEST_FILE
     if not manifest_path.is_file():
-        raise ExportError(f"{manifest_path} not found: {describe_dir} is not the output of a describe run; run `vtm describe CACHE --out {describe_dir}` first")
+        raise ExportError(
+            f"{manifest_path} not found: {describe_dir} is not the output of a describe run; run `vtm describe "
+            f"CACHE --out {describe_dir}` first"
+        )
     manifest = json.loads(manifest_path.read_text())
-    triggers = load_config(describe_dir / CONFIG_FILE).triggers if (describe_dir / CONFIG_FILE).is_file() else load_config().triggers
+    triggers = (
+        load_config(describe_dir / CONFIG_FILE).triggers
+        if (describe_dir / CONFIG_FILE).is_file()
+        else load_config().triggers
+    )
     found: dict[str, list[Moment]] = {}
-    for entry in sorted((e for e in manifest.get("videos", {}).values() if e.get("status") == "ok"), key=lambda e: e["path"]):
+    for entry in sorted(
+        (e for e in manifest.get("videos", {}).values() if e.get("status") == "ok"), key=lambda e: e["path"]
+    ):
         analysis_path = describe_dir / entry["json"]
         if not analysis_path.is_file():
-            raise ExportError(f"{analysis_path} is listed in {manifest_path} but missing: re-run `vtm describe` into {describe_dir}")
+            raise ExportError(
+                f"{analysis_path} is listed in {manifest_path} but missing: re-run `vtm describe` into {describe_dir}"
+            )
         analysis = json.loads(analysis_path.read_text())
         items = analysis["triggers"]
         times = [float(t["timestamp"]) for t in items]
         spans = moment_spans(times, triggers.before_s, triggers.after_s, _vtt_end(describe_dir / entry["vtt"]))
         found[entry["path"]] = [
-            Moment(entry["path"], analysis["video_path"], k + 1, start, end, float(t["timestamp"]), float(t["trigger_confidence"]),
-                   t["analysis"], t.get("objects", []))
+            Moment(
+                entry["path"],
+                analysis["video_path"],
+                k + 1,
+                start,
+                end,
+                float(t["timestamp"]),
+                float(t["trigger_confidence"]),
+                t["analysis"],
+                t.get("objects", []),
+            )
             for k, (t, (start, end)) in enumerate(zip(items, spans))
         ]
     return found
@@ -111,7 +131,11 @@ def _vtt_end(vtt: Path) -> float | None:
     """The video's duration as the subtitles were cut to it (describe knew it from the cache); None if unknown."""
     if not vtt.is_file():
         return None
-    ends = [_seconds(line.split(" --> ")[1].strip()) for line in vtt.read_text(encoding="utf-8").splitlines() if " --> " in line]
+    ends = [
+        _seconds(line.split(" --> ")[1].strip())
+        for line in vtt.read_text(encoding="utf-8").splitlines()
+        if " --> " in line
+    ]
     return max(ends) if ends else None
 
 
@@ -120,8 +144,11 @@ def _seconds(stamp: str) -> float:
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 
-def run_export(describe_dir: Path, fmt: str, out_dir: Path | None = None, exact: bool = False, progress: bool = True) -> ExportSummary:
-    """Write the moments of the describe run in `describe_dir` as `fmt` into `out_dir` (default: beside the run's own files)."""
+def run_export(
+    describe_dir: Path, fmt: str, out_dir: Path | None = None, exact: bool = False, progress: bool = True
+) -> ExportSummary:
+    """Write the moments of the describe run in `describe_dir` as `fmt` into `out_dir` (default: beside the run's own
+    files)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if exact and fmt != "clips":
@@ -167,7 +194,11 @@ def media_info(source: str) -> tuple[Fraction, float | None]:
     with container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration / 1e6 if container.duration else None)
+        duration = (
+            float(stream.duration * stream.time_base)
+            if stream.duration
+            else (container.duration / 1e6 if container.duration else None)
+        )
     return Fraction(rate), duration
 
 
@@ -180,7 +211,18 @@ def write_csv(path: Path, moments: list[Moment]) -> Path:
     writer.writerow(CSV_COLUMNS)
     for m in moments:
         objects = "; ".join(f"{o['label']} {o['score']:.2f}" for o in m.objects)
-        writer.writerow([m.video, f"{m.start:.3f}", f"{m.end:.3f}", f"{m.trigger:.3f}", f"{m.score:.4f}", m.description, objects, m.source])
+        writer.writerow(
+            [
+                m.video,
+                f"{m.start:.3f}",
+                f"{m.end:.3f}",
+                f"{m.trigger:.3f}",
+                f"{m.score:.4f}",
+                m.description,
+                objects,
+                m.source,
+            ]
+        )
     with atomic_path(path) as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8")
     return path
@@ -189,9 +231,19 @@ def write_csv(path: Path, moments: list[Moment]) -> Path:
 def write_chapters(path: Path, moments: list[Moment]) -> Path:
     from vtm.pipeline.describe import _cue_text, _vtt_time
 
-    lines = ["WEBVTT", "", "NOTE chapters: one per moment vtm found; the subtitles beside them hold the full descriptions", ""]
+    lines = [
+        "WEBVTT",
+        "",
+        "NOTE chapters: one per moment vtm found; the subtitles beside them hold the full descriptions",
+        "",
+    ]
     for m in moments:
-        lines += [f"chapter-{m.number}", f"{_vtt_time(m.start)} --> {_vtt_time(m.end)}", _cue_text(f"{m.number}. {m.title}"), ""]
+        lines += [
+            f"chapter-{m.number}",
+            f"{_vtt_time(m.start)} --> {_vtt_time(m.end)}",
+            _cue_text(f"{m.number}. {m.title}"),
+            "",
+        ]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -218,11 +270,17 @@ def write_edl(path: Path, moments: list[Moment], rate: Fraction) -> Path:
     lines = [f"TITLE: {Path(moments[0].video).name} moments (vtm)", "FCM: NON-DROP FRAME", ""]
     record = 0
     for m in moments:
-        src_in, src_out = _frames(m.start, Fraction(fps)), max(_frames(m.end, Fraction(fps)), _frames(m.start, Fraction(fps)) + 1)
+        src_in, src_out = (
+            _frames(m.start, Fraction(fps)),
+            max(_frames(m.end, Fraction(fps)), _frames(m.start, Fraction(fps)) + 1),
+        )
         rec_in, rec_out = record, record + (src_out - src_in)
-        note = "".join(ch if ch.isprintable() else " " for ch in " ".join(m.description.split())) or f"moment {m.number}"  # one line of text
+        note = (
+            "".join(ch if ch.isprintable() else " " for ch in " ".join(m.description.split())) or f"moment {m.number}"
+        )  # one line of text
         lines += [
-            f"{m.number:03d}  AX       V     C        {_timecode(src_in, fps)} {_timecode(src_out, fps)} {_timecode(rec_in, fps)} {_timecode(rec_out, fps)}",
+            f"{m.number:03d}  AX       V     C        {_timecode(src_in, fps)} {_timecode(src_out, fps)} "
+            f"{_timecode(rec_in, fps)} {_timecode(rec_out, fps)}",
             f"* FROM CLIP NAME: {Path(m.video).name}",
             f"* LOC: {_timecode(rec_in + _frames(m.trigger, Fraction(fps)) - src_in, fps)} RED     {note}",
             f"* COMMENT: {note}",
@@ -243,19 +301,39 @@ def write_otio(path: Path, moments: list[Moment], rate: Fraction, duration_s: fl
     timeline = otio.schema.Timeline(name=f"{moments[0].video} moments (vtm)")
     track = otio.schema.Track(name="moments", kind=otio.schema.TrackKind.Video)
     timeline.tracks.append(track)
-    available = otio.opentime.TimeRange(otio.opentime.RationalTime(0, r), otio.opentime.RationalTime(_frames(duration_s, rate), r)) if duration_s else None
+    available = (
+        otio.opentime.TimeRange(
+            otio.opentime.RationalTime(0, r), otio.opentime.RationalTime(_frames(duration_s, rate), r)
+        )
+        if duration_s
+        else None
+    )
     for m in moments:
         start, end = _frames(m.start, rate), max(_frames(m.end, rate), _frames(m.start, rate) + 1)
-        reference = otio.schema.ExternalReference(target_url=m.source if is_url(m.source) else Path(m.source).resolve().as_uri(), available_range=available)
+        reference = otio.schema.ExternalReference(
+            target_url=m.source if is_url(m.source) else Path(m.source).resolve().as_uri(), available_range=available
+        )
         clip = otio.schema.Clip(
             name=f"{Path(m.video).name} #{m.number}: {m.title}",
             media_reference=reference,
-            source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(start, r), otio.opentime.RationalTime(end - start, r)),
-            metadata={"vtm": {"video": m.video, "trigger_s": m.trigger, "score": m.score, "description": m.description, "objects": m.objects}},
+            source_range=otio.opentime.TimeRange(
+                otio.opentime.RationalTime(start, r), otio.opentime.RationalTime(end - start, r)
+            ),
+            metadata={
+                "vtm": {
+                    "video": m.video,
+                    "trigger_s": m.trigger,
+                    "score": m.score,
+                    "description": m.description,
+                    "objects": m.objects,
+                }
+            },
         )
         marker = otio.schema.Marker(
             name=m.title,
-            marked_range=otio.opentime.TimeRange(otio.opentime.RationalTime(_frames(m.trigger, rate), r), otio.opentime.RationalTime(0, r)),
+            marked_range=otio.opentime.TimeRange(
+                otio.opentime.RationalTime(_frames(m.trigger, rate), r), otio.opentime.RationalTime(0, r)
+            ),
             color=otio.schema.MarkerColor.RED,
         )
         marker.comment = m.description
@@ -278,18 +356,34 @@ def write_clip(folder: Path, m: Moment, exact: bool) -> list[Path]:
         if exact:
             ext, clip_start, clip_end = "mp4", *_reencode(source, video, m, folder / f"{m.number:02d}.mp4")
         else:
-            ext = "mp4" if video.codec_context.name in MP4_VIDEO and all(a.codec_context.name in MP4_AUDIO for a in audio) else "mkv"
+            ext = (
+                "mp4"
+                if video.codec_context.name in MP4_VIDEO and all(a.codec_context.name in MP4_AUDIO for a in audio)
+                else "mkv"
+            )
             clip_start, clip_end = _stream_copy(source, video, audio, m, folder / f"{m.number:02d}.{ext}")
     clip = folder / f"{m.number:02d}.{ext}"
     sidecar = folder / f"{m.number:02d}.json"
-    write_json(sidecar, {
-        "clip": clip.name, "video": m.video, "source": m.source, "moment": m.number,
-        "start": round(m.start, 3), "end": round(m.end, 3), "trigger": round(m.trigger, 3),
-        # where the clip's first frame sits in the source, and where the moment starts inside the clip
-        "clip_start": round(clip_start, 3), "clip_end": round(clip_end, 3), "moment_offset_in_clip": round(m.start - clip_start, 3),
-        "method": "reencode" if exact else "stream copy from the keyframe at or before the start",
-        "score": m.score, "description": m.description, "objects": m.objects,
-    })
+    write_json(
+        sidecar,
+        {
+            "clip": clip.name,
+            "video": m.video,
+            "source": m.source,
+            "moment": m.number,
+            "start": round(m.start, 3),
+            "end": round(m.end, 3),
+            "trigger": round(m.trigger, 3),
+            # where the clip's first frame sits in the source, and where the moment starts inside the clip
+            "clip_start": round(clip_start, 3),
+            "clip_end": round(clip_end, 3),
+            "moment_offset_in_clip": round(m.start - clip_start, 3),
+            "method": "reencode" if exact else "stream copy from the keyframe at or before the start",
+            "score": m.score,
+            "description": m.description,
+            "objects": m.objects,
+        },
+    )
     return [clip, sidecar]
 
 
@@ -346,7 +440,11 @@ def _reencode(source, video, m: Moment, dest: Path) -> tuple[float, float]:
         out = av.open(str(tmp), "w", format="mp4")
         with out:
             stream = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = video.codec_context.width, video.codec_context.height, "yuv420p"
+            stream.width, stream.height, stream.pix_fmt = (
+                video.codec_context.width,
+                video.codec_context.height,
+                "yuv420p",
+            )
             stream.time_base = Fraction(1, 90000)
             for frame in source.decode(video):
                 t = float(frame.pts * tb) if frame.pts is not None else None

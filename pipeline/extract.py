@@ -30,14 +30,21 @@ from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
 from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheError, CacheSettings, FeatureCache
+from vtm.cache.windows import frame_inputs
 from vtm.models.visual_encoder import EncoderLoadError, weights_source
 from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
-from vtm.cache.windows import frame_inputs
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
 from vtm.pipeline.rescore import ensure_change_scores, score_record, scored_with
 from vtm.stages.base import Resources
-from vtm.stages.decode import DecodeError, DecodeStage, ProbeStage, VideoPlan, cuda_decoding_built, partial_decode_warning
+from vtm.stages.decode import (
+    DecodeError,
+    DecodeStage,
+    ProbeStage,
+    VideoPlan,
+    cuda_decoding_built,
+    partial_decode_warning,
+)
 from vtm.stages.encode import EncodeStage
 
 log = logging.getLogger(__name__)
@@ -56,8 +63,12 @@ class ExtractSummary:
     frames: int = 0  # sampled frames encoded by this run
     seconds: float = 0.0
     pretrained: bool = True
-    busy_s: Counter = field(default_factory=Counter)  # seconds each stage worked, summed over its workers (probe_s, decode_s, ...)
-    decoded_with: Counter = field(default_factory=Counter)  # decode tasks by how they decoded (pyav-nonref, decord, ...)
+    busy_s: Counter = field(
+        default_factory=Counter
+    )  # seconds each stage worked, summed over its workers (probe_s, decode_s, ...)
+    decoded_with: Counter = field(
+        default_factory=Counter
+    )  # decode tasks by how they decoded (pyav-nonref, decord, ...)
     started_ray: bool = False  # False: everything was already in the cache, nothing was started
 
     @property
@@ -82,14 +93,21 @@ def failure_reason(err: BaseException) -> str:
     cause = getattr(err, "cause", None) or err
     if isinstance(cause, (DecodeError, StorageError)):
         return str(cause)
-    if isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)) or "crash" in type(err).__name__.lower():
+    if (
+        isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError))
+        or "crash" in type(err).__name__.lower()
+    ):
         return "the decoder process crashed on this file (corrupted stream?)"
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]
 
 
 def run_extract(
-    dataset_dir: Path | str, cache_dir: Path, config: Config = Config(), progress: bool = True, decode_stage: DecodeStage | None = None
+    dataset_dir: Path | str,
+    cache_dir: Path,
+    config: Config = Config(),
+    progress: bool = True,
+    decode_stage: DecodeStage | None = None,
 ) -> ExtractSummary:
     """Extract every video under `dataset_dir` into the cache at `cache_dir`; see the module docstring.
 
@@ -98,13 +116,19 @@ def run_extract(
     cache is locked for the whole run: a second writer is refused with who holds it.
     """
     weights = config.extract.weights
-    if weights and not Path(weights).expanduser().is_file():  # a usage error: said before Ray starts or a cache folder is made
-        raise EncoderLoadError(f"weights file {weights} not found; --weights (extract.weights) takes a local .pth or .safetensors file")
+    if (
+        weights and not Path(weights).expanduser().is_file()
+    ):  # a usage error: said before Ray starts or a cache folder is made
+        raise EncoderLoadError(
+            f"weights file {weights} not found; --weights (extract.weights) takes a local .pth or .safetensors file"
+        )
     with FeatureCache.lock_for_writing(cache_dir, "vtm extract"):
         return _extract(dataset_dir, cache_dir, config, progress, decode_stage)
 
 
-def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool, decode_stage: DecodeStage | None) -> ExtractSummary:
+def _extract(
+    dataset_dir: Path, cache_dir: Path, config: Config, progress: bool, decode_stage: DecodeStage | None
+) -> ExtractSummary:
     ec = config.extract
     started = time.perf_counter()
     dataset_dir = dataset_dir if is_url(dataset_dir) else Path(dataset_dir).resolve()
@@ -118,8 +142,13 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
 
     use_gpu = ec.device != "cpu" and cluster_gpus() > 0
     if ec.decode_device == "cuda" and not use_gpu:
-        raise ConfigError("extract.decode_device is cuda, but the encoder runs on no GPU (no GPU in the Ray cluster, or extract.device is cpu)")
-    gpu_decode = use_gpu and ec.decode_device != "cpu" and cuda_decoding_built()  # each decode task falls back to its CPU if its GPU fails
+        raise ConfigError(
+            "extract.decode_device is cuda, but the encoder runs on no GPU (no GPU in the Ray cluster, or "
+            "extract.device is cpu)"
+        )
+    gpu_decode = (
+        use_gpu and ec.decode_device != "cpu" and cuda_decoding_built()
+    )  # each decode task falls back to its CPU if its GPU fails
     n_encoders = ec.num_encoders or (cluster_gpus() if use_gpu else 1)
     encode = EncodeStage(
         encoder=ec.encoder,
@@ -135,7 +164,10 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
     if ec.rebuild or not (Path(cache_dir) / schema.CACHE_JSON).is_file():
         # A new cache skips nothing, so every video will be probed: start while the encoders load their model.
         probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
-        early_probes = {v.video_id: probe({"path": str(v.path)}) for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]}
+        early_probes = {
+            v.video_id: probe({"path": str(v.path)})
+            for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]
+        }
     try:
         info = ray.get(info_ref)  # raises EncoderLoadError early
     except Exception as e:
@@ -164,38 +196,82 @@ def _extract(dataset_dir: Path, cache_dir: Path, config: Config, progress: bool,
     # Videos gone from disk keep their rows while they are ok (their features stay useful); a failure
     # that no longer exists is forgotten.
     found = {v.video_id for v in videos}
-    rows = {r["video_id"]: r for r in cache.manifest().to_dicts() if r["status"] == schema.STATUS_OK or r["video_id"] in found}
+    rows = {
+        r["video_id"]: r
+        for r in cache.manifest().to_dicts()
+        if r["status"] == schema.STATUS_OK or r["video_id"] in found
+    }
     summary.gone = sum(1 for vid in rows if vid not in found)
     todo = []
     for v in videos:
         if v.error is not None:  # found but unreadable (folder, broken link): recorded, never skipped
-            rows[v.video_id] = {"video_id": v.video_id, "path": v.relpath, "size_bytes": 0, "mtime_ns": 0, "digest": "", "fingerprint": settings.fingerprint,
-                                "status": schema.STATUS_FAILED, "error": v.error}
+            rows[v.video_id] = {
+                "video_id": v.video_id,
+                "path": v.relpath,
+                "size_bytes": 0,
+                "mtime_ns": 0,
+                "digest": "",
+                "fingerprint": settings.fingerprint,
+                "status": schema.STATUS_FAILED,
+                "error": v.error,
+            }
             summary.failed.append((v.relpath, v.error))
             continue
         prior = rows.get(v.video_id)
-        unchanged = prior is not None and prior["size_bytes"] == v.size_bytes and prior["mtime_ns"] == v.mtime_ns and prior.get("etag") == v.etag
+        unchanged = (
+            prior is not None
+            and prior["size_bytes"] == v.size_bytes
+            and prior["mtime_ns"] == v.mtime_ns
+            and prior.get("etag") == v.etag
+        )
         remote = {"url": v.path, "etag": v.etag} if is_url(v.path) else {}
         try:
             digest = prior["digest"] if unchanged else content_digest(v.path)
         except StorageError as e:  # this object cannot be read now: it fails alone
-            rows[v.video_id] = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": "",
-                                "fingerprint": settings.fingerprint, **remote, "status": schema.STATUS_FAILED, "error": str(e)}
+            rows[v.video_id] = {
+                "video_id": v.video_id,
+                "path": v.relpath,
+                "size_bytes": v.size_bytes,
+                "mtime_ns": v.mtime_ns,
+                "digest": "",
+                "fingerprint": settings.fingerprint,
+                **remote,
+                "status": schema.STATUS_FAILED,
+                "error": str(e),
+            }
             summary.failed.append((v.relpath, str(e)))
             continue
-        if prior and prior["status"] == schema.STATUS_OK and prior["digest"] == digest and prior["fingerprint"] == settings.fingerprint and cache.has_video(v.video_id):
+        if (
+            prior
+            and prior["status"] == schema.STATUS_OK
+            and prior["digest"] == digest
+            and prior["fingerprint"] == settings.fingerprint
+            and cache.has_video(v.video_id)
+        ):
             summary.skipped += 1
             # touched, same content (or the same content under a new ETag): next time needs no digest
             rows[v.video_id] = {**prior, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, **remote}
             continue
-        base = {"video_id": v.video_id, "path": v.relpath, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, "digest": digest, "fingerprint": settings.fingerprint, **remote}
+        base = {
+            "video_id": v.video_id,
+            "path": v.relpath,
+            "size_bytes": v.size_bytes,
+            "mtime_ns": v.mtime_ns,
+            "digest": digest,
+            "fingerprint": settings.fingerprint,
+            **remote,
+        }
         todo.append(_Video(v, base))
 
     if decode_stage is None:
-        decode_stage = DecodeStage(image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu")
+        decode_stage = DecodeStage(
+            image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu"
+        )
         if gpu_decode:  # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave
             gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
-            decode_stage = dataclasses.replace(decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000)))
+            decode_stage = dataclasses.replace(
+                decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
+            )
     _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo, early_probes)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -233,7 +309,9 @@ def _same_weights(source: dict, info: dict) -> bool:
     return info["weights"] == ("random" if "random" in source else source["encoder"])
 
 
-def _nothing_to_do(videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, config: Config, source: dict | None) -> ExtractSummary | None:
+def _nothing_to_do(
+    videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, config: Config, source: dict | None
+) -> ExtractSummary | None:
     """The run's summary when every video is already in the cache with the same content and settings, else None.
 
     Answers without Ray and without loading the model: the weights digest comes from the cache's
@@ -260,7 +338,12 @@ def _nothing_to_do(videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, 
         return None
     for v in videos:
         prior = rows.get(v.video_id)
-        if prior is None or (prior["size_bytes"], prior["mtime_ns"], prior.get("etag"), prior["fingerprint"]) != (v.size_bytes, v.mtime_ns, v.etag, settings.fingerprint):
+        if prior is None or (prior["size_bytes"], prior["mtime_ns"], prior.get("etag"), prior["fingerprint"]) != (
+            v.size_bytes,
+            v.mtime_ns,
+            v.etag,
+            settings.fingerprint,
+        ):
             return None
         if not cache.has_video(v.video_id):
             return None
@@ -270,13 +353,25 @@ def _nothing_to_do(videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, 
         with atomic_path(config_file) as tmp:
             tmp.write_text(resolved)
     gone = len(set(rows) - {v.video_id for v in videos})
-    return ExtractSummary(cache.root, videos=len(videos), skipped=len(videos), gone=gone, pretrained=settings.pretrained)
+    return ExtractSummary(
+        cache.root, videos=len(videos), skipped=len(videos), gone=gone, pretrained=settings.pretrained
+    )
 
 
 class _Extraction:
     """The streaming loop: keeps a bounded number of probes, decodes and encodes in flight."""
 
-    def __init__(self, cache: FeatureCache, config: Config, decode_stage: DecodeStage, encoders: list, rows: dict, summary: ExtractSummary, progress: bool, trigger_model=None):
+    def __init__(
+        self,
+        cache: FeatureCache,
+        config: Config,
+        decode_stage: DecodeStage,
+        encoders: list,
+        rows: dict,
+        summary: ExtractSummary,
+        progress: bool,
+        trigger_model=None,
+    ):
         ec = config.extract
         self.cache, self.rows, self.summary = cache, rows, summary
         self.segment_frames = ec.segment_frames
@@ -295,7 +390,9 @@ class _Extraction:
     def run(self, todo: list[_Video], early_probes: dict | None = None) -> None:
         """Extract `todo`; `early_probes` (video id -> probe ref) are probes already started for some of them."""
         early_probes = early_probes or {}
-        probes: dict = {early_probes[v.file.video_id]: v for v in todo if v.file.video_id in early_probes}  # ref -> video
+        probes: dict = {
+            early_probes[v.file.video_id]: v for v in todo if v.file.video_id in early_probes
+        }  # ref -> video
         waiting = deque(v for v in todo if v.file.video_id not in early_probes)
         segments: deque = deque()  # (video, segment number, frame indices)
         decoded: deque = deque()  # (ref, video, seg) decoded, waiting for an encoder
@@ -313,8 +410,15 @@ class _Extraction:
                     v, seg, idx = segments.popleft()
                     if not v.failed:
                         pts, pts_start = v.plan.pts_around(idx)
-                        batch = {"path": str(v.file.path), "frame_index": idx, "rotation": v.plan.rotation, "decoder": v.plan.decoder, "segment": seg,
-                                 "pts": pts, "pts_start": pts_start}
+                        batch = {
+                            "path": str(v.file.path),
+                            "frame_index": idx,
+                            "rotation": v.plan.rotation,
+                            "decoder": v.plan.decoder,
+                            "segment": seg,
+                            "pts": pts,
+                            "pts_start": pts_start,
+                        }
                         decodes[self.decode(batch)] = (v, seg)
                 while decoded and min(load) < self.per_encoder_queue:
                     ref, v, seg = decoded.popleft()
@@ -335,7 +439,9 @@ class _Extraction:
                             continue
                         starts = range(0, len(v.plan.frame_index), self.segment_frames)
                         v.n_segments = len(starts)
-                        segments.extend((v, i, v.plan.frame_index[s : s + self.segment_frames]) for i, s in enumerate(starts))
+                        segments.extend(
+                            (v, i, v.plan.frame_index[s : s + self.segment_frames]) for i, s in enumerate(starts)
+                        )
                     elif ref in decodes:
                         v, seg = decodes.pop(ref)
                         decoded.append((ref, v, seg))  # the frames stay in the object store
@@ -356,7 +462,10 @@ class _Extraction:
                             frames_done += self._finish(v)
                             self.summary.busy_s["write_s"] += time.perf_counter() - t_write
                             bar.update(1)
-                            bar.set_postfix(frames_s=f"{frames_done / (time.perf_counter() - t0):.1f}", failed=len(self.summary.failed))
+                            bar.set_postfix(
+                                frames_s=f"{frames_done / (time.perf_counter() - t0):.1f}",
+                                failed=len(self.summary.failed),
+                            )
                 if time.perf_counter() - last_flush > MANIFEST_FLUSH_S:
                     self.cache.write_manifest(self.rows.values())
                     last_flush = time.perf_counter()
@@ -400,7 +509,15 @@ class _Extraction:
         if self.trigger_model is not None:
             inputs = frame_inputs(self.trigger_model.config, joined["features"], joined["hist"], joined["grid"])
             scored["trigger_score"], _ = self.trigger_model.score_video(inputs, timestamps)
-        self.cache.write_video(v.row["video_id"], joined["features"], timestamps, frame_index, scored, color_hist=joined["hist"], color_grid=joined["grid"])
+        self.cache.write_video(
+            v.row["video_id"],
+            joined["features"],
+            timestamps,
+            frame_index,
+            scored,
+            color_hist=joined["hist"],
+            color_grid=joined["grid"],
+        )
         self.rows[v.row["video_id"]] = {
             **v.row,
             "duration_s": plan.duration_s,

@@ -11,9 +11,9 @@ lives in pipeline/ rather than models/ because it composes stages, not only netw
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,11 +27,11 @@ from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline.checkpoint import CheckpointError, LoadReport, load_trigger_model, read_json
 from vtm.pipeline.config import DescribeConfig, resolve_device
 from vtm.pipeline.describe import analysis_json, describe_stage, window_context
-from vtm.pipeline.thumbnails import display_frame, draw_source_objects, rescale_boxes
 from vtm.stages.decode import DecodeStage, frame_statistics, partial_decode_warning, probe
 from vtm.stages.describe import DescribeStage, joined_summary
 from vtm.stages.encode import EncodeStage
 from vtm.stages.select_windows import SelectWindowsStage
+from vtm.ui.thumbnails import display_frame, draw_source_objects, rescale_boxes
 
 log = logging.getLogger(__name__)
 SEGMENT_FRAMES = 64  # sampled frames decoded and encoded at a time: memory stays flat on long videos
@@ -56,7 +56,15 @@ class VideoAnalysis:
 class VideoTriggerModel:
     """A trained checkpoint, whole: frames in, the triggered moments and their descriptions out."""
 
-    def __init__(self, encoder: EncodeStage, trigger_model: TriggerModel, describer: DescribeStage, sample_fps: float, image_size: int, report: LoadReport | None = None):
+    def __init__(
+        self,
+        encoder: EncodeStage,
+        trigger_model: TriggerModel,
+        describer: DescribeStage,
+        sample_fps: float,
+        image_size: int,
+        report: LoadReport | None = None,
+    ):
         self.encoder, self.trigger_model, self.describer = encoder, trigger_model, describer
         self.sample_fps, self.image_size = sample_fps, image_size
         self.report = report or LoadReport()
@@ -86,22 +94,40 @@ class VideoTriggerModel:
         device = resolve_device(device)
         features = read_json(path, "meta.json").get("features")
         if not isinstance(features, dict) or not all(k in features for k in ("encoder", "sample_fps", "image_size")):
-            raise CheckpointError(f"{path / 'meta.json'} does not record the features it was trained on ('features' with encoder, sample_fps, image_size); was it written by vtm train-from-cache?")
-        encoder = EncodeStage(encoder=features["encoder"], weights=encoder_weights, device=device)  # other weights show in the digest check
+            raise CheckpointError(
+                f"{path / 'meta.json'} does not record the features it was trained on ('features' with encoder, "
+                "sample_fps, image_size); was it written by vtm train-from-cache?"
+            )
+        encoder = EncodeStage(
+            encoder=features["encoder"], weights=encoder_weights, device=device
+        )  # other weights show in the digest check
         encoder.setup()
         info = encoder.info
         settings = CacheSettings(
-            encoder=info.name, weights=info.weights, weights_digest=info.weights_digest, pretrained=info.pretrained,
-            feature_dim=info.feature_dim, sample_fps=features["sample_fps"], image_size=features["image_size"], max_frames=None,
+            encoder=info.name,
+            weights=info.weights,
+            weights_digest=info.weights_digest,
+            pretrained=info.pretrained,
+            feature_dim=info.feature_dim,
+            sample_fps=features["sample_fps"],
+            image_size=features["image_size"],
+            max_frames=None,
         )
         trigger_model, _, report = load_trigger_model(path, settings, strict=strict)
         for line in report.lines():
             log.warning("checkpoint %s", line)
         if detector is not None:
-            describe = replace(describe, objects=True, detector=detector, detector_threshold=describe.detector_threshold if detector_threshold is None else detector_threshold)
+            describe = replace(
+                describe,
+                objects=True,
+                detector=detector,
+                detector_threshold=describe.detector_threshold if detector_threshold is None else detector_threshold,
+            )
         stage, _ = describe_stage(path, replace(describe, model=llm or describe.model, device=device))
         stage.setup()
-        return cls(encoder, trigger_model.to(encoder.device), stage, features["sample_fps"], features["image_size"], report)
+        return cls(
+            encoder, trigger_model.to(encoder.device), stage, features["sample_fps"], features["image_size"], report
+        )
 
     # --- the phases ---------------------------------------------------------------------------------
 
@@ -117,18 +143,30 @@ class VideoTriggerModel:
         if frames.shape[1:3] == (self.image_size, self.image_size):
             return frames
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(
+            x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+        )
         return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     def _analysis(
-        self, inputs: np.ndarray, timestamps: np.ndarray, threshold: float | None, key_frames: Callable[[np.ndarray], np.ndarray], frame_index: np.ndarray,
-        video_path: str | None, size: tuple[int, int], max_triggers: int | None = None, progress: Progress | None = None,
+        self,
+        inputs: np.ndarray,
+        timestamps: np.ndarray,
+        threshold: float | None,
+        key_frames: Callable[[np.ndarray], np.ndarray],
+        frame_index: np.ndarray,
+        video_path: str | None,
+        size: tuple[int, int],
+        max_triggers: int | None = None,
+        progress: Progress | None = None,
     ) -> VideoAnalysis:
         progress = progress or (lambda fraction, message: None)
         threshold = self.threshold if threshold is None else threshold
         timestamps = np.asarray(timestamps, np.float64)
         score, _ = self.trigger_model.score_video(inputs, timestamps)
-        picked = SelectWindowsStage(threshold=threshold, max_triggers=max_triggers)({"timestamps": timestamps, "score": score})
+        picked = SelectWindowsStage(threshold=threshold, max_triggers=max_triggers)(
+            {"timestamps": timestamps, "score": score}
+        )
         idx = np.asarray(picked["trigger_index"], np.int64)
         times = [float(t) for t in picked["trigger_time"]]
         descriptions: list[str] = []
@@ -137,24 +175,47 @@ class VideoTriggerModel:
         if len(idx):
             progress(ENCODED, f"decoding the {len(idx)} triggered frames")
             frames = key_frames(idx)
-            context = window_context(self.trigger_model, inputs, timestamps, idx) if self.describer.adapter is not None else None
+            context = (
+                window_context(self.trigger_model, inputs, timestamps, idx)
+                if self.describer.adapter is not None
+                else None
+            )
             step = self.describer.max_batch
             for lo in range(0, len(idx), step):  # a batch at a time, so the page can show progress
-                progress(ENCODED + (DESCRIBED - ENCODED) * lo / len(idx), f"describing moments {lo + 1}-{min(lo + step, len(idx))} of {len(idx)}")
+                progress(
+                    ENCODED + (DESCRIBED - ENCODED) * lo / len(idx),
+                    f"describing moments {lo + 1}-{min(lo + step, len(idx))} of {len(idx)}",
+                )
                 batch = {"frames": frames[lo : lo + step]}
                 if context is not None:
                     batch["context"], batch["mask"] = context[0][lo : lo + step], context[1][lo : lo + step]
                 out = self.describer(batch)
                 descriptions += out["description"]
                 if objects is not None:
-                    objects += [rescale_boxes(found, (frames.shape[2], frames.shape[1]), size) for found in out["objects"]]
-            pictures = [draw_source_objects(display_frame(f, *size), objects[k] if objects else [], *size) for k, f in enumerate(frames)]
+                    objects += [
+                        rescale_boxes(found, (frames.shape[2], frames.shape[1]), size) for found in out["objects"]
+                    ]
+            pictures = [
+                draw_source_objects(display_frame(f, *size), objects[k] if objects else [], *size)
+                for k, f in enumerate(frames)
+            ]
         progress(DESCRIBED, "summarising the video")
         if descriptions and self.describer.summary == "llm":
-            summary = self.describer.summarize({"times": times, "descriptions": descriptions, "frames_analyzed": len(timestamps)})["summary"]
+            summary = self.describer.summarize(
+                {"times": times, "descriptions": descriptions, "frames_analyzed": len(timestamps)}
+            )["summary"]
         else:
             summary = joined_summary(times, descriptions, len(timestamps))
-        result = analysis_json(video_path, len(timestamps), times, frame_index[idx], picked["trigger_score"], descriptions, summary, objects)
+        result = analysis_json(
+            video_path,
+            len(timestamps),
+            times,
+            frame_index[idx],
+            picked["trigger_score"],
+            descriptions,
+            summary,
+            objects,
+        )
         return VideoAnalysis(result, timestamps, np.asarray(score, np.float64), threshold, pictures)
 
     @property
@@ -162,23 +223,41 @@ class VideoTriggerModel:
         """The checkpoint's decision threshold (calibrated on validation videos), used where none is given."""
         return self.trigger_model.config.detector.threshold
 
-    def infer_triggered_analysis(self, frames: np.ndarray, timestamps: np.ndarray, trigger_threshold: float | None = None) -> dict:
+    def infer_triggered_analysis(
+        self, frames: np.ndarray, timestamps: np.ndarray, trigger_threshold: float | None = None
+    ) -> dict:
         """Frames sampled at the checkpoint's rate (`sample_fps`), (n, H, W, 3) uint8, with their times in
         seconds -> the analysis (`frame_index` counts the given frames; `video_path` is None)."""
         frames = np.asarray(frames, np.uint8)
         if len(frames) != len(timestamps):
             raise ValueError(f"{len(frames)} frames for {len(timestamps)} timestamps")
         size = (frames.shape[2], frames.shape[1])
-        return self._analysis(self.model_inputs(frames), timestamps, trigger_threshold, lambda idx: frames[idx], np.arange(len(frames)), None, size).result
+        return self._analysis(
+            self.model_inputs(frames),
+            timestamps,
+            trigger_threshold,
+            lambda idx: frames[idx],
+            np.arange(len(frames)),
+            None,
+            size,
+        ).result
 
-    def analyze_video(self, video_path: Path | str, trigger_threshold: float | None = None, key_frame_size: int = 336) -> dict:
+    def analyze_video(
+        self, video_path: Path | str, trigger_threshold: float | None = None, key_frame_size: int = 336
+    ) -> dict:
         """One video file -> its analysis (see `analyze`)."""
         return self.analyze(video_path, trigger_threshold, key_frame_size=key_frame_size).result
 
     def analyze(
-        self, video_path: Path | str, threshold: float | None = None, max_triggers: int | None = None, key_frame_size: int = 336, progress: Progress | None = None
+        self,
+        video_path: Path | str,
+        threshold: float | None = None,
+        max_triggers: int | None = None,
+        key_frame_size: int = 336,
+        progress: Progress | None = None,
     ) -> VideoAnalysis:
-        """One video file (or object-storage URL): sampled and decoded in segments, so memory stays flat; key frames decoded again at
+        """One video file (or object-storage URL): sampled and decoded in segments, so memory stays flat; key frames
+        decoded again at
         `key_frame_size` for the describer; at most `max_triggers` moments (the strongest). `progress(fraction,
         message)` is told how far it got. Raises DecodeError for a video that cannot be read."""
         progress = progress or (lambda fraction, message: None)
@@ -187,7 +266,11 @@ class VideoTriggerModel:
         base = {"path": str(video_path), "rotation": plan.rotation, "decoder": plan.decoder}
         segments, sampled, decoded = [], [], []
         for s in range(0, len(plan.frame_index), SEGMENT_FRAMES):
-            progress(ENCODED * s / max(len(plan.frame_index), 1), f"sampling and encoding frames {s + 1}-{min(s + SEGMENT_FRAMES, len(plan.frame_index))} of {len(plan.frame_index)}")
+            progress(
+                ENCODED * s / max(len(plan.frame_index), 1),
+                f"sampling and encoding frames {s + 1}-{min(s + SEGMENT_FRAMES, len(plan.frame_index))} of "
+                f"{len(plan.frame_index)}",
+            )
             idx = plan.frame_index[s : s + SEGMENT_FRAMES]
             pts, pts_start = plan.pts_around(idx)
             out = decode({**base, "frame_index": idx, "pts": pts, "pts_start": pts_start})
@@ -202,7 +285,17 @@ class VideoTriggerModel:
             inputs, frame_index, timestamps = inputs[decoded], frame_index[decoded], timestamps[decoded]
         key_decode = DecodeStage(image_size=key_frame_size)
         key_frames = lambda idx: key_decode({**base, "frame_index": frame_index[idx]})["frames"]  # noqa: E731
-        analysis = self._analysis(inputs, timestamps, threshold, key_frames, frame_index, str(video_path), (plan.width, plan.height), max_triggers, progress)
+        analysis = self._analysis(
+            inputs,
+            timestamps,
+            threshold,
+            key_frames,
+            frame_index,
+            str(video_path),
+            (plan.width, plan.height),
+            max_triggers,
+            progress,
+        )
         if warning is not None:
             analysis.result["warning"] = warning
             analysis.warning = warning
@@ -210,16 +303,26 @@ class VideoTriggerModel:
 
 
 def run_infer(
-    video_path: Path, checkpoint: Path, output: Path, threshold: float | None = None, device: str = "cpu", strict: bool = False, llm: str | None = None,
-    detector: str | None = None, detector_threshold: float = 0.7, audio: Path | None = None,
+    video_path: Path,
+    checkpoint: Path,
+    output: Path,
+    threshold: float | None = None,
+    device: str = "cpu",
+    strict: bool = False,
+    llm: str | None = None,
+    detector: str | None = None,
+    detector_threshold: float = 0.7,
+    audio: Path | None = None,
 ) -> dict:
     """`vtm infer`: analyse one video with a checkpoint and write the analysis JSON to `output`; with a
     `detector` (DETR) each trigger gets its objects, with `audio` the summary is spoken to that WAV file."""
-    model = VideoTriggerModel.from_checkpoint(checkpoint, llm=llm, device=device, strict=strict, detector=detector, detector_threshold=detector_threshold)
+    model = VideoTriggerModel.from_checkpoint(
+        checkpoint, llm=llm, device=device, strict=strict, detector=detector, detector_threshold=detector_threshold
+    )
     analysis = model.analyze_video(video_path if is_url(video_path) else Path(video_path), threshold)
     write_json(Path(output), analysis)
     if audio is not None:
-        from vtm.pipeline.speech import speak_to_wav
+        from vtm.ui.speech import speak_to_wav
 
         speak_to_wav(analysis["video_summary"], Path(audio))
     return analysis

@@ -37,7 +37,10 @@ class ScoredVideos:
     def truth(self, label: str | None = None) -> dict[str, list[tuple[float, float]]]:
         """{path: [(start, end), ...]} of the annotated events (of one label, or all)."""
         return {
-            self.annotations.paths[v]: [(e.start, e.end) for e in self.annotations.events[v] if label is None or e.label == label] for v in self.video_ids
+            self.annotations.paths[v]: [
+                (e.start, e.end) for e in self.annotations.events[v] if label is None or e.label == label
+            ]
+            for v in self.video_ids
         }
 
     def predicted(self, threshold: float, label: str | None = None) -> dict[str, list[float]]:
@@ -55,10 +58,17 @@ class ScoredVideos:
 
     def change_predicted(self) -> dict[str, list[float]]:
         select = SelectWindowsStage()
-        return {self.annotations.paths[v]: select({"timestamps": self.timestamps[v], "score": self.change[v]})["trigger_time"].tolist() for v in self.video_ids}
+        return {
+            self.annotations.paths[v]: select({"timestamps": self.timestamps[v], "score": self.change[v]})[
+                "trigger_time"
+            ].tolist()
+            for v in self.video_ids
+        }
 
 
-def score_videos(model: TriggerModel, cache: FeatureCache, annotations: Annotations, video_ids: list[str]) -> ScoredVideos:
+def score_videos(
+    model: TriggerModel, cache: FeatureCache, annotations: Annotations, video_ids: list[str]
+) -> ScoredVideos:
     interval = 1.0 / cache.settings.sample_fps
     out = ScoredVideos(annotations, list(video_ids), {}, {}, {}, {}, {})
     for v in video_ids:
@@ -82,20 +92,34 @@ def calibrate_threshold(scored: ScoredVideos, tolerance_s: float = 1.0) -> tuple
 
 
 def evaluate_model(
-    model: TriggerModel, cache: FeatureCache, annotations: Annotations, video_ids: list[str], tolerance_s: float = 1.0, threshold: float | None = None
+    model: TriggerModel,
+    cache: FeatureCache,
+    annotations: Annotations,
+    video_ids: list[str],
+    tolerance_s: float = 1.0,
+    threshold: float | None = None,
 ) -> dict:
     """Frame-level P/R/F1/AP and event-level P/R/F1 of the learned score (at `threshold`, default the
     checkpoint's), beside the change score's event F1, on `video_ids`."""
-    return metrics_at(score_videos(model, cache, annotations, video_ids), model.config.detector.threshold if threshold is None else threshold, tolerance_s)
+    return metrics_at(
+        score_videos(model, cache, annotations, video_ids),
+        model.config.detector.threshold if threshold is None else threshold,
+        tolerance_s,
+    )
 
 
 def metrics_at(scored: ScoredVideos, threshold: float, tolerance_s: float = 1.0) -> dict:
     ids = scored.video_ids
     frame = frame_metrics(
-        np.concatenate([scored.score[v] for v in ids] or [np.zeros(0)]), np.concatenate([scored.labels[v] > 0 for v in ids] or [np.zeros(0, bool)]), threshold
+        np.concatenate([scored.score[v] for v in ids] or [np.zeros(0)]),
+        np.concatenate([scored.labels[v] > 0 for v in ids] or [np.zeros(0, bool)]),
+        threshold,
     )
     truth = scored.truth()
-    ours, baseline = event_scores(scored.predicted(threshold), truth, tolerance_s), event_scores(scored.change_predicted(), truth, tolerance_s)
+    ours, baseline = (
+        event_scores(scored.predicted(threshold), truth, tolerance_s),
+        event_scores(scored.change_predicted(), truth, tolerance_s),
+    )
     return {
         "val/frame_precision": frame["precision"],
         "val/frame_recall": frame["recall"],

@@ -15,7 +15,12 @@ def frame_metrics(scores: np.ndarray, positive: np.ndarray, threshold: float) ->
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "average_precision": average_precision(scores, positive)}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "average_precision": average_precision(scores, positive),
+    }
 
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:

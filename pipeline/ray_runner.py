@@ -22,7 +22,13 @@ def init_ray(address: str | None = None) -> None:
     # /tmp/ray last recorded (a stale `ray start`), which is not what "no address" should mean.
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     # Workers import vtm from the installed package, so no working-directory upload is needed.
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+        configure_logging=True,
+    )
 
 
 def cluster_gpus() -> int:
@@ -76,4 +82,7 @@ class StageActor:
 def stage_actors(stage, n: int, resources: Resources | None = None, max_restarts: int = 3) -> list:
     """`n` actors each holding `stage`; a killed actor restarts and its pending calls are retried."""
     opts = _options(resources or stage.resources)
-    return [StageActor.options(**opts, max_restarts=max_restarts, max_task_retries=max_restarts).remote(stage) for _ in range(n)]
+    return [
+        StageActor.options(**opts, max_restarts=max_restarts, max_task_retries=max_restarts).remote(stage)
+        for _ in range(n)
+    ]

@@ -51,7 +51,9 @@ def ensure_change_scores(cache: FeatureCache, stage: ChangeScoreStage, progress:
         table = pq.read_table(path).sort_by("sample_index")
         scored = stage(read_change_inputs(cache, video_id))
         for name in _PARTS:
-            table = table.set_column(table.schema.get_field_index(name), schema.SCORES_SCHEMA.field(name), [scored[name]])
+            table = table.set_column(
+                table.schema.get_field_index(name), schema.SCORES_SCHEMA.field(name), [scored[name]]
+            )
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         done += 1

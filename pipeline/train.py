@@ -59,15 +59,29 @@ class TrainResult:
     best_epoch: int = 0  # the epoch final/ holds
 
 
-def build_trigger_model_config(config: Config, feature_dim: int, labels: tuple[str, ...], min_event_frames: int = 1) -> TriggerModelConfig:
+def build_trigger_model_config(
+    config: Config, feature_dim: int, labels: tuple[str, ...], min_event_frames: int = 1
+) -> TriggerModelConfig:
     m = config.model
     grid = GridEncoderConfig(size=m.grid_size, hidden=m.grid_hidden) if m.grid_size else None
     groups = (feature_dim,) + ((COLOR_DIM,) if m.color_inputs else ()) + ((grid.output_dim,) if grid else ())
     return TriggerModelConfig(
         encoder=TemporalEncoderConfig(
-            input_dim=sum(groups), d_model=m.d_model, kind=m.encoder_kind, num_layers=m.num_layers, num_heads=m.num_heads, dropout=m.dropout, input_groups=groups
+            input_dim=sum(groups),
+            d_model=m.d_model,
+            kind=m.encoder_kind,
+            num_layers=m.num_layers,
+            num_heads=m.num_heads,
+            dropout=m.dropout,
+            input_groups=groups,
         ),
-        detector=TriggerDetectorConfig(input_dim=m.d_model, hidden_sizes=m.detector_hidden, num_classes=len(labels), dropout=m.dropout, threshold=m.threshold),
+        detector=TriggerDetectorConfig(
+            input_dim=m.d_model,
+            hidden_sizes=m.detector_hidden,
+            num_classes=len(labels),
+            dropout=m.dropout,
+            threshold=m.threshold,
+        ),
         window=m.window,
         labels=labels,
         color_inputs=m.color_inputs,
@@ -94,7 +108,14 @@ class WindowDataset(Dataset):
     """Items -> a dict of arrays for one window, augmented when `augment` is given (seeded per item,
     so an epoch's batches are the same in every run, in any DataLoader worker)."""
 
-    def __init__(self, reader: WindowReader, labels: dict[str, np.ndarray], items: list[Item], augment: TrainConfig | None = None, sample_fps: float = 1.0):
+    def __init__(
+        self,
+        reader: WindowReader,
+        labels: dict[str, np.ndarray],
+        items: list[Item],
+        augment: TrainConfig | None = None,
+        sample_fps: float = 1.0,
+    ):
         self.reader, self.labels, self.items, self.augment, self.sample_fps = reader, labels, items, augment, sample_fps
 
     def __len__(self) -> int:
@@ -114,7 +135,13 @@ class WindowDataset(Dataset):
             feats, times, mask, lab = self._window(video_id, start, length)
         else:
             feats, times, mask, lab = self._augmented(video_id, start, np.random.default_rng(seed))
-        return {"features": feats, "timestamps": times.astype(np.float32), "mask": mask, "labels": lab, "description": description}
+        return {
+            "features": feats,
+            "timestamps": times.astype(np.float32),
+            "mask": mask,
+            "labels": lab,
+            "description": description,
+        }
 
     def _augmented(self, video_id: str, start: int, rng: np.random.Generator):
         a, length = self.augment, self.reader.length
@@ -125,7 +152,9 @@ class WindowDataset(Dataset):
             pick = np.minimum(np.round(np.arange(length) * rate).astype(int), span - 1)
             feats, mask, lab = feats[pick], mask[pick], lab[pick]
             times = times[0] + np.arange(length) / self.sample_fps
-        if rng.random() < a.mix_prob and len(self.items) > 1:  # the rest of the window from another one: a cut to elsewhere
+        if (
+            rng.random() < a.mix_prob and len(self.items) > 1
+        ):  # the rest of the window from another one: a cut to elsewhere
             other = self.items[int(rng.integers(len(self.items)))]
             f2, _, m2, l2 = self._window(other[0], other[1], length)
             cut = int(rng.integers(length // 4, max(length // 4 + 1, 3 * length // 4)))
@@ -163,7 +192,15 @@ def _event_runs(labels: np.ndarray) -> list[tuple[int, int]]:
 
 class TrainRecipe:
     def __init__(
-        self, cache_dir: Path, annotations_path: Path, out_dir: Path, config: Config, resume: Path | None = None, progress: bool = True, rank: int = 0, world: int = 1
+        self,
+        cache_dir: Path,
+        annotations_path: Path,
+        out_dir: Path,
+        config: Config,
+        resume: Path | None = None,
+        progress: bool = True,
+        rank: int = 0,
+        world: int = 1,
     ):
         self.cache_dir, self.annotations_path, self.out_dir = Path(cache_dir), Path(annotations_path), Path(out_dir)
         self.config, self.resume = config, resume
@@ -180,17 +217,32 @@ class TrainRecipe:
         resume_cfg = None
         if self.resume is not None:
             resume_cfg = TriggerModelConfig.from_dict(ckpt.read_json(self.resume, "config.json")["model"])
-        self.annotations: Annotations = load_annotations(self.annotations_path, self.cache, resume_cfg.labels if resume_cfg else None)
+        self.annotations: Annotations = load_annotations(
+            self.annotations_path, self.cache, resume_cfg.labels if resume_cfg else None
+        )
         labels = resume_cfg.labels if resume_cfg else self.annotations.labels
         interval = 1.0 / self.cache.settings.sample_fps
-        self.model_config = build_trigger_model_config(self.config, self.cache.settings.feature_dim, labels, self._shortest_event(interval))
-        if resume_cfg is not None and with_threshold(resume_cfg, self.model_config.detector.threshold) != self.model_config:
-            raise ConfigError(f"--resume: {self.resume} was trained with another model configuration; resume with the config saved in {self.out_dir / 'config.yaml'}")
+        self.model_config = build_trigger_model_config(
+            self.config, self.cache.settings.feature_dim, labels, self._shortest_event(interval)
+        )
+        if (
+            resume_cfg is not None
+            and with_threshold(resume_cfg, self.model_config.detector.threshold) != self.model_config
+        ):
+            raise ConfigError(
+                f"--resume: {self.resume} was trained with another model configuration; resume with the config "
+                f"saved in {self.out_dir / 'config.yaml'}"
+            )
 
         self.train_ids, self.val_ids = split_by_video(sorted(self.annotations.events), tc.val_fraction)
         if not self.train_ids:
-            raise ConfigError("no annotated videos left for training after the validation split; annotate more videos or lower train.val_fraction")
-        read_model_inputs(self.cache, self.train_ids[0], self.model_config)  # a cache without the inputs fails here, with what to do
+            raise ConfigError(
+                "no annotated videos left for training after the validation split; annotate more videos or lower "
+                "train.val_fraction"
+            )
+        read_model_inputs(
+            self.cache, self.train_ids[0], self.model_config
+        )  # a cache without the inputs fails here, with what to do
         self.reader = WindowReader(self.cache, self.model_config.window, self.model_config)
         self.timestamps = {v: self.reader.timestamps(v) for v in self.annotations.events}
         interval = 1.0 / self.cache.settings.sample_fps
@@ -232,7 +284,12 @@ class TrainRecipe:
 
     def _shortest_event(self, interval: float) -> int:
         """Samples in the shortest annotated event (1 without events): the score is smoothed below that."""
-        runs = [b - a for v, evs in self.annotations.events.items() if evs for a, b in _event_runs(self.annotations.frame_labels(v, self.cache.read_features(v)[1], interval))]
+        runs = [
+            b - a
+            for v, evs in self.annotations.events.items()
+            if evs
+            for a, b in _event_runs(self.annotations.frame_labels(v, self.cache.read_features(v)[1], interval))
+        ]
         return int(min(runs)) if runs else 1
 
     def _build_adapter(self):
@@ -241,7 +298,9 @@ class TrainRecipe:
             return None
         from vtm.models.llava_adapter import AdapterConfig, VideoLanguageAdapter
 
-        cfg = AdapterConfig(input_dim=m.d_model, num_soft_tokens=m.num_soft_tokens, hidden_dim=m.adapter_hidden, lora_rank=m.lora_rank)
+        cfg = AdapterConfig(
+            input_dim=m.d_model, num_soft_tokens=m.num_soft_tokens, hidden_dim=m.adapter_hidden, lora_rank=m.lora_rank
+        )
         dtype = torch.bfloat16 if self.device.startswith("cuda") else None
         adapter = VideoLanguageAdapter.load(cfg, m.llm, kind=m.llm_kind, dtype=dtype, device=self.device)
         adapter.gradient_checkpointing = self.config.train.gradient_checkpointing
@@ -250,7 +309,10 @@ class TrainRecipe:
 
     def _freeze(self) -> None:
         tc = self.config.train
-        for module, frozen in ((self.model.encoder, tc.freeze_temporal_encoder), (self.model.detector, tc.freeze_trigger_detector)):
+        for module, frozen in (
+            (self.model.encoder, tc.freeze_temporal_encoder),
+            (self.model.detector, tc.freeze_trigger_detector),
+        ):
             for p in module.parameters():
                 p.requires_grad_(not frozen)
         if self.adapter is not None and not tc.freeze_llm:
@@ -273,7 +335,9 @@ class TrainRecipe:
         """Frames where the training-free change score fires but nothing is annotated: the look-alikes
         (cuts, other objects) a few-shot model most needs to see as 'no event'."""
         rows = self.cache.read_scores([video_id]).sort("sample_index")
-        peaks = SelectWindowsStage()({"timestamps": rows["timestamp_s"].to_numpy(), "score": rows["change_score"].to_numpy()})["trigger_index"]
+        peaks = SelectWindowsStage()(
+            {"timestamps": rows["timestamp_s"].to_numpy(), "score": rows["change_score"].to_numpy()}
+        )["trigger_index"]
         return np.asarray([i for i in peaks if self.frame_labels[video_id][i] == 0], np.int64)
 
     def _epoch_items(self, epoch: int) -> list[Item]:
@@ -289,12 +353,22 @@ class TrainRecipe:
 
         runs = [(v, a, b) for v in self.train_ids for a, b in _event_runs(self.frame_labels[v])]
         # A handful of videos holds few events: draw more windows per event so that an epoch has enough steps.
-        per_event = max(tc.windows_per_event, math.ceil(tc.min_windows_per_epoch / (1 + tc.negatives_per_positive) / max(1, len(runs))))
+        per_event = max(
+            tc.windows_per_event,
+            math.ceil(tc.min_windows_per_epoch / (1 + tc.negatives_per_positive) / max(1, len(runs))),
+        )
         items: list[tuple[str, int, str]] = []
         for v, a, b in runs:
             centre = (a + b) // 2
             t_mid = float(self.timestamps[v][centre])
-            desc = next((e.description for e in self.annotations.events[v] if e.start - 0.5 <= t_mid <= e.end + 0.5 and e.description), "")
+            desc = next(
+                (
+                    e.description
+                    for e in self.annotations.events[v]
+                    if e.start - 0.5 <= t_mid <= e.end + 0.5 and e.description
+                ),
+                "",
+            )
             items += [(v, around(v, int(rng.integers(a, b))), desc) for _ in range(per_event)]
         n_neg = max(1, round(tc.negatives_per_positive * max(1, len(items))))
         hard = [(v, int(f)) for v in self.train_ids for f in self.hard_negatives[v]]
@@ -333,9 +407,18 @@ class TrainRecipe:
         metrics: dict = {}
         wait = busy = 0.0
         samples = 0
-        bar = tqdm(total=tc.epochs, initial=self.start_epoch - 1, unit="epoch", desc="train", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=tc.epochs,
+            initial=self.start_epoch - 1,
+            unit="epoch",
+            desc="train",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         last = self.start_epoch - 1
-        stopped = self.best is not None and tc.patience > 0 and last - self.best["epoch"] >= tc.patience  # resumed from where it stopped early
+        stopped = (
+            self.best is not None and tc.patience > 0 and last - self.best["epoch"] >= tc.patience
+        )  # resumed from where it stopped early
         for epoch in range(self.start_epoch, tc.epochs + 1 if not stopped else 0):
             last = epoch
             self.model.train()
@@ -361,7 +444,10 @@ class TrainRecipe:
                 metrics = self.validate(epoch)
                 self._keep_if_best(epoch, metrics)
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items() if k in ("val/event_f1", "val/frame_ap")} | {"loss": f"{parts['loss']:.3f}"})
+                bar.set_postfix(
+                    {k: f"{v:.3f}" for k, v in metrics.items() if k in ("val/event_f1", "val/frame_ap")}
+                    | {"loss": f"{parts['loss']:.3f}"}
+                )
                 stop = tc.patience > 0 and epoch - self.best["epoch"] >= tc.patience
                 if epoch % tc.save_every == 0 or epoch == tc.epochs or stop:
                     self.save(self.out_dir / f"checkpoint-epoch-{epoch}", epoch, metrics)
@@ -373,7 +459,15 @@ class TrainRecipe:
         if self.rank == 0 and (self.out_dir / f"checkpoint-epoch-{last}").is_dir() and self.best is not None:
             self.save(final, last, self.best["metrics"], best=True)
         best_epoch = self.best["epoch"] if self.best else last
-        return TrainResult(self.out_dir, final, last, metrics, wait / max(wait + busy, 1e-9), samples / max(wait + busy, 1e-9), best_epoch)
+        return TrainResult(
+            self.out_dir,
+            final,
+            last,
+            metrics,
+            wait / max(wait + busy, 1e-9),
+            samples / max(wait + busy, 1e-9),
+            best_epoch,
+        )
 
     def _keep_if_best(self, epoch: int, metrics: dict) -> None:
         """Remember this epoch's weights and threshold if its validation event F1 (then frame AP) is the best yet."""
@@ -395,7 +489,9 @@ class TrainRecipe:
 
     def _loader(self, epoch: int) -> DataLoader:
         tc = self.config.train
-        dataset = WindowDataset(self.reader, self.frame_labels, self._epoch_items(epoch), tc, self.cache.settings.sample_fps)
+        dataset = WindowDataset(
+            self.reader, self.frame_labels, self._epoch_items(epoch), tc, self.cache.settings.sample_fps
+        )
         return DataLoader(
             dataset,
             batch_size=tc.batch_size,
@@ -418,7 +514,9 @@ class TrainRecipe:
         labels = batch["labels"].to(self.device, non_blocking=True)
         with self._autocast():
             context, logits = self.model(feats, times, mask)
-            ce = torch.nn.functional.cross_entropy(logits.float()[mask], labels[mask], weight=self.class_weights.to(self.device))
+            ce = torch.nn.functional.cross_entropy(
+                logits.float()[mask], labels[mask], weight=self.class_weights.to(self.device)
+            )
             loss, parts = ce, {"trigger_loss": ce.item()}
             described = [i for i, d in enumerate(batch["description"]) if d]
             if self.adapter is not None and described:
@@ -476,7 +574,11 @@ class TrainRecipe:
         """Metrics on the validation videos at the calibrated (or configured) decision threshold."""
         ids = self.val_ids or self.train_ids  # with one annotated video, report on training data
         scored = score_videos(self.model, self.cache, self.annotations, ids)
-        threshold = calibrate_threshold(scored)[0] if self.config.train.calibrate_threshold else self.model_config.detector.threshold
+        threshold = (
+            calibrate_threshold(scored)[0]
+            if self.config.train.calibrate_threshold
+            else self.model_config.detector.threshold
+        )
         metrics = metrics_at(scored, threshold)
         for k, v in metrics.items():
             if not (isinstance(v, float) and math.isnan(v)):
@@ -486,7 +588,8 @@ class TrainRecipe:
 
     # ---- save / cleanup ------------------------------------------------------------------------
     def save(self, directory: Path, epoch: int, metrics: dict, best: bool = False) -> Path:
-        """A checkpoint of this epoch's weights, or with `best` of the best epoch's (the training state stays this epoch's)."""
+        """A checkpoint of this epoch's weights, or with `best` of the best epoch's (the training state stays this
+        epoch's)."""
         model = self.model
         threshold = metrics.get("val/threshold", self.model_config.detector.threshold)
         if best:
@@ -500,19 +603,31 @@ class TrainRecipe:
             "trained_epochs": epoch,
             "step": self.step,
             "metrics": metrics,
-            "threshold": {"value": threshold, "calibrated_on_videos": len(self.val_ids or self.train_ids) if self.config.train.calibrate_threshold else 0},
+            "threshold": {
+                "value": threshold,
+                "calibrated_on_videos": len(self.val_ids or self.train_ids)
+                if self.config.train.calibrate_threshold
+                else 0,
+            },
             "labels": list(self.model_config.labels),
             "train_videos": len(self.train_ids),
             "val_videos": len(self.val_ids),
             "llm": self.config.model.llm,
         }
         state = {
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": epoch, "step": self.step,
-            "best": self.best, "best_model": self.best_state, **ckpt.capture_rng(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "step": self.step,
+            "best": self.best,
+            "best_model": self.best_state,
+            **ckpt.capture_rng(),
         }
         adapter_state = self.adapter.trainable_state_dict() if self.adapter is not None else None
         tuned_llm = self.adapter if self.adapter is not None and not self.config.train.freeze_llm else None
-        return ckpt.save_checkpoint(directory, model, meta, getattr(self, "adapter_config", None), adapter_state, state, tuned_llm)
+        return ckpt.save_checkpoint(
+            directory, model, meta, getattr(self, "adapter_config", None), adapter_state, state, tuned_llm
+        )
 
     def cleanup(self) -> None:
         if self.writer is not None:
@@ -557,11 +672,19 @@ def _run_distributed(cache_dir, annotations, out_dir, config: Config, resume) ->
     init_ray(config.ray.address)
     use_gpu = config.train.device != "cpu" and cluster_gpus() > 0
     out_dir = Path(out_dir).resolve()
-    args = {"cache_dir": Path(cache_dir).resolve(), "annotations_path": Path(annotations).resolve(), "out_dir": out_dir, "config": config, "resume": resume}
+    args = {
+        "cache_dir": Path(cache_dir).resolve(),
+        "annotations_path": Path(annotations).resolve(),
+        "out_dir": out_dir,
+        "config": config,
+        "resume": resume,
+    }
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config=args,
-        scaling_config=ScalingConfig(num_workers=config.train.workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
+        scaling_config=ScalingConfig(
+            num_workers=config.train.workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}
+        ),
         run_config=RunConfig(storage_path=str(out_dir / "ray_train"), name="train"),
     )
     trainer.fit()
@@ -572,11 +695,20 @@ def _run_distributed(cache_dir, annotations, out_dir, config: Config, resume) ->
 def _is_training_run(out_dir: Path) -> bool:
     """A training run written before runs were marked: its config.yaml beside a vtm checkpoint."""
     return (out_dir / "config.yaml").is_file() and any(
-        (d / "meta.json").is_file() and (d / "model.safetensors").is_file() for d in out_dir.iterdir() if d.name == "final" or d.name.startswith("checkpoint-epoch-")
+        (d / "meta.json").is_file() and (d / "model.safetensors").is_file()
+        for d in out_dir.iterdir()
+        if d.name == "final" or d.name.startswith("checkpoint-epoch-")
     )
 
 
-def run_train(cache_dir: Path, annotations: Path, out_dir: Path, config: Config = Config(), resume: Path | None = None, progress: bool = True) -> TrainResult:
+def run_train(
+    cache_dir: Path,
+    annotations: Path,
+    out_dir: Path,
+    config: Config = Config(),
+    resume: Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train from the cache in this process, or on `config.train.workers` Ray Train workers.
     `out_dir` must be new, empty or an earlier training run (`vtm.cache.output_dir`), and is locked for
     the run: a second training into it is refused with who holds it."""

@@ -68,10 +68,10 @@ def learned_scores(cache: FeatureCache, model, video_ids: list[str] | None = Non
 
 def trigger_times(triggers: dict[str, list[dict]], dataset_root: Path | str | None = None) -> dict[str, list[float]]:
     """The JSON written by `vtm triggers --json`: {video_path: [seconds, ...]}."""
+
     def where(path: str) -> str:
         if isinstance(dataset_root, str):  # an object-storage URL
             return f"{dataset_root}/{path}"
         return str(dataset_root / path) if dataset_root else path
 
     return {where(p): [t["time"] for t in ts] for p, ts in triggers.items()}
-

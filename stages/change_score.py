@@ -36,7 +36,7 @@
    at 1, which would blur where the peak is).
 
 The scales, weights and windows were fitted on the tune part of the trigger corpus
-(`python bench/bench_triggers.py --fit`, see vtm.pipeline.trigger_corpus) with the threshold held at
+(`python bench/bench_triggers.py --fit`, see vtm.data.trigger_corpus) with the threshold held at
 0.5; figures are reported on its test part only (`python bench/bench_triggers.py`).
 """
 
@@ -56,7 +56,8 @@ PARTS = ("feature_change", "color_change", "local_change")
 
 
 def _window_means(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For boundaries t = 0..n-1: mean of x[t-w:t] and of x[t:t+w] (clipped at the ends), and how many samples each holds."""
+    """For boundaries t = 0..n-1: mean of x[t-w:t] and of x[t:t+w] (clipped at the ends), and how many samples each
+    holds."""
     n = len(x)
     flat = x.reshape(n, -1).astype(np.float64)
     c = np.concatenate([np.zeros((1, flat.shape[1])), np.cumsum(flat, axis=0)])
@@ -68,13 +69,17 @@ def _window_means(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return before.reshape(x.shape), after.reshape(x.shape), n_before, n_after
 
 
-def rolling_median_and_mad(x: np.ndarray, half: int, guard: int, valid: np.ndarray, min_count: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def rolling_median_and_mad(
+    x: np.ndarray, half: int, guard: int, valid: np.ndarray, min_count: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """Median and median absolute deviation of the `valid` samples of x over [t-half, t+half], clipped
     at the ends and leaving out [t-guard, t+guard]. Where fewer than `min_count` are left (a short
     video), all valid samples of the video are used instead: a statistic of one or two samples is noise."""
     values = np.where(valid, x.astype(np.float64), np.nan)
     padded = np.concatenate([np.full(half, np.nan), values, np.full(half, np.nan)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1).copy()  # (n, 2*half+1), centre at column `half`
+    windows = np.lib.stride_tricks.sliding_window_view(
+        padded, 2 * half + 1
+    ).copy()  # (n, 2*half+1), centre at column `half`
     windows[:, max(0, half - guard) : half + guard + 1] = np.nan
     few = np.sum(~np.isnan(windows), axis=1) < min_count
     with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -93,7 +98,9 @@ def _local_change(delta: np.ndarray, radius: int, cells: int) -> np.ndarray:
     own few cells."""
     r = radius
     padded = np.pad(delta, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
-    around = np.median(np.lib.stride_tricks.sliding_window_view(padded, (2 * r + 1, 2 * r + 1), axis=(1, 2)), axis=(-2, -1))
+    around = np.median(
+        np.lib.stride_tricks.sliding_window_view(padded, (2 * r + 1, 2 * r + 1), axis=(1, 2)), axis=(-2, -1)
+    )
     own = np.abs(delta - around).mean(-1).reshape(len(delta), -1)
     k = min(cells, own.shape[1])
     return np.sort(own, axis=1)[:, -k:].mean(1)
@@ -123,7 +130,8 @@ class ChangeScoreStage:
         return {**batch, "change_score": as32(score), **{name: as32(parts[name]) for name in PARTS}}
 
     def parts(self, batch: dict) -> dict:
-        """The three measures of change across each boundary at each time scale, and how many samples each side's window holds."""
+        """The three measures of change across each boundary at each time scale, and how many samples each side's window
+        holds."""
         ts = np.asarray(batch["timestamps"], np.float64)
         n = len(ts)
         if n < 2:
@@ -145,18 +153,27 @@ class ChangeScoreStage:
             cos = (fb * fa).sum(1) / np.maximum(np.linalg.norm(fb, axis=1) * np.linalg.norm(fa, axis=1), 1e-9)
             hb, ha, _, _ = _window_means(hist, w)
             gb, ga, _, _ = _window_means(grid, w)
-            scale = {"feature_change": 1.0 - cos, "color_change": 0.5 * np.abs(hb - ha).sum(1), "local_change": _local_change(ga - gb, self.local_radius, self.local_cells)}
+            scale = {
+                "feature_change": 1.0 - cos,
+                "color_change": 0.5 * np.abs(hb - ha).sum(1),
+                "local_change": _local_change(ga - gb, self.local_radius, self.local_cells),
+            }
             for part in scale.values():
                 part[0] = 0.0  # nothing before the first frame to compare with
             scales.append({**scale, "n_before": n_before, "n_after": n_after, "w": w, "dt": dt})
         return {**{name: scales[0][name] for name in PARTS}, "scales": scales}
 
     def score(self, parts: dict) -> np.ndarray:
-        """Each part in clear-change units, against its own usual in this video, at its best time scale; combined; mapped to [0, 1)."""
+        """Each part in clear-change units, against its own usual in this video, at its best time scale; combined;
+        mapped to [0, 1)."""
         n = len(parts["feature_change"])
         if n < 2:
             return np.zeros(n)
-        units = {"feature_change": self.feature_scale, "color_change": self.color_scale, "local_change": self.local_scale}
+        units = {
+            "feature_change": self.feature_scale,
+            "color_change": self.color_scale,
+            "local_change": self.local_scale,
+        }
         total = np.zeros(n)
         for name, unit in units.items():
             best = np.max([self.standing(at[name] / unit, at) for at in parts["scales"]], axis=0)
@@ -164,7 +181,8 @@ class ChangeScoreStage:
         return 1.0 - np.exp2(-np.sqrt(total))
 
     def standing(self, evidence: np.ndarray, at: dict) -> np.ndarray:
-        """Evidence (clear-change units) at one time scale -> how far it stands above this video's own recent variability, in units."""
+        """Evidence (clear-change units) at one time scale -> how far it stands above this video's own recent
+        variability, in units."""
         n_before, n_after, w, dt = at["n_before"], at["n_after"], at["w"], at["dt"]
         half = max(3 * w, int(round(self.baseline_s / 2 / dt)))
         valid = (n_before >= max(1, w // 2)) & (n_after >= max(1, w // 2))  # half a window on each side is evidence

@@ -21,7 +21,11 @@ from vtm.stages.base import Resources
 
 GRID = 16  # cells per side of the local-change grid
 HIST_BINS = 4  # per colour channel; 4**3 joint RGB bins
-CUDA_DOWNLOAD_FORMATS = ("nv12", "p010le", "p016le")  # what NVDEC frames are in memory; a CPU decoder gives yuv420p & co
+CUDA_DOWNLOAD_FORMATS = (
+    "nv12",
+    "p010le",
+    "p016le",
+)  # what NVDEC frames are in memory; a CPU decoder gives yuv420p & co
 
 
 class DecodeError(RuntimeError):
@@ -44,7 +48,8 @@ class VideoPlan:
     pts: np.ndarray | None = field(default=None, repr=False)  # presentation time of every frame, seconds
 
     def pts_around(self, frame_index: np.ndarray) -> tuple[np.ndarray, int]:
-        """The times of the frames from one before the first of `frame_index` to one after its last, and where they start.
+        """The times of the frames from one before the first of `frame_index` to one after its last, and where they
+        start.
 
         What a decode task needs to let a neighbour stand in for a wanted frame (see `_decode_nearest`).
         """
@@ -53,7 +58,7 @@ class VideoPlan:
 
 
 def sample_by_time(pts: np.ndarray, fps: float, max_frames: int | None = None) -> np.ndarray:
-    """Indices of the frames on screen at times 0, 1/fps, 2/fps, ..., and of the last frame (each frame at most once)."""
+    """Indices of the frames on screen at times 0, 1/fps, 2/fps, ..., and of the last frame (each at most once)."""
     if len(pts) == 0:
         return np.zeros(0, np.int64)
     start = pts[0]
@@ -128,7 +133,9 @@ def _pyav_first_frame(path: Path) -> tuple[int, int, int, float | None]:
         except StorageError:
             raise
         except (StopIteration, Exception) as e:  # noqa: BLE001
-            raise DecodeError(f"no decodable video frame ({_short(e) if not isinstance(e, StopIteration) else 'stream is empty'})") from e
+            raise DecodeError(
+                f"no decodable video frame ({_short(e) if not isinstance(e, StopIteration) else 'stream is empty'})"
+            ) from e
         rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
         return rotation, frame.width, frame.height, declared
 
@@ -175,7 +182,9 @@ def probe(path: Path | str, fps: float, max_frames: int | None = None) -> VideoP
         pts = np.sort(np.nan_to_num(pts))
     frame_dur = (pts[-1] - pts[0]) / (n - 1)
     if declared and pts[-1] + frame_dur < declared - max(1.0, 0.05 * declared):
-        raise DecodeError(f"truncated: the file declares {declared:.1f} s of video but its frames stop at {pts[-1] + frame_dur:.1f} s")
+        raise DecodeError(
+            f"truncated: the file declares {declared:.1f} s of video but its frames stop at {pts[-1] + frame_dur:.1f} s"
+        )
     idx = sample_by_time(pts, fps, max_frames)
     if len(idx) < 2:
         raise DecodeError(f"too short: {n} frames over {pts[-1] - pts[0]:.2f} s give fewer than 2 samples at {fps} fps")
@@ -247,7 +256,10 @@ def lost_time_ranges(timestamps: np.ndarray, decoded: np.ndarray, fps: float) ->
     ranges: list[tuple[float, float]] = []
     for i in np.flatnonzero(~np.asarray(decoded, bool)):
         # a lost sample stands for the time until the next sample
-        start, end = float(timestamps[i]), float(timestamps[i + 1]) if i + 1 < len(timestamps) else float(timestamps[i]) + 1.0 / fps
+        start, end = (
+            float(timestamps[i]),
+            float(timestamps[i + 1]) if i + 1 < len(timestamps) else float(timestamps[i]) + 1.0 / fps,
+        )
         if ranges and start <= ranges[-1][1] + 1e-6:
             ranges[-1] = (ranges[-1][0], end)
         else:
@@ -262,14 +274,18 @@ def partial_decode_warning(timestamps: np.ndarray, decoded: np.ndarray, fps: flo
         raise DecodeError(f"only {int(decoded.sum())} of {len(decoded)} sampled frames decoded: the file is corrupted")
     lost = lost_time_ranges(timestamps, decoded, fps)
     spans = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in lost)
-    return f"partly decoded: {int((~decoded).sum())} of {len(decoded)} sampled frames could not be decoded (corrupt data), lost {spans}; the rest is kept"
+    return (
+        f"partly decoded: {int((~decoded).sum())} of {len(decoded)} sampled frames could not be decoded "
+        f"(corrupt data), lost {spans}; the rest is kept"
+    )
 
 
 _cuda_device = None  # this process's CUDA device context, held so that every video reuses it (False: none here)
 
 
 def cuda_decoding_built() -> bool:
-    """Whether this PyAV's FFmpeg can decode on CUDA at all (no GPU is touched; `cuda_hwaccel` finds out if one is usable)."""
+    """Whether this PyAV's FFmpeg can decode on CUDA at all (no GPU is touched; `cuda_hwaccel` finds out if one is
+    usable)."""
     from av.codec.hwaccel import hwdevices_available
 
     return "cuda" in hwdevices_available()
@@ -296,7 +312,9 @@ def cuda_hwaccel():
     return HWAccel("cuda", allow_software_fallback=True, options={"primary_ctx": "1"}) if _cuda_device else None
 
 
-def _decode_nearest(path: Path, frame_index: np.ndarray, pts: np.ndarray, pts_start: int, size: int, rotation: int, hwaccel=None):
+def _decode_nearest(
+    path: Path, frame_index: np.ndarray, pts: np.ndarray, pts_start: int, size: int, rotation: int, hwaccel=None
+):
     """Decode the wanted frames, or a neighbour within one frame interval, without decoding frames no one refers to.
 
     The decoder skips non-reference frames (H.264/HEVC B-frames that no other frame predicts from:
@@ -403,7 +421,11 @@ class ProbeStage:
     def __call__(self, batch: dict) -> dict:
         t0, cpu0 = time.perf_counter(), time.process_time()
         plan = probe(_location(batch["path"]), self.fps, self.max_frames)
-        return {**batch, "plan": plan, "timing": {"probe_s": time.perf_counter() - t0, "probe_cpu_s": time.process_time() - cpu0}}
+        return {
+            **batch,
+            "plan": plan,
+            "timing": {"probe_s": time.perf_counter() - t0, "probe_cpu_s": time.process_time() - cpu0},
+        }
 
 
 @dataclass
@@ -434,7 +456,15 @@ class DecodeStage:
         rotation = int(batch.get("rotation", 0))
         frames = None
         if self.nearest_frames and batch.get("pts") is not None:
-            got = _decode_nearest(path, frame_index, np.asarray(batch["pts"], np.float64), int(batch["pts_start"]), self.image_size, rotation, getattr(self, "hwaccel", None))
+            got = _decode_nearest(
+                path,
+                frame_index,
+                np.asarray(batch["pts"], np.float64),
+                int(batch["pts_start"]),
+                self.image_size,
+                rotation,
+                getattr(self, "hwaccel", None),
+            )
             if got is not None:
                 frames, frame_index, how = got
         if frames is None and batch.get("decoder", "decord") == "decord":
@@ -447,6 +477,19 @@ class DecodeStage:
             (frames, decoded), how = _decode_pyav(path, frame_index, self.image_size, rotation), "pyav"
         t1 = time.perf_counter()
         hist, grid = frame_statistics(frames)
-        timing = {"decode_s": t1 - t0, "stats_s": time.perf_counter() - t1, "decode_cpu_s": time.process_time() - cpu0}  # CPU: both
+        timing = {
+            "decode_s": t1 - t0,
+            "stats_s": time.perf_counter() - t1,
+            "decode_cpu_s": time.process_time() - cpu0,
+        }  # CPU: both
         out = {k: v for k, v in batch.items() if k not in ("pts", "pts_start")}
-        return {**out, "frame_index": frame_index, "frames": frames, "hist": hist, "grid": grid, "decoded": decoded, "decoded_with": how, "timing": timing}
+        return {
+            **out,
+            "frame_index": frame_index,
+            "frames": frames,
+            "hist": hist,
+            "grid": grid,
+            "decoded": decoded,
+            "decoded_with": how,
+            "timing": timing,
+        }

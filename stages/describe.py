@@ -24,7 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vtm.models.llava_adapter import VIDEO_PLACEHOLDER, AdapterConfig, LanguageModelLoadError, VideoLanguageAdapter, load_language_model
+from vtm.models.llava_adapter import (
+    VIDEO_PLACEHOLDER,
+    AdapterConfig,
+    LanguageModelLoadError,
+    VideoLanguageAdapter,
+    load_language_model,
+)
 from vtm.stages.base import Resources
 from vtm.stages.detect import DetectObjectsStage
 from vtm.stages.encode import pick_device
@@ -112,19 +118,27 @@ class DescribeStage:
 
             fields = {k: v for k, v in self.adapter.items() if k in AdapterConfig.__dataclass_fields__}
             config = AdapterConfig(**{**fields, "max_new_tokens": self.max_new_tokens})
-            self.vlm = VideoLanguageAdapter.load(config, self.model, kind=self.model_kind, dtype=dtype, device=self.device)
+            self.vlm = VideoLanguageAdapter.load(
+                config, self.model, kind=self.model_kind, dtype=dtype, device=self.device
+            )
             try:
                 self.vlm.load_trainable_state_dict(load_file(self.adapter_weights))
             except ValueError as e:
-                raise LanguageModelLoadError(f"the checkpoint's adapter does not fit {self.model!r}: {e}. Describe with the language model it was trained with.") from e
+                raise LanguageModelLoadError(
+                    f"the checkpoint's adapter does not fit {self.model!r}: {e}. Describe with the language model "
+                    "it was trained with."
+                ) from e
             self.vlm.projector.to(dtype)
             self.language_model, self.tokenizer = self.vlm.language_model, self.vlm.tokenizer
             self.full_prompt = adapter_prompt(self.prompt, config.prompt)
         else:
-            self.language_model, self.processor = load_language_model(self.model, kind=self.model_kind, dtype=dtype, device=self.device)
+            self.language_model, self.processor = load_language_model(
+                self.model, kind=self.model_kind, dtype=dtype, device=self.device
+            )
             if getattr(self.language_model.config, "model_type", None) != "llava":
                 raise LanguageModelLoadError(
-                    f"{self.model!r} is a text-only language model: it cannot see frames. Describe with a LLaVA model (--model), "
+                    f"{self.model!r} is a text-only language model: it cannot see frames. Describe with a LLaVA "
+                    "model (--model), "
                     "or with a checkpoint whose adapter was trained on this model (--checkpoint)."
                 )
             self.tokenizer = self.processor.tokenizer
@@ -138,8 +152,12 @@ class DescribeStage:
     def model_info(self) -> dict:
         """What the describe workers run; the driver calls this first, so a model that cannot load fails early."""
         return {
-            "model": self.model, "adapter": self.adapter is not None, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-            "prompt": self.full_prompt, "detector": self.detector.model if self.detector is not None else None,
+            "model": self.model,
+            "adapter": self.adapter is not None,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "prompt": self.full_prompt,
+            "detector": self.detector.model if self.detector is not None else None,
         }
 
     @torch.inference_mode()
@@ -154,10 +172,18 @@ class DescribeStage:
                 descriptions += self._generate_plain(images)
             else:
                 if "context" not in batch:
-                    raise ValueError("this describe stage has an adapter: each window needs its context (the time-aware encoder's output)")
+                    raise ValueError(
+                        "this describe stage has an adapter: each window needs its context (the time-aware "
+                        "encoder's output)"
+                    )
                 context = torch.as_tensor(np.asarray(batch["context"][lo:hi], np.float32))
                 mask = torch.as_tensor(np.asarray(batch["mask"][lo:hi], bool))
-                descriptions += [clean_text(t) for t in self.vlm.generate(context, mask, images=images if self.vlm.is_llava else None, prompt=self.full_prompt)]
+                descriptions += [
+                    clean_text(t)
+                    for t in self.vlm.generate(
+                        context, mask, images=images if self.vlm.is_llava else None, prompt=self.full_prompt
+                    )
+                ]
         out = {k: v for k, v in batch.items() if k not in ("frames", "context", "mask")}
         out = {**out, "description": descriptions, "vlm_seconds": time.perf_counter() - started}
         if self.detector is not None:
@@ -168,12 +194,20 @@ class DescribeStage:
         inputs = self.processor(images=images, text=[self.full_prompt] * len(images), return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        out = self.language_model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, **self._special_ids())
-        return [clean_text(t) for t in self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)]
+        out = self.language_model.generate(
+            **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, **self._special_ids()
+        )
+        return [
+            clean_text(t)
+            for t in self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        ]
 
     def _special_ids(self) -> dict:
         pad = self.tokenizer.pad_token_id
-        return {"pad_token_id": self.tokenizer.eos_token_id if pad is None else pad, "eos_token_id": self.tokenizer.eos_token_id}
+        return {
+            "pad_token_id": self.tokenizer.eos_token_id if pad is None else pad,
+            "eos_token_id": self.tokenizer.eos_token_id,
+        }
 
     # --- the video summary ------------------------------------------------------------------------
 
@@ -191,11 +225,19 @@ class DescribeStage:
         ids = self._summary_ids(times, descriptions)
         input_ids = torch.tensor([ids], device=self.device)
         out = self.language_model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=self.max_new_tokens, do_sample=False, **self._special_ids()
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            **self._special_ids(),
         )
         text = clean_text(self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
-        # An empty summary (the model stopped at once) would leave the video without one: fall back to the joined descriptions.
-        return {"summary": text or joined_summary(times, descriptions, batch.get("frames_analyzed", 0)), "vlm_seconds": time.perf_counter() - started}
+        # An empty summary (the model stopped at once) would leave the video without one: fall back to the joined
+        # descriptions.
+        return {
+            "summary": text or joined_summary(times, descriptions, batch.get("frames_analyzed", 0)),
+            "vlm_seconds": time.perf_counter() - started,
+        }
 
     def _summary_ids(self, times: list[float], descriptions: list[str]) -> list[int]:
         config = self.language_model.config
@@ -204,8 +246,16 @@ class DescribeStage:
         lines = [f"{t:.1f} s: {' '.join(d.split())}" for t, d in zip(times, descriptions)]
         # Fewer lines, evenly spread over the video, until the prompt fits the model's context.
         for keep in range(len(lines), 0, -1):
-            picked = [lines[i] for i in np.linspace(0, len(lines) - 1, keep).round().astype(int)] if keep < len(lines) else lines
-            text = "USER: These are descriptions of moments in one video, with their times:\n" + "\n".join(picked) + f"\n{SUMMARY_QUESTION} ASSISTANT:"
+            picked = (
+                [lines[i] for i in np.linspace(0, len(lines) - 1, keep).round().astype(int)]
+                if keep < len(lines)
+                else lines
+            )
+            text = (
+                "USER: These are descriptions of moments in one video, with their times:\n"
+                + "\n".join(picked)
+                + f"\n{SUMMARY_QUESTION} ASSISTANT:"
+            )
             ids = self.tokenizer(text)["input_ids"]
             if len(ids) <= budget:
                 return ids

@@ -19,8 +19,18 @@ from vtm.stages.encode import pick_device
 DEFAULT_DETECTOR = "facebook/detr-resnet-50"
 # Distinct, saturated colours that read on both dark and bright video.
 PALETTE = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
 )
 
 
@@ -58,14 +68,18 @@ class DetectObjectsStage:
             self.processor = DetrImageProcessor.from_pretrained(self.model)
         except (OSError, ValueError) as e:
             raise ObjectDetectorLoadError(
-                f"cannot load object detector {self.model!r}: {str(e).splitlines()[0][:200].rstrip('.')}. Pass a local directory saved with "
-                "save_pretrained (DetrForObjectDetection and DetrImageProcessor), or a hub id reachable from this machine "
+                f"cannot load object detector {self.model!r}: {str(e).splitlines()[0][:200].rstrip('.')}. Pass a "
+                "local directory saved with "
+                "save_pretrained (DetrForObjectDetection and DetrImageProcessor), or a hub id reachable from this "
+                "machine "
                 "(or downloaded once elsewhere with `hf download <id>`, with HF_HOME set to that cache)."
             ) from e
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         self.detector = model.to(self.device, self.dtype).eval()
         self.labels = model.config.id2label
-        self.preprocess_device = self.device  # resize and normalise where the model runs: on a GPU, 2.7x the frames/s (bench/)
+        self.preprocess_device = (
+            self.device
+        )  # resize and normalise where the model runs: on a GPU, 2.7x the frames/s (bench/)
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
@@ -77,7 +91,10 @@ class DetectObjectsStage:
 
     def _detect(self, images: list[np.ndarray]) -> list[list[dict]]:
         inputs = self.processor(images=images, return_tensors="pt", device=self.preprocess_device)
-        outputs = self.detector(pixel_values=inputs["pixel_values"].to(self.device, self.dtype), pixel_mask=inputs["pixel_mask"].to(self.device))
+        outputs = self.detector(
+            pixel_values=inputs["pixel_values"].to(self.device, self.dtype),
+            pixel_mask=inputs["pixel_mask"].to(self.device),
+        )
         # Post-process in fp32: fp16 softmax scores would round to steps of ~5e-4 near 1.
         outputs.logits, outputs.pred_boxes = outputs.logits.float(), outputs.pred_boxes.float()
         sizes = [image.shape[:2] for image in images]
@@ -93,13 +110,18 @@ class DetectObjectsStage:
         boxes[:, 1::2] = boxes[:, 1::2].clamp(max=height)
         labels = result["labels"].cpu()[keep]
         return [
-            {"label": self.labels[int(label)], "score": round(float(score), 4), "box": [round(float(v), 1) for v in box]}
+            {
+                "label": self.labels[int(label)],
+                "score": round(float(score), 4),
+                "box": [round(float(v), 1) for v in box],
+            }
             for label, score, box in zip(labels, scores[: self.max_objects], boxes)
         ]
 
 
 def label_colour(label: str) -> tuple[int, int, int]:
-    """The label's palette colour; crc32 (not hash(), which changes per process) keeps it the same in every frame and run."""
+    """The label's palette colour; crc32 (not hash(), which changes per process) keeps it the same in every frame and
+    run."""
     return PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
 
 

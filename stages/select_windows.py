@@ -2,7 +2,8 @@
 
 threshold -> local peaks -> peaks on one plateau merge (the score never dips by `min_dip` of the lower
 peak between them: a learned score stays high while an event lasts) -> non-maximum suppression within
-`min_gap_s` (near peaks merge into the strongest) -> optional budget (at most N triggers, or a share of the sampled frames) -> windows of
+`min_gap_s` (near peaks merge into the strongest) -> optional budget (at most N triggers, or a share of the sampled
+frames) -> windows of
 `before_s`/`after_s` around each trigger, overlapping or touching windows merged.
 """
 
@@ -26,7 +27,7 @@ def find_peaks(score: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def merge_plateaus(score: np.ndarray, peaks: np.ndarray, min_dip: float) -> np.ndarray:
-    """Keep the higher of two neighbouring peaks when the score between them stays above (1 - min_dip) x the lower one."""
+    """Keep the higher of two neighbouring peaks when the score between them stays above (1 - min_dip) x the lower."""
     kept: list[int] = []
     for i in peaks:
         if kept and score[kept[-1] : i + 1].min() >= (1 - min_dip) * min(score[kept[-1]], score[i]):
@@ -56,7 +57,9 @@ class SelectWindowsStage:
     after_s: float = 1.0
     max_triggers: int | None = None
     max_fraction: float | None = None  # at most this share of sampled frames inside windows
-    min_dip: float = 0.1  # two peaks are separate events only if the score dips by this share of the lower one between them
+    min_dip: float = (
+        0.1  # two peaks are separate events only if the score dips by this share of the lower one between them
+    )
     resources: Resources = Resources(cpus=1)
 
     def setup(self) -> None:
@@ -65,7 +68,9 @@ class SelectWindowsStage:
     def __call__(self, batch: dict) -> dict:
         ts = np.asarray(batch["timestamps"], np.float64)
         score = np.asarray(batch["score"], np.float64)
-        idx = suppress_near(ts, score, merge_plateaus(score, find_peaks(score, self.threshold), self.min_dip), self.min_gap_s)
+        idx = suppress_near(
+            ts, score, merge_plateaus(score, find_peaks(score, self.threshold), self.min_dip), self.min_gap_s
+        )
         idx = self._apply_budget(ts, score, idx)
         windows = merge_windows([(ts[i] - self.before_s, ts[i] + self.after_s) for i in idx])
         return {

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here: fail fast inste
 
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
-    from vtm.pipeline.sample_data import make_sample_dataset
+    from vtm.data.sample_archive import make_sample_dataset
 
     return make_sample_dataset(tmp_path_factory.mktemp("sample"), seed=0)
 
@@ -112,7 +112,6 @@ def kill_an_actor_when(own_stage_actors):
         return thread, killed
 
     return start
-
 
 
 def _s3_server_module():

@@ -11,7 +11,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ACCESS = {"AWS_ACCESS_KEY_ID": "vtm-test", "AWS_SECRET_ACCESS_KEY": "vtm-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+ACCESS = {
+    "AWS_ACCESS_KEY_ID": "vtm-test",
+    "AWS_SECRET_ACCESS_KEY": "vtm-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @dataclass
@@ -27,8 +31,13 @@ class S3Server:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=ACCESS["AWS_SECRET_ACCESS_KEY"], region_name=ACCESS["AWS_DEFAULT_REGION"])
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=ACCESS["AWS_SECRET_ACCESS_KEY"],
+            region_name=ACCESS["AWS_DEFAULT_REGION"],
+        )
 
     def upload(self, folder: Path, bucket: str, prefix: str) -> list[str]:
         """Create `bucket` (if needed) and put every file under `folder` at `prefix/<relative path>`."""
@@ -53,16 +62,20 @@ def free_endpoint() -> str:
 def start_server(endpoint: str) -> S3Server:
     port = endpoint.rsplit(":", 1)[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     server = S3Server(endpoint, process)
     deadline = time.time() + 60
     while True:
         try:
             server.client().list_buckets()
             return server
-        except Exception:  # noqa: BLE001 - not listening yet
+        except Exception as err:  # noqa: BLE001 - not listening yet
             if process.poll() is not None or time.time() > deadline:
                 process.kill()
-                raise RuntimeError(f"the moto S3 server did not start on {endpoint}")
+                raise RuntimeError(f"the moto S3 server did not start on {endpoint}") from err
             time.sleep(0.1)

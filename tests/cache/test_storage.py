@@ -24,7 +24,12 @@ def bucket(s3_server):
     for key in ("cams/a.mp4", "cams/sub dir/b.MKV", "cams/notes.txt", "cams/.hidden.mp4", "other/c.mp4"):
         client.put_object(Bucket="storage-test", Key=key, Body=VIDEO_BYTES + key.encode())
     client.put_object(Bucket="storage-test", Key="cams/denied.mp4", Body=VIDEO_BYTES)
-    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::storage-test/cams/denied.mp4"}
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::storage-test/cams/denied.mp4",
+    }
     client.put_bucket_policy(Bucket="storage-test", Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
     return "s3://storage-test"
 
@@ -106,7 +111,7 @@ class DroppingProxy:
             while data := src.recv(65536):
                 if response and self.dropped < self.drops and sent + len(data) > 1000:
                     self.dropped += 1
-                    dst.send(data[:1000 - sent])
+                    dst.send(data[: 1000 - sent])
                     for s in (src, dst):  # cut mid-body, like a dropped connection (shutdown also wakes the other pump)
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         s.shutdown(socket.SHUT_RDWR)

@@ -9,13 +9,25 @@ from vtm.cache import schema
 from vtm.cache.atomic import TMP_MARKER, atomic_path
 from vtm.cache.store import CacheError, CacheSettings, FeatureCache
 
-SETTINGS = CacheSettings(encoder="tiny", weights="random", weights_digest="abc", pretrained=False, feature_dim=8, sample_fps=3.0, image_size=32, max_frames=None)
+SETTINGS = CacheSettings(
+    encoder="tiny",
+    weights="random",
+    weights_digest="abc",
+    pretrained=False,
+    feature_dim=8,
+    sample_fps=3.0,
+    image_size=32,
+    max_frames=None,
+)
 
 
 def _write_one(cache: FeatureCache, video_id: str = "v1", n: int = 10):
     feats = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
     ts = np.arange(n) / 3.0
-    scores = {k: np.linspace(0, 1, n, dtype=np.float32) for k in ("change_score", "feature_change", "color_change", "local_change")}
+    scores = {
+        k: np.linspace(0, 1, n, dtype=np.float32)
+        for k in ("change_score", "feature_change", "color_change", "local_change")
+    }
     cache.write_video(video_id, feats, ts, np.arange(n) * 10, scores)
     return feats, ts
 
@@ -23,7 +35,19 @@ def _write_one(cache: FeatureCache, video_id: str = "v1", n: int = 10):
 def test_roundtrip_with_polars_and_h5py(tmp_path):
     cache = FeatureCache.create(tmp_path, SETTINGS)
     feats, ts = _write_one(cache)
-    cache.write_manifest([{"video_id": "v1", "path": "a.mp4", "size_bytes": 1, "mtime_ns": 2, "digest": "d", "status": "ok", "fingerprint": SETTINGS.fingerprint}])
+    cache.write_manifest(
+        [
+            {
+                "video_id": "v1",
+                "path": "a.mp4",
+                "size_bytes": 1,
+                "mtime_ns": 2,
+                "digest": "d",
+                "status": "ok",
+                "fingerprint": SETTINGS.fingerprint,
+            }
+        ]
+    )
 
     scores = pl.read_parquet(tmp_path / "scores" / "*.parquet")
     assert scores.columns == schema.SCORES_SCHEMA.names
@@ -80,7 +104,18 @@ def test_stale_temp_files_are_removed_on_open_for_writing(tmp_path):
 
 def test_manifest_is_sorted_so_equal_content_gives_equal_files(tmp_path):
     cache = FeatureCache.create(tmp_path, SETTINGS)
-    rows = [{"video_id": str(i), "path": p, "size_bytes": 0, "mtime_ns": 0, "digest": "", "status": "ok", "fingerprint": "f"} for i, p in enumerate(["b", "a", "c"])]
+    rows = [
+        {
+            "video_id": str(i),
+            "path": p,
+            "size_bytes": 0,
+            "mtime_ns": 0,
+            "digest": "",
+            "status": "ok",
+            "fingerprint": "f",
+        }
+        for i, p in enumerate(["b", "a", "c"])
+    ]
     cache.write_manifest(rows)
     first = (tmp_path / "manifest.parquet").read_bytes()
     cache.write_manifest(list(reversed(rows)))

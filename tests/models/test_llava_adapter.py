@@ -3,7 +3,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vtm.models.llava_adapter import AdapterConfig, LanguageModelLoadError, SoftTokenProjector, VideoLanguageAdapter, load_language_model
+from vtm.models.llava_adapter import (
+    AdapterConfig,
+    LanguageModelLoadError,
+    SoftTokenProjector,
+    VideoLanguageAdapter,
+    load_language_model,
+)
 from vtm.models.tiny import make_tiny_causal_lm, make_tiny_llava
 
 TEXTS = ["a red car stops", "two people wave", "a dog runs left", "the door opens"]
@@ -25,7 +31,8 @@ def model_dirs(tmp_path_factory):
     return {"llava": str(make_tiny_llava(root / "llava")), "causal_lm": str(make_tiny_causal_lm(root / "causal"))}
 
 
-def _windows(n=len(TEXTS), t=6, seed=1):
+def _windows(n=None, t=6, seed=1):
+    n = len(TEXTS) if n is None else n
     g = torch.Generator().manual_seed(seed)
     context = torch.randn(n, t, D_MODEL, generator=g)
     mask = torch.ones(n, t, dtype=torch.bool)
@@ -130,7 +137,9 @@ def test_trainable_weights_round_trip_without_the_base_model(model_dirs, tmp_pat
     _train(trained, steps=5)
     weights = trained.trainable_state_dict()
     assert all(k.startswith("projector.") or ".lora_" in k for k in weights)
-    assert sum(v.numel() for v in weights.values()) < 0.1 * sum(v.numel() for v in trained.language_model.state_dict().values())
+    assert sum(v.numel() for v in weights.values()) < 0.1 * sum(
+        v.numel() for v in trained.language_model.state_dict().values()
+    )
     save_file(weights, str(tmp_path / "adapter.safetensors"))
 
     fresh = _adapter(model_dirs["llava"], seed=123, lora_rank=4)
@@ -146,7 +155,9 @@ def test_trainable_weights_round_trip_without_the_base_model(model_dirs, tmp_pat
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(model_dirs):
-    adapter = _adapter(model_dirs["causal_lm"], lora_rank=4, lora_dropout=0.0)  # no dropout: both passes see the same network
+    adapter = _adapter(
+        model_dirs["causal_lm"], lora_rank=4, lora_dropout=0.0
+    )  # no dropout: both passes see the same network
     context, mask = _windows()
 
     def loss_and_grads():
@@ -174,7 +185,9 @@ def test_gpu_loss_matches_cpu_in_float32(model_dirs):
     losses = {}
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
-        adapter = VideoLanguageAdapter.load(AdapterConfig(input_dim=D_MODEL, hidden_dim=64), model_dirs["llava"], device=device)
+        adapter = VideoLanguageAdapter.load(
+            AdapterConfig(input_dim=D_MODEL, hidden_dim=64), model_dirs["llava"], device=device
+        )
         assert adapter.projector.queries.device.type == device
         with torch.no_grad():
             losses[device] = adapter.loss(context, TEXTS, mask).item()
@@ -199,6 +212,10 @@ def test_gpu_bf16_training_with_lora_and_generate(model_dirs, kind):
     after = adapter.language_model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in base.items())
     context, mask = _windows(n=3)
-    images = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(3)] if kind == "llava" else None
+    images = (
+        [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(3)]
+        if kind == "llava"
+        else None
+    )
     out = adapter.generate(context, mask, images=images)
     assert len(out) == 3 and all(isinstance(s, str) for s in out)

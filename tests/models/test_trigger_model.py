@@ -57,7 +57,9 @@ def test_config_round_trips_and_rejects_contradictions():
     with pytest.raises(ValueError, match="labels"):
         TriggerModelConfig(encoder=cfg.encoder, detector=cfg.detector, window=8, labels=("only one",))
     with pytest.raises(ValueError, match="input_dim"):
-        TriggerModelConfig(encoder=cfg.encoder, detector=TriggerDetectorConfig(input_dim=99, num_classes=2), labels=cfg.labels)
+        TriggerModelConfig(
+            encoder=cfg.encoder, detector=TriggerDetectorConfig(input_dim=99, num_classes=2), labels=cfg.labels
+        )
 
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -91,7 +93,9 @@ def test_gpu_scores_match_cpu(kind):
 
 
 def test_smoothing_fills_flickers_and_drops_blips_only_where_events_are_long():
-    event = np.array([0.0, 0.0, 0.9, 0.95, 0.3, 0.9, 0.9, 0.0, 0.0, 0.0, 0.8, 0.0, 0.0])  # a one-frame dip inside, a one-frame blip after
+    event = np.array(
+        [0.0, 0.0, 0.9, 0.95, 0.3, 0.9, 0.9, 0.0, 0.0, 0.0, 0.8, 0.0, 0.0]
+    )  # a one-frame dip inside, a one-frame blip after
     long_events = smooth_score(event, min_event_frames=5)
     assert long_events[4] >= 0.9 and long_events[10] == 0.0  # the dip is filled, the blip is gone
     short_events = smooth_score(event, min_event_frames=1)

@@ -60,8 +60,21 @@ def _tiny_clip(path):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     cfg = CLIPConfig(
-        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 99},
-        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "vocab_size": 99,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
         projection_dim=12,
     )
     CLIPModel(cfg).save_pretrained(path)
@@ -72,7 +85,16 @@ def _tiny_clip(path):
 def _tiny_dinov2(path):
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
-    Dinov2Model(Dinov2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14)).save_pretrained(path)
+    Dinov2Model(
+        Dinov2Config(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        )
+    ).save_pretrained(path)
     BitImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(path)
     return 16, 28
 
@@ -80,7 +102,16 @@ def _tiny_dinov2(path):
 def _tiny_siglip(path):
     from transformers import SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
 
-    SiglipVisionModel(SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)).save_pretrained(path)
+    SiglipVisionModel(
+        SiglipVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    ).save_pretrained(path)
     SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return 16, 32
 

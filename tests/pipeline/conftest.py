@@ -18,8 +18,8 @@ def tiny_llava(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def red_cache(ray_local, tmp_path_factory) -> tuple[Path, Path]:
     """(videos, cache): 5 red-object videos of 10 s, extracted with the default settings."""
+    from vtm.data.sample_archive import make_red_object_archive
     from vtm.pipeline.extract import run_extract
-    from vtm.pipeline.sample_data import make_red_object_archive
 
     root = tmp_path_factory.mktemp("describe")
     videos = make_red_object_archive(root / "videos", 5, seed=4)
@@ -33,8 +33,22 @@ def adapter_checkpoint(red_cache, tiny_llava, tmp_path_factory) -> Path:
     from vtm.pipeline.train import run_train
 
     videos, cache = red_cache
-    cfg = load_config(None, {
-        "model": {"d_model": 32, "num_layers": 1, "num_heads": 4, "detector_hidden": [16], "window": 16, "llm": str(tiny_llava), "num_soft_tokens": 2, "adapter_hidden": 32},
-        "train": {"epochs": 2, "batch_size": 16, "save_every": 2, "data_workers": 0, "val_fraction": 0.0},
-    })
-    return run_train(cache, videos / "annotations.jsonl", tmp_path_factory.mktemp("run") / "exp", cfg, progress=False).final
+    cfg = load_config(
+        None,
+        {
+            "model": {
+                "d_model": 32,
+                "num_layers": 1,
+                "num_heads": 4,
+                "detector_hidden": [16],
+                "window": 16,
+                "llm": str(tiny_llava),
+                "num_soft_tokens": 2,
+                "adapter_hidden": 32,
+            },
+            "train": {"epochs": 2, "batch_size": 16, "save_every": 2, "data_workers": 0, "val_fraction": 0.0},
+        },
+    )
+    return run_train(
+        cache, videos / "annotations.jsonl", tmp_path_factory.mktemp("run") / "exp", cfg, progress=False
+    ).final

@@ -14,13 +14,22 @@ def _write(tmp_path, lines):
 
 def test_valid_file_loads_events_labels_and_empty_videos(extracted, tmp_path):
     _, cache = extracted
-    path = _write(tmp_path, [
-        {"video": "cámara 1/entrada.mp4", "start": 1.8, "end": 2.5, "label": "person", "description": "someone walks in"},
-        "# a comment",
-        "",
-        {"video": "cámara 1/entrada.mp4", "start": 6.0, "end": 6.0},
-        {"video": "quiet/empty room.avi"},
-    ])
+    path = _write(
+        tmp_path,
+        [
+            {
+                "video": "cámara 1/entrada.mp4",
+                "start": 1.8,
+                "end": 2.5,
+                "label": "person",
+                "description": "someone walks in",
+            },
+            "# a comment",
+            "",
+            {"video": "cámara 1/entrada.mp4", "start": 6.0, "end": 6.0},
+            {"video": "quiet/empty room.avi"},
+        ],
+    )
     ann = load_annotations(path, cache)
     assert ann.labels == ("event", "person")
     assert sorted(len(e) for e in ann.events.values()) == [0, 2]

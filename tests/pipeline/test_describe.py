@@ -71,7 +71,17 @@ def test_cli_describe_writes_every_format_once_per_trigger_and_a_rerun_skips(red
     videos, cache_dir = red_cache
     cache = FeatureCache.open(cache_dir)
     out = tmp_path / "out"
-    args = ["describe", str(cache_dir), "--out", str(out), "--model", str(tiny_llava), "--config", str(_config_file(tmp_path)), "--no-progress"]
+    args = [
+        "describe",
+        str(cache_dir),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--config",
+        str(_config_file(tmp_path)),
+        "--no-progress",
+    ]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert "5 described" in res.output and "sent to the VLM" in res.output
@@ -79,7 +89,9 @@ def test_cli_describe_writes_every_format_once_per_trigger_and_a_rerun_skips(red
     analyses = _outputs(out, cache)
     expected = find_triggers(cache, load_config().triggers, "change")  # the same selection `vtm triggers` makes
     for path, a in analyses.items():
-        assert [(t["timestamp"], t["frame_index"]) for t in a["triggers"]] == [(t["time"], t["frame_index"]) for t in expected[path]]
+        assert [(t["timestamp"], t["frame_index"]) for t in a["triggers"]] == [
+            (t["time"], t["frame_index"]) for t in expected[path]
+        ]
         assert a["video_path"] == str(videos.resolve() / path)
     assert sum(len(a["triggers"]) for a in analyses.values()) >= 10
     _check_table(out, analyses)
@@ -110,7 +122,21 @@ def test_describe_with_objects_and_audio_then_a_report_of_the_run(red_cache, tin
     out = tmp_path / "out"
     detr = make_tiny_detr(tmp_path / "detr")
     config = _config_file(tmp_path, detector_threshold=0.0)  # a random DETR scores low: keep everything it finds
-    args = ["describe", str(cache_dir), "--out", str(out), "--model", str(tiny_llava), "--objects", "--detector", str(detr), "--audio", "--config", str(config), "--no-progress"]
+    args = [
+        "describe",
+        str(cache_dir),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--objects",
+        "--detector",
+        str(detr),
+        "--audio",
+        "--config",
+        str(config),
+        "--no-progress",
+    ]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert f"vtm report {out}" in res.output
@@ -129,7 +155,9 @@ def test_describe_with_objects_and_audio_then_a_report_of_the_run(red_cache, tin
                 assert abs(thumbnail.width / thumbnail.height - row["width"] / row["height"]) < 0.02
         assert (out / entry["timeline"]).read_bytes().startswith(b"\x89PNG")
         with wave.open(str(out / entry["audio"])) as spoken:
-            assert spoken.getframerate() == 22050 and spoken.getnframes() > 22050 // 10  # the tiny model's summaries are short
+            assert (
+                spoken.getframerate() == 22050 and spoken.getnframes() > 22050 // 10
+            )  # the tiny model's summaries are short
 
     # A lost output is made again, for its video only.
     lost_id, lost = next(iter(videos.items()))
@@ -142,10 +170,16 @@ def test_describe_with_objects_and_audio_then_a_report_of_the_run(red_cache, tin
     assert res.exit_code == 0, res.output
     page = (out / "report.html").read_text()
     for entry in videos.values():
-        assert all(quote(frame) in page for frame in entry["frames"]) and quote(entry["timeline"]) in page and quote(entry["audio"]) in page
+        assert (
+            all(quote(frame) in page for frame in entry["frames"])
+            and quote(entry["timeline"]) in page
+            and quote(entry["audio"]) in page
+        )
     analyses = [json.loads((out / entry["json"]).read_text()) for entry in videos.values()]
     share = sum(a["num_triggers_detected"] for a in analyses) / sum(a["num_frames_analyzed"] for a in analyses)
-    assert f"{100 * share:.1f} % of sampled frames went to the vision-language model" in page  # the whole archive, not only the re-run's video
+    assert (
+        f"{100 * share:.1f} % of sampled frames went to the vision-language model" in page
+    )  # the whole archive, not only the re-run's video
     missing = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert missing.exit_code == 2 and "vtm describe" in missing.output
 
@@ -176,7 +210,9 @@ def test_a_model_that_cannot_be_loaded_says_what_to_do(red_cache, tmp_path):
         run_describe(cache_dir, tmp_path / "out", load_config(), progress=False)
     with pytest.raises(LanguageModelLoadError, match="cannot see frames"):
         run_describe(cache_dir, tmp_path / "out", _config(make_tiny_causal_lm(tmp_path / "causal")), progress=False)
-    res = CliRunner().invoke(cli, ["describe", str(cache_dir), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "nope")])
+    res = CliRunner().invoke(
+        cli, ["describe", str(cache_dir), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "nope")]
+    )
     assert res.exit_code == 2 and "error:" in res.output and "save_pretrained" in res.output
 
 
@@ -189,7 +225,9 @@ def test_describe_with_a_trained_adapter_rescored_by_its_trigger_model(red_cache
     analyses = _outputs(tmp_path / "out", cache)
     model, _, _ = load_trigger_model(adapter_checkpoint, cache.settings)
     expected = find_triggers(cache, cfg.triggers, "learned", learned_scores(cache, model))
-    assert {p: [t["frame_index"] for t in a["triggers"]] for p, a in analyses.items()} == {p: [t["frame_index"] for t in ts] for p, ts in expected.items()}
+    assert {p: [t["frame_index"] for t in a["triggers"]] for p, a in analyses.items()} == {
+        p: [t["frame_index"] for t in ts] for p, ts in expected.items()
+    }
     assert summary.windows == sum(len(ts) for ts in expected.values()) > 0
     _check_table(tmp_path / "out", analyses)
 
@@ -217,10 +255,19 @@ def test_a_fine_tuned_llm_saved_in_the_checkpoint_is_the_one_that_describes(adap
     assert digest != describe_stage(adapter_checkpoint, DescribeConfig(max_new_tokens=4))[1]  # a re-run describes again
     stage.setup()
     window = np.zeros((1, 16, 32), np.float32)
-    assert len(stage({"frames": np.zeros((1, 32, 32, 3), np.uint8), "context": window, "mask": np.ones((1, 16), bool)})["description"]) == 1
+    assert (
+        len(
+            stage({"frames": np.zeros((1, 32, 32, 3), np.uint8), "context": window, "mask": np.ones((1, 16), bool)})[
+                "description"
+            ]
+        )
+        == 1
+    )
 
 
-def test_a_killed_describe_actor_is_restarted_and_nothing_is_lost_or_duplicated(red_cache, tiny_llava, tmp_path, kill_an_actor_when):
+def test_a_killed_describe_actor_is_restarted_and_nothing_is_lost_or_duplicated(
+    red_cache, tiny_llava, tmp_path, kill_an_actor_when
+):
     _, cache_dir = red_cache
     out = tmp_path / "out"
     # --dense with one window per call: enough calls that the actor is killed with most of them still to come.
@@ -242,17 +289,39 @@ def test_a_killed_describe_actor_is_restarted_and_nothing_is_lost_or_duplicated(
 def test_a_killed_run_resumes_and_ends_complete(red_cache, tiny_llava, tmp_path, power_cut):
     _, cache_dir = red_cache
     out = tmp_path / "out"
-    config = _config_file(tmp_path, dense=True, batch_size=1, summary="join")  # many small calls: time to kill it mid-run
-    args = ["describe", str(cache_dir), "--out", str(out), "--model", str(tiny_llava), "--config", str(config), "--no-progress"]
+    config = _config_file(
+        tmp_path, dense=True, batch_size=1, summary="join"
+    )  # many small calls: time to kill it mid-run
+    args = [
+        "describe",
+        str(cache_dir),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--config",
+        str(config),
+        "--no-progress",
+    ]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "vtm.pipeline.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vtm.pipeline.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     power_cut(proc, lambda: any(out.rglob("*.mp4.json")))
     manifest = json.loads((out / "describe_manifest.json").read_text())
-    assert manifest["last_run"] == {"complete": False} and not (out / "descriptions.parquet").exists()  # nothing claims to be whole
+    assert (
+        manifest["last_run"] == {"complete": False} and not (out / "descriptions.parquet").exists()
+    )  # nothing claims to be whole
     done_before = {v for v, e in manifest["videos"].items() if e["status"] == "ok"}
     assert len(done_before) < 5
 
-    resumed = run_describe(cache_dir, out, load_config(config, {"describe": {"model": str(tiny_llava)}}), progress=False)
+    resumed = run_describe(
+        cache_dir, out, load_config(config, {"describe": {"model": str(tiny_llava)}}), progress=False
+    )
     assert resumed.all_ok and resumed.skipped == len(done_before) and resumed.described == 5 - len(done_before)
     analyses = _outputs(out, FeatureCache.open(cache_dir))
     assert all(a["num_triggers_detected"] == a["num_frames_analyzed"] for a in analyses.values())
@@ -270,7 +339,8 @@ MULTI_NODE = textwrap.dedent(
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     try:
-        done = subprocess.run([sys.executable, "-m", "vtm.pipeline.cli", *sys.argv[1:], "--address", cluster.address], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "vtm.pipeline.cli", *sys.argv[1:], "--address", cluster.address],
+        capture_output=True, text=True)
         print(done.stdout, done.stderr)
         sys.exit(done.returncode)
     finally:
@@ -285,8 +355,20 @@ def test_describe_on_a_three_node_cluster_by_address(red_cache, tiny_llava, tmp_
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"describe": {**SMALL["describe"], "num_describers": 2, "batch_size": 2}}))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    args = ["describe", str(cache_dir), "--out", str(out), "--model", str(tiny_llava), "--config", str(config), "--no-progress"]
-    done = subprocess.run([sys.executable, "-c", MULTI_NODE, *args], env=env, capture_output=True, text=True, timeout=300)
+    args = [
+        "describe",
+        str(cache_dir),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--config",
+        str(config),
+        "--no-progress",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", MULTI_NODE, *args], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 described" in done.stdout
     analyses = _outputs(out, FeatureCache.open(cache_dir))

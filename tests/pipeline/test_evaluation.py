@@ -48,6 +48,10 @@ def test_scores_with_nothing_to_find_or_nothing_found():
 
 def test_an_interval_event_is_found_anywhere_inside_it_once():
     assert match_events([5.0], [(3.0, 8.0)], 1.0) == (1, 0, 0)
-    assert match_events([2.2, 8.9], [(3.0, 8.0)], 1.0) == (1, 1, 0)  # the second trigger on the same event is a false alarm
+    assert match_events([2.2, 8.9], [(3.0, 8.0)], 1.0) == (
+        1,
+        1,
+        0,
+    )  # the second trigger on the same event is a false alarm
     assert match_events([9.5], [(3.0, 8.0)], 1.0) == (0, 1, 1)
     assert match_events([4.0, 8.0], [(3.0, 5.0), 8.0], 0.5) == (2, 0, 0)  # moments and intervals mix

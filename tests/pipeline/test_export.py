@@ -25,7 +25,9 @@ FRAME = 1 / FPS
 def described(red_cache, tiny_llava, tmp_path_factory) -> Path:
     _, cache = red_cache
     out = tmp_path_factory.mktemp("export") / "out"
-    cfg = load_config(None, {"describe": {"image_size": 64, "max_new_tokens": 12, "summary": "join", "model": str(tiny_llava)}})
+    cfg = load_config(
+        None, {"describe": {"image_size": 64, "max_new_tokens": 12, "summary": "join", "model": str(tiny_llava)}}
+    )
     assert run_describe(cache, out, cfg, progress=False).all_ok
     return out
 
@@ -34,7 +36,11 @@ def _vtt_cues(path: Path) -> list[tuple[float, float, str]]:
     """(start, end, text) of each cue, read by FFmpeg's WebVTT demuxer through PyAV."""
     with av.open(str(path)) as container:
         stream = container.streams.subtitles[0]
-        return [(float(p.pts * stream.time_base), float((p.pts + p.duration) * stream.time_base), bytes(p).decode()) for p in container.demux(stream) if p.size]
+        return [
+            (float(p.pts * stream.time_base), float((p.pts + p.duration) * stream.time_base), bytes(p).decode())
+            for p in container.demux(stream)
+            if p.size
+        ]
 
 
 def _moments(out: Path) -> dict[str, list[dict]]:
@@ -43,8 +49,16 @@ def _moments(out: Path) -> dict[str, list[dict]]:
     for entry in json.loads((out / "describe_manifest.json").read_text())["videos"].values():
         analysis = json.loads((out / entry["json"]).read_text())
         cues = _vtt_cues(out / entry["vtt"])
-        found[entry["path"]] = [{"start": s, "end": e, "trigger": t["timestamp"], "description": t["analysis"], "source": analysis["video_path"]}
-                                for (s, e, _), t in zip(cues, analysis["triggers"], strict=True)]
+        found[entry["path"]] = [
+            {
+                "start": s,
+                "end": e,
+                "trigger": t["timestamp"],
+                "description": t["analysis"],
+                "source": analysis["video_path"],
+            }
+            for (s, e, _), t in zip(cues, analysis["triggers"], strict=True)
+        ]
     assert sum(map(len, found.values())) >= 5
     return found
 
@@ -59,7 +73,9 @@ def test_csv_has_one_row_per_moment(described):
     assert list(rows[0]) == ["video", "start", "end", "trigger", "score", "description", "objects", "source"]
     for row, (video, m) in zip(rows, expected):
         assert row["video"] == video and row["description"] == m["description"]
-        assert float(row["start"]) == pytest.approx(m["start"], abs=0.002) and float(row["end"]) == pytest.approx(m["end"], abs=0.002)
+        assert float(row["start"]) == pytest.approx(m["start"], abs=0.002) and float(row["end"]) == pytest.approx(
+            m["end"], abs=0.002
+        )
         assert float(row["start"]) <= float(row["trigger"]) < float(row["end"]) and 0 <= float(row["score"]) <= 1
 
 
@@ -68,7 +84,9 @@ def test_chapters_open_as_webvtt_beside_the_subtitles(described):
     assert summary.all_ok
     for video, ms in _moments(described).items():
         cues = _vtt_cues(described / f"{video}.chapters.vtt")
-        assert [t for s, e, _ in cues for t in (s, e)] == pytest.approx([t for m in ms for t in (m["start"], m["end"])], abs=0.002)
+        assert [t for s, e, _ in cues for t in (s, e)] == pytest.approx(
+            [t for m in ms for t in (m["start"], m["end"])], abs=0.002
+        )
         assert all(text.startswith(f"{k + 1}. ") for k, (_, _, text) in enumerate(cues))
 
 
@@ -117,18 +135,24 @@ def _frame_times(path: Path) -> list[float]:
 
 @pytest.mark.parametrize("exact", [False, True], ids=["stream-copy", "exact"])
 def test_clips_open_in_pyav_and_cover_their_moment(described, tmp_path, exact):
-    args = ["export", str(described), "--format", "clips", "--to", str(tmp_path), "--no-progress"] + (["--exact"] if exact else [])
+    args = ["export", str(described), "--format", "clips", "--to", str(tmp_path), "--no-progress"] + (
+        ["--exact"] if exact else []
+    )
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     for video, ms in _moments(described).items():
         for k, m in enumerate(ms, start=1):
             sidecar = json.loads((tmp_path / f"{video}.clips" / f"{k:02d}.json").read_text())
-            assert sidecar["description"] == m["description"] and sidecar["start"] == pytest.approx(m["start"], abs=0.002)
+            assert sidecar["description"] == m["description"] and sidecar["start"] == pytest.approx(
+                m["start"], abs=0.002
+            )
             times = _frame_times(tmp_path / f"{video}.clips" / sidecar["clip"])
             first, last = sidecar["clip_start"] + times[0], sidecar["clip_start"] + times[-1]
             assert times[0] == pytest.approx(0, abs=FRAME / 2)  # every clip starts at 0
             if exact:  # the exact window: from the frame on screen at the start to the last one before the end
-                assert first == pytest.approx(m["start"], abs=FRAME) and last == pytest.approx(m["end"] - FRAME, abs=FRAME)
+                assert first == pytest.approx(m["start"], abs=FRAME) and last == pytest.approx(
+                    m["end"] - FRAME, abs=FRAME
+                )
                 assert len(times) == pytest.approx((m["end"] - m["start"]) * FPS, abs=1)
             else:  # from the keyframe at or before the start, through the end
                 assert first <= m["start"] + FRAME and last >= m["end"] - 2 * FRAME

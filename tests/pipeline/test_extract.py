@@ -19,12 +19,12 @@ import torch
 from click.testing import CliRunner
 
 from vtm.cache.store import CacheError, FeatureCache
+from vtm.data.sample_archive import make_archive
 from vtm.models.visual_encoder import _efficientnet_lite0_package_weights
 from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import Config, load_config
 from vtm.pipeline.evaluation import event_scores
 from vtm.pipeline.extract import run_extract
-from vtm.pipeline.sample_data import make_archive
 from vtm.pipeline.triggers import find_triggers
 from vtm.stages.decode import DecodeStage, probe
 
@@ -56,7 +56,9 @@ def test_cache_holds_what_design_md_promises(extracted, ground_truth):
         assert row["duration_s"] == pytest.approx(truth["seconds"], abs=0.1)
         assert row["native_fps"] == pytest.approx(truth["fps"], rel=0.02)
         per_video = scores.filter(pl.col("video_id") == row["video_id"])
-        assert len(per_video) == row["frames_sampled"] == pytest.approx(truth["seconds"] * 3 + 1, abs=1)  # + the last frame
+        assert (
+            len(per_video) == row["frames_sampled"] == pytest.approx(truth["seconds"] * 3 + 1, abs=1)
+        )  # + the last frame
         with h5py.File(cache.root / "features" / f"{row['video_id']}.h5") as f:
             assert f["features"].shape == (row["frames_sampled"], 1280) and f["features"].dtype == np.float16
             np.testing.assert_allclose(f["timestamps"][:], per_video.sort("sample_index")["timestamp_s"].to_numpy())
@@ -70,7 +72,10 @@ def test_triggers_find_the_events_better_than_pyscenedetect(extracted, ground_tr
 
     _, cache = extracted
     ours = {p: [t["time"] for t in ts] for p, ts in find_triggers(cache, Config().triggers).items()}
-    theirs = {p: [start.seconds for start, _ in detect(str(sample_dir / p), ContentDetector())[1:]] for p in ground_truth["videos"]}
+    theirs = {
+        p: [start.seconds for start, _ in detect(str(sample_dir / p), ContentDetector())[1:]]
+        for p in ground_truth["videos"]
+    }
     truth = ground_truth["events"]
     our_f1, their_f1 = event_scores(ours, truth)["f1"], event_scores(theirs, truth)["f1"]
     assert our_f1 >= 0.95, ours
@@ -78,7 +83,9 @@ def test_triggers_find_the_events_better_than_pyscenedetect(extracted, ground_tr
     assert ours["quiet/empty room.avi"] == [] and ours["quiet/pasillo vacío.mov"] == []
 
 
-def _small_dataset(sample_dir: Path, dest: Path, names=("cuts/street shots.mp4", "transitions/dissolve.mp4", "broken/notes.mp4")) -> Path:
+def _small_dataset(
+    sample_dir: Path, dest: Path, names=("cuts/street shots.mp4", "transitions/dissolve.mp4", "broken/notes.mp4")
+) -> Path:
     for rel in names:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(sample_dir / rel, dest / rel)
@@ -110,7 +117,12 @@ def test_other_settings_need_rebuild(sample_dir, ray_local, tmp_path):
     two_fps = load_config(None, {"extract": {"fps": 2.0}})
     with pytest.raises(CacheError, match="sample_fps.*--rebuild"):
         run_extract(data, cache, two_fps, progress=False)
-    rebuilt = run_extract(data, cache, dataclasses.replace(two_fps, extract=dataclasses.replace(two_fps.extract, rebuild=True)), progress=False)
+    rebuilt = run_extract(
+        data,
+        cache,
+        dataclasses.replace(two_fps, extract=dataclasses.replace(two_fps.extract, rebuild=True)),
+        progress=False,
+    )
     assert rebuilt.ok == 1 and FeatureCache.open(cache).settings.sample_fps == 2.0
 
 
@@ -126,7 +138,9 @@ def test_a_decoder_crash_fails_only_that_video(sample_dir, ray_local, tmp_path):
 
     summary = run_extract(data, tmp_path / "cache", progress=False, decode_stage=SegfaultingDecoder())
     assert summary.ok == 1
-    assert summary.failed == [("transitions/dissolve.mp4", "the decoder process crashed on this file (corrupted stream?)")]
+    assert summary.failed == [
+        ("transitions/dissolve.mp4", "the decoder process crashed on this file (corrupted stream?)")
+    ]
 
 
 def test_a_killed_encoder_worker_is_replaced_and_nothing_is_lost(sample_dir, ray_local, tmp_path, kill_an_actor_when):
@@ -179,7 +193,10 @@ def test_cli_extract_triggers_and_info(sample_dir, ray_local, tmp_path):
     res = runner.invoke(cli, ["triggers", str(cache), "--json", str(tmp_path / "t.json")])
     assert res.exit_code == 0, res.output
     times = json.loads((tmp_path / "t.json").read_text())
-    assert set(times) == {str(data.resolve() / "cuts/street shots.mp4"), str(data.resolve() / "transitions/dissolve.mp4")}
+    assert set(times) == {
+        str(data.resolve() / "cuts/street shots.mp4"),
+        str(data.resolve() / "transitions/dissolve.mp4"),
+    }
     assert len(times[str(data.resolve() / "cuts/street shots.mp4")]) == 3
 
     res = runner.invoke(cli, ["cache", "info", str(cache)])

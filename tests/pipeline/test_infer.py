@@ -43,7 +43,19 @@ def _expected_from_cache(cache_dir, checkpoint, path):
 def test_cli_infer_finds_what_describe_finds_from_the_cache(red_cache, adapter_checkpoint, tmp_path):
     videos, cache_dir = red_cache
     out = tmp_path / "analysis.json"
-    res = CliRunner().invoke(cli, ["infer", str(videos / VIDEO), "--checkpoint", str(adapter_checkpoint), "--output", str(out), "--threshold", str(THRESHOLD)])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "infer",
+            str(videos / VIDEO),
+            "--checkpoint",
+            str(adapter_checkpoint),
+            "--output",
+            str(out),
+            "--threshold",
+            str(THRESHOLD),
+        ],
+    )
     assert res.exit_code == 0, res.output
     analysis = json.loads(out.read_text())
     assert set(analysis) == ANALYSIS_KEYS and analysis["video_path"] == str(videos / VIDEO)
@@ -56,10 +68,20 @@ def test_cli_infer_finds_what_describe_finds_from_the_cache(red_cache, adapter_c
 def test_infer_triggered_analysis_from_frames_in_memory(model, red_cache):
     videos, _ = red_cache
     plan = probe(videos / VIDEO, model.sample_fps)
-    frames = DecodeStage(image_size=96)({"path": str(videos / VIDEO), "frame_index": plan.frame_index, "rotation": plan.rotation, "decoder": plan.decoder})["frames"]
+    frames = DecodeStage(image_size=96)(
+        {
+            "path": str(videos / VIDEO),
+            "frame_index": plan.frame_index,
+            "rotation": plan.rotation,
+            "decoder": plan.decoder,
+        }
+    )["frames"]
     analysis = model.infer_triggered_analysis(frames, plan.timestamps, trigger_threshold=THRESHOLD)
     assert set(analysis) == ANALYSIS_KEYS and analysis["video_path"] is None
-    assert analysis["num_frames_analyzed"] == len(frames) and analysis["num_triggers_detected"] == len(analysis["triggers"]) > 0
+    assert (
+        analysis["num_frames_analyzed"] == len(frames)
+        and analysis["num_triggers_detected"] == len(analysis["triggers"]) > 0
+    )
     for t in analysis["triggers"]:  # frame_index counts the frames given
         assert t["timestamp"] == pytest.approx(plan.timestamps[t["frame_index"]], abs=1e-3)
     assert model.infer_triggered_analysis(frames, plan.timestamps, trigger_threshold=0.999)["triggers"] == []
@@ -77,7 +99,9 @@ def test_strict_loading_refuses_other_encoder_weights(adapter_checkpoint, tmp_pa
         VideoTriggerModel.from_checkpoint(other, strict=True)
     loose = VideoTriggerModel.from_checkpoint(other)
     assert any("weights_digest" in m for m in loose.report.mismatches)
-    res = CliRunner().invoke(cli, ["infer", __file__, "--checkpoint", str(other), "--output", str(tmp_path / "a.json"), "--strict-loading"])
+    res = CliRunner().invoke(
+        cli, ["infer", __file__, "--checkpoint", str(other), "--output", str(tmp_path / "a.json"), "--strict-loading"]
+    )
     assert res.exit_code == 2 and "weights_digest" in res.output
 
 
@@ -98,17 +122,23 @@ def test_cuda_without_a_gpu_says_so(adapter_checkpoint):
 def test_analyze_reports_progress_keeps_the_strongest_moments_and_returns_what_a_page_shows(model, red_cache):
     videos, _ = red_cache
     steps = []
-    full = model.analyze(videos / VIDEO, threshold=THRESHOLD, progress=lambda fraction, message: steps.append((fraction, message)))
+    full = model.analyze(
+        videos / VIDEO, threshold=THRESHOLD, progress=lambda fraction, message: steps.append((fraction, message))
+    )
     fractions = [f for f, _ in steps]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] >= 0.9
     assert any("describing" in m for _, m in steps) and any("encoding" in m for _, m in steps)
     k = full.result["num_triggers_detected"]
     assert k >= 2, "the test needs a video with several moments"
-    assert len(full.scores) == len(full.timestamps) == full.result["num_frames_analyzed"] and full.threshold == THRESHOLD
+    assert (
+        len(full.scores) == len(full.timestamps) == full.result["num_frames_analyzed"] and full.threshold == THRESHOLD
+    )
     plan = probe(videos / VIDEO, model.sample_fps)
     assert len(full.pictures) == k
     for picture in full.pictures:  # the video's shape, not the square the describer saw
-        assert max(picture.shape[:2]) == 480 and abs(picture.shape[1] / picture.shape[0] - plan.width / plan.height) < 0.01
+        assert (
+            max(picture.shape[:2]) == 480 and abs(picture.shape[1] / picture.shape[0] - plan.width / plan.height) < 0.01
+        )
 
     one = model.analyze(videos / VIDEO, threshold=THRESHOLD, max_triggers=1).result
     strongest = max(full.result["triggers"], key=lambda t: t["trigger_confidence"])
@@ -123,7 +153,16 @@ def test_cli_infer_with_objects_and_a_spoken_summary(red_cache, adapter_checkpoi
     videos, _ = red_cache
     out, audio = tmp_path / "analysis.json", tmp_path / "summary.wav"
     detr = make_tiny_detr(tmp_path / "detr")
-    args = ["infer", str(videos / VIDEO), "--checkpoint", str(adapter_checkpoint), "--output", str(out), "--threshold", str(THRESHOLD)]
+    args = [
+        "infer",
+        str(videos / VIDEO),
+        "--checkpoint",
+        str(adapter_checkpoint),
+        "--output",
+        str(out),
+        "--threshold",
+        str(THRESHOLD),
+    ]
     res = CliRunner().invoke(cli, args + ["--detector", str(detr), "--detector-threshold", "0", "--audio", str(audio)])
     assert res.exit_code == 0, res.output
     analysis = json.loads(out.read_text())

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 
 from vtm.cache.store import FeatureCache
 from vtm.cache.windows import frame_inputs, read_model_inputs
+from vtm.data.in_view_archive import make_in_view_archive
 from vtm.pipeline import checkpoint as ckpt
 from vtm.pipeline.annotations import load_annotations
 from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import load_config
 from vtm.pipeline.extract import run_extract
 from vtm.pipeline.learned_metrics import calibrate_threshold, label_report, score_videos
-from vtm.pipeline.sample_in_view import make_in_view_archive
 from vtm.pipeline.train import run_train
 
 SMALL_MODEL = {"d_model": 64, "num_layers": 1, "num_heads": 4, "detector_hidden": [32], "window": 16}
@@ -37,7 +37,13 @@ def inview(ray_local, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(inview, tmp_path_factory):
     cfg = load_config(None, {"model": SMALL_MODEL, "train": {"data_workers": 0}})
-    return run_train(inview / "train_cache", inview / "train_videos" / "annotations.jsonl", tmp_path_factory.mktemp("run") / "exp", cfg, progress=False)
+    return run_train(
+        inview / "train_cache",
+        inview / "train_videos" / "annotations.jsonl",
+        tmp_path_factory.mktemp("run") / "exp",
+        cfg,
+        progress=False,
+    )
 
 
 def test_learned_triggers_from_twelve_videos_find_red_objects_and_ignore_distractors(inview, trained):
@@ -47,7 +53,8 @@ def test_learned_triggers_from_twelve_videos_find_red_objects_and_ignore_distrac
     report = label_report(score_videos(model, cache, truth, sorted(truth.events)), model.config.detector.threshold)
     learned, change = report["all"], report["change score"]
     assert learned["events"] >= 4, report
-    # Scaled down from the target (F1 >= 0.9 from <= 16 videos of 30 s, see bench/bench_learned.py): 10 training videos of 20 s.
+    # Scaled down from the target (F1 >= 0.9 from <= 16 videos of 30 s, see bench/bench_learned.py): 10 training
+    # videos of 20 s.
     assert learned["f1"] >= 0.75 and learned["f1"] >= change["f1"] + 0.3, report
 
 
@@ -77,10 +84,23 @@ def test_triggers_and_evaluate_use_the_checkpoints_threshold_unless_given(inview
     res = runner.invoke(cli, ["triggers", str(inview / "test_cache"), "--checkpoint", str(trained.final)])
     assert res.exit_code == 0, res.output
     assert f"(threshold {threshold})" in res.output
-    res = runner.invoke(cli, ["triggers", str(inview / "test_cache"), "--checkpoint", str(trained.final), "--threshold", "0.99"])
+    res = runner.invoke(
+        cli, ["triggers", str(inview / "test_cache"), "--checkpoint", str(trained.final), "--threshold", "0.99"]
+    )
     assert "(threshold 0.99)" in res.output
-    res = runner.invoke(cli, ["evaluate", str(inview / "test_cache"), "--checkpoint", str(trained.final), "--annotations",
-                              str(inview / "test_videos" / "annotations.jsonl"), "--json", str(tmp_path / "m.json")])
+    res = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(inview / "test_cache"),
+            "--checkpoint",
+            str(trained.final),
+            "--annotations",
+            str(inview / "test_videos" / "annotations.jsonl"),
+            "--json",
+            str(tmp_path / "m.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = {line.split()[0]: line.split() for line in res.output.splitlines()}
     assert {"red_object", "all", "change"} <= set(rows)
@@ -96,7 +116,9 @@ def test_one_function_builds_the_inputs_and_the_grid_is_pooled(inview):
     from vtm.models.trigger_model import TriggerModelConfig
     from vtm.pipeline.train import build_trigger_model_config
 
-    spec: TriggerModelConfig = build_trigger_model_config(load_config(None, {"model": SMALL_MODEL}), cache.settings.feature_dim, ("red_object",))
+    spec: TriggerModelConfig = build_trigger_model_config(
+        load_config(None, {"model": SMALL_MODEL}), cache.settings.feature_dim, ("red_object",)
+    )
     inputs, ts = read_model_inputs(cache, vid, spec)
     feats, _, _ = cache.read_features(vid)
     hist, grid = cache.read_color_stats(vid)

@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner
 
 from vtm.cache.store import FeatureCache
+from vtm.data.sample_archive import make_archive, make_red_object_archive
 from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import load_config
 from vtm.pipeline.describe import run_describe
 from vtm.pipeline.discover import content_digest
 from vtm.pipeline.export import run_export
 from vtm.pipeline.extract import run_extract
-from vtm.pipeline.sample_data import make_archive, make_red_object_archive
 from vtm.stages.decode import DecodeStage, probe
 
 SMALL = {"describe": {"image_size": 64, "max_new_tokens": 12, "summary": "join"}}
@@ -31,7 +31,8 @@ SMALL = {"describe": {"image_size": 64, "max_new_tokens": 12, "summary": "join"}
 
 @pytest.fixture(scope="module")
 def s3_extracted(s3_server, ray_local, tmp_path_factory):
-    """(local copy of the archive, its URL, cache): 3 red-object videos uploaded to s3://vtm-archive/cams, extracted from there."""
+    """(local copy of the archive, its URL, cache): 3 red-object videos uploaded to s3://vtm-archive/cams, extracted
+    from there."""
     root = tmp_path_factory.mktemp("s3")
     videos = make_red_object_archive(root / "videos", 3, seconds=6.0, seed=7)
     s3_server.upload(videos, "vtm-archive", "cams")
@@ -51,18 +52,30 @@ def test_extract_from_s3_records_where_each_video_is_and_no_credentials(s3_extra
         plan = probe(local, cache.settings.sample_fps)  # streamed from the store, sampled as from disk
         pts, pts_start = plan.pts_around(plan.frame_index)
         from_disk = DecodeStage(image_size=cache.settings.image_size, nearest_frames=True)(
-            {"path": str(local), "frame_index": plan.frame_index, "pts": pts, "pts_start": pts_start, "rotation": plan.rotation, "decoder": "pyav"}
+            {
+                "path": str(local),
+                "frame_index": plan.frame_index,
+                "pts": pts,
+                "pts_start": pts_start,
+                "rotation": plan.rotation,
+                "decoder": "pyav",
+            }
         )
         scores = cache.read_scores([row["video_id"]]).sort("sample_index")
         np.testing.assert_allclose(scores["timestamp_s"].to_numpy(), plan.pts[from_disk["frame_index"]])
         assert row["frames_sampled"] == len(plan.frame_index) and row["decoder"] == "pyav"
     found = CliRunner().invoke(cli, ["triggers", str(cache.root), "--json", str(cache.root.parent / "triggers.json")])
     assert found.exit_code == 0, found.output
-    assert sorted(json.loads((cache.root.parent / "triggers.json").read_text())) == [f"{url}/red/clip_{i:04d}.mp4" for i in range(3)]
+    assert sorted(json.loads((cache.root.parent / "triggers.json").read_text())) == [
+        f"{url}/red/clip_{i:04d}.mp4" for i in range(3)
+    ]
     for path in cache.root.rglob("*"):  # the secret is nowhere in the cache, in any file
         if path.is_file():
             data = path.read_bytes()
-            assert s3_server.env["AWS_SECRET_ACCESS_KEY"].encode() not in data and s3_server.env["AWS_ACCESS_KEY_ID"].encode() not in data
+            assert (
+                s3_server.env["AWS_SECRET_ACCESS_KEY"].encode() not in data
+                and s3_server.env["AWS_ACCESS_KEY_ID"].encode() not in data
+            )
 
 
 def test_a_rerun_skips_unchanged_objects_and_picks_up_changed_and_new_ones(s3_server, ray_local, tmp_path):
@@ -78,7 +91,9 @@ def test_a_rerun_skips_unchanged_objects_and_picks_up_changed_and_new_ones(s3_se
 
     names = before["path"].to_list()
     other = make_archive(tmp_path / "other", 1, seconds=2.5, seed=12)
-    new_video = next(p for p in sorted(other.rglob("*")) if p.suffix in (".mp4", ".mkv", ".webm", ".avi", ".mov") and p.is_file())
+    new_video = next(
+        p for p in sorted(other.rglob("*")) if p.suffix in (".mp4", ".mkv", ".webm", ".avi", ".mov") and p.is_file()
+    )
     client = s3_server.client()
     client.upload_file(str(new_video), "vtm-changes", f"a/{names[0]}")  # replaced under the same key
     client.upload_file(str(new_video), "vtm-changes", "a/new/added.mp4")
@@ -95,19 +110,34 @@ def test_a_denied_object_fails_alone_and_a_bad_bucket_fails_the_run(s3_server, r
     videos = make_archive(tmp_path / "videos", 2, seconds=2.0, seed=13)
     keys = s3_server.upload(videos, "vtm-denied", "cams")
     denied = next(k for k in keys if not k.endswith(".json"))
-    policy = {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::vtm-denied/{denied}"}
-    s3_server.client().put_bucket_policy(Bucket="vtm-denied", Policy=json.dumps({"Version": "2012-10-17", "Statement": [policy]}))
-    res = CliRunner().invoke(cli, ["extract", "s3://vtm-denied/cams", "--cache", str(tmp_path / "cache"), "--no-progress"])
+    policy = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::vtm-denied/{denied}",
+    }
+    s3_server.client().put_bucket_policy(
+        Bucket="vtm-denied", Policy=json.dumps({"Version": "2012-10-17", "Statement": [policy]})
+    )
+    res = CliRunner().invoke(
+        cli, ["extract", "s3://vtm-denied/cams", "--cache", str(tmp_path / "cache"), "--no-progress"]
+    )
     assert res.exit_code == 1, res.output
     assert "2 videos: 1 extracted" in res.output and f"s3://vtm-denied/{denied}: access denied" in res.output
     manifest = FeatureCache.open(tmp_path / "cache").manifest()
     assert sorted(manifest["status"].to_list()) == ["failed", "ok"]
 
-    bad = CliRunner().invoke(cli, ["extract", "s3://vtm-no-such-bucket/cams", "--cache", str(tmp_path / "cache2"), "--no-progress"])
-    assert bad.exit_code == 2 and "bucket does not exist" in bad.output and not (tmp_path / "cache2").exists(), bad.output
+    bad = CliRunner().invoke(
+        cli, ["extract", "s3://vtm-no-such-bucket/cams", "--cache", str(tmp_path / "cache2"), "--no-progress"]
+    )
+    assert bad.exit_code == 2 and "bucket does not exist" in bad.output and not (tmp_path / "cache2").exists(), (
+        bad.output
+    )
 
 
-def test_describe_reads_key_frames_from_the_store_and_reports_a_missing_object(s3_extracted, s3_server, tiny_llava, tmp_path):
+def test_describe_reads_key_frames_from_the_store_and_reports_a_missing_object(
+    s3_extracted, s3_server, tiny_llava, tmp_path
+):
     videos, url, cache = s3_extracted
     cfg = load_config(None, {"describe": {**SMALL["describe"], "model": str(tiny_llava)}})
     summary = run_describe(cache.root, tmp_path / "out", cfg, progress=False)
@@ -144,7 +174,16 @@ def test_a_killed_extract_from_s3_resumes_and_leaves_no_scratch_files(s3_server,
     cache = tmp_path / "cache"
     # TMPDIR is where a scratch copy would go; Ray keeps its session files in its usual place.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TMPDIR": str(scratch), "RAY_TMPDIR": "/tmp"}
-    cmd = [sys.executable, "-m", "vtm.pipeline.cli", "extract", "s3://vtm-resume/x", "--cache", str(cache), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vtm.pipeline.cli",
+        "extract",
+        "s3://vtm-resume/x",
+        "--cache",
+        str(cache),
+        "--no-progress",
+    ]
 
     def run() -> subprocess.Popen:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -159,20 +198,40 @@ def test_a_killed_extract_from_s3_resumes_and_leaves_no_scratch_files(s3_server,
     finish = run()
     out, _ = finish.communicate(timeout=300)
     assert finish.returncode == 0, out
-    extracted, skipped = (int(out.split(" extracted")[0].split()[-1]), int(out.split(" already in the cache")[0].split()[-1]))
+    extracted, skipped = (
+        int(out.split(" extracted")[0].split()[-1]),
+        int(out.split(" already in the cache")[0].split()[-1]),
+    )
     assert skipped == done and extracted + skipped == 8, out
     manifest = FeatureCache.open(cache).manifest()
     assert len(manifest) == 8 and set(manifest["status"]) == {"ok"}
     assert not [p for p in cache.rglob("*") if ".tmp-" in p.name]
-    assert [p for p in scratch.iterdir() if not p.name.startswith("torchinductor_")] == []  # torch's own compile cache is not ours
+    assert [
+        p for p in scratch.iterdir() if not p.name.startswith("torchinductor_")
+    ] == []  # torch's own compile cache is not ours
 
 
 def test_infer_analyses_a_video_by_its_url(s3_extracted, adapter_checkpoint, tmp_path):
     videos, url, _ = s3_extracted
-    res = CliRunner().invoke(cli, ["infer", f"{url}/red/clip_0002.mp4", "--checkpoint", str(adapter_checkpoint), "--output", str(tmp_path / "a.json"), "--threshold", "0.1"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "infer",
+            f"{url}/red/clip_0002.mp4",
+            "--checkpoint",
+            str(adapter_checkpoint),
+            "--output",
+            str(tmp_path / "a.json"),
+            "--threshold",
+            "0.1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     analysis = json.loads((tmp_path / "a.json").read_text())
     assert analysis["video_path"] == f"{url}/red/clip_0002.mp4"
     assert analysis["num_frames_analyzed"] == len(probe(videos / "red/clip_0002.mp4", 3.0).frame_index)
-    missing = CliRunner().invoke(cli, ["infer", f"{url}/red/nope.mp4", "--checkpoint", str(adapter_checkpoint), "--output", str(tmp_path / "b.json")])
+    missing = CliRunner().invoke(
+        cli,
+        ["infer", f"{url}/red/nope.mp4", "--checkpoint", str(adapter_checkpoint), "--output", str(tmp_path / "b.json")],
+    )
     assert missing.exit_code == 1 and "object not found" in missing.output, missing.output

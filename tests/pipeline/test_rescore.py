@@ -30,7 +30,9 @@ def test_an_old_cache_is_rescored_in_place_and_keeps_its_other_columns(extracted
     (cache.root / CHANGE_SCORE_JSON).unlink()
     for path in (cache.root / "scores").glob("*.parquet"):
         table = pq.read_table(path)
-        table = table.set_column(table.schema.get_field_index("change_score"), "change_score", [np.full(len(table), 0.9, np.float32)])
+        table = table.set_column(
+            table.schema.get_field_index("change_score"), "change_score", [np.full(len(table), 0.9, np.float32)]
+        )
         table = table.set_column(table.schema.get_field_index("label"), "label", [["kept"] * len(table)])
         pq.write_table(table, path)
 

@@ -14,17 +14,25 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from vtm.cache.store import FeatureCache
+from vtm.data.sample_archive import make_red_object_archive
 from vtm.pipeline import checkpoint as ckpt
 from vtm.pipeline.annotations import load_annotations
 from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import ConfigError, load_config
 from vtm.pipeline.extract import run_extract
-from vtm.pipeline.sample_data import make_red_object_archive
 from vtm.pipeline.train import evaluate_model, run_train
 
 SMALL = {
     "model": {"d_model": 64, "num_layers": 1, "num_heads": 4, "detector_hidden": [32], "window": 16},
-    "train": {"epochs": 20, "batch_size": 16, "lr": 0.003, "warmup_steps": 10, "save_every": 10, "data_workers": 0, "patience": 0},
+    "train": {
+        "epochs": 20,
+        "batch_size": 16,
+        "lr": 0.003,
+        "warmup_steps": 10,
+        "save_every": 10,
+        "data_workers": 0,
+        "patience": 0,
+    },
 }
 
 
@@ -50,7 +58,13 @@ def _config(tmp_path, **train):
 def trained(red, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg_path = _config(out)
-    result = run_train(red / "train_cache", red / "train_videos" / "annotations.jsonl", out / "exp", load_config(cfg_path), progress=False)
+    result = run_train(
+        red / "train_cache",
+        red / "train_videos" / "annotations.jsonl",
+        out / "exp",
+        load_config(cfg_path),
+        progress=False,
+    )
     return result, cfg_path
 
 
@@ -82,7 +96,9 @@ def test_checkpoint_round_trips_to_the_same_scores(red, trained):
     a, _, _ = ckpt.load_trigger_model(result.final, cache.settings)
     b, _, _ = ckpt.load_trigger_model(result.final, cache.settings)
     feats = np.random.default_rng(0).normal(size=(40, a.config.input_dim)).astype(np.float32)
-    np.testing.assert_array_equal(a.score_video(feats, np.arange(40) / 3)[0], b.score_video(feats, np.arange(40) / 3)[0])
+    np.testing.assert_array_equal(
+        a.score_video(feats, np.arange(40) / 3)[0], b.score_video(feats, np.arange(40) / 3)[0]
+    )
 
 
 def test_loading_reports_what_does_not_match(red, trained):
@@ -108,17 +124,31 @@ def test_loading_reports_what_does_not_match(red, trained):
 
 def test_killed_training_resumes_to_the_same_weights(red, tmp_path):
     cfg = _config(tmp_path, epochs=6, save_every=1)
-    args = ["train-from-cache", str(red / "train_cache"), "--annotations", str(red / "train_videos" / "annotations.jsonl"), "--config", str(cfg), "--no-progress"]
+    args = [
+        "train-from-cache",
+        str(red / "train_cache"),
+        "--annotations",
+        str(red / "train_videos" / "annotations.jsonl"),
+        "--config",
+        str(cfg),
+        "--no-progress",
+    ]
     straight = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "straight")])
     assert straight.exit_code == 0, straight.output
 
-    proc = subprocess.Popen([sys.executable, "-m", "vtm.pipeline.cli", *args, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vtm.pipeline.cli", *args, "--out", str(tmp_path / "killed")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (tmp_path / "killed" / "checkpoint-epoch-2").is_dir() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.kill()
     proc.wait()
-    resumed = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "killed"), "--resume", str(tmp_path / "killed" / "checkpoint-epoch-2")])
+    resumed = CliRunner().invoke(
+        cli, args + ["--out", str(tmp_path / "killed"), "--resume", str(tmp_path / "killed" / "checkpoint-epoch-2")]
+    )
     assert resumed.exit_code == 0, resumed.output
     a = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "final" / "model.safetensors"))
@@ -128,14 +158,26 @@ def test_killed_training_resumes_to_the_same_weights(red, tmp_path):
 def test_cli_annotate_then_train_and_triggers_with_the_checkpoint(red, trained, tmp_path):
     runner = CliRunner()
     out = tmp_path / "start.jsonl"
-    res = runner.invoke(cli, ["annotate", str(red / "test_videos"), "--cache", str(red / "test_cache"), "--out", str(out)])
+    res = runner.invoke(
+        cli, ["annotate", str(red / "test_videos"), "--cache", str(red / "test_cache"), "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     assert load_annotations(out, FeatureCache.open(red / "test_cache")).events  # a valid starting file
 
     result, _ = trained
     res = runner.invoke(cli, ["triggers", str(red / "test_cache"), "--checkpoint", str(result.final)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(cli, ["evaluate", str(red / "test_cache"), "--checkpoint", str(result.final), "--annotations", str(red / "test_videos" / "annotations.jsonl")])
+    res = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(red / "test_cache"),
+            "--checkpoint",
+            str(result.final),
+            "--annotations",
+            str(red / "test_videos" / "annotations.jsonl"),
+        ],
+    )
     assert res.exit_code == 0 and "red_object" in res.output and "change score" in res.output, res.output
 
 
@@ -151,14 +193,23 @@ def test_adapter_trains_with_a_tiny_llava_and_lands_in_the_checkpoint(red, tmp_p
     from vtm.models.tiny import make_tiny_llava
 
     llava = make_tiny_llava(tmp_path / "tiny-llava")
-    cfg = load_config(_config(tmp_path, epochs=3, save_every=3, adapter_lr=0.02), {"model": {"llm": str(llava), "num_soft_tokens": 2, "adapter_hidden": 32}})
-    result = run_train(red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "exp", cfg, progress=False)
+    cfg = load_config(
+        _config(tmp_path, epochs=3, save_every=3, adapter_lr=0.02),
+        {"model": {"llm": str(llava), "num_soft_tokens": 2, "adapter_hidden": 32}},
+    )
+    result = run_train(
+        red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "exp", cfg, progress=False
+    )
     assert (result.final / "adapter.safetensors").is_file()
     saved = json.loads((result.final / "config.json").read_text())["adapter"]
     assert saved["llm"] == str(llava) and saved["llm_kind"] == "llava" and saved["num_soft_tokens"] == 2
     weights = load_file(str(result.final / "adapter.safetensors"))
-    assert weights and all("vision_tower" not in k and "embed_tokens" not in k for k in weights)  # no frozen base inside
-    adapter = VideoLanguageAdapter.load(AdapterConfig(**{k: v for k, v in saved.items() if k not in ("llm", "llm_kind")}), saved["llm"])
+    assert weights and all(
+        "vision_tower" not in k and "embed_tokens" not in k for k in weights
+    )  # no frozen base inside
+    adapter = VideoLanguageAdapter.load(
+        AdapterConfig(**{k: v for k, v in saved.items() if k not in ("llm", "llm_kind")}), saved["llm"]
+    )
     adapter.load_trainable_state_dict(weights)
     import torch
 
@@ -190,7 +241,9 @@ def test_data_parallel_ray_train_workers_stay_in_sync(red, tmp_path):
     """Two Ray Train workers, each on half the windows, gradients averaged; the recipe checks the
     replicas end identical (it raises otherwise) and rank 0 writes the run."""
     cfg = load_config(_config(tmp_path, epochs=2, save_every=2, workers=2))
-    result = run_train(red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "dp", cfg, progress=False)
+    result = run_train(
+        red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "dp", cfg, progress=False
+    )
     assert (result.final / "model.safetensors").is_file()
     assert result.metrics["val/frame_ap"] >= 0.0
     assert len(list((tmp_path / "dp").glob("events.out.tfevents.*"))) == 1  # one writer, not one per rank
@@ -200,8 +253,13 @@ def test_unfrozen_llm_is_fine_tuned_and_saved_whole(red, tmp_path):
     from vtm.models.tiny import make_tiny_llava
 
     llava = make_tiny_llava(tmp_path / "tiny-llava")
-    cfg = load_config(_config(tmp_path, epochs=1, save_every=1, freeze_llm=False, adapter_lr=0.01), {"model": {"llm": str(llava), "num_soft_tokens": 2, "adapter_hidden": 32}})
-    result = run_train(red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "exp", cfg, progress=False)
+    cfg = load_config(
+        _config(tmp_path, epochs=1, save_every=1, freeze_llm=False, adapter_lr=0.01),
+        {"model": {"llm": str(llava), "num_soft_tokens": 2, "adapter_hidden": 32}},
+    )
+    result = run_train(
+        red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "exp", cfg, progress=False
+    )
     source = ckpt.adapter_llm_source(result.final)
     assert source == str(result.final / "llm")
     before = load_file(str(next(llava.glob("*.safetensors"))))

@@ -51,7 +51,9 @@ def tiny_disk():
         pytest.skip("mounting a small tmpfs to fill needs root")
     mount = Path(f"/tmp/vtm-full-disk-{uuid.uuid4().hex[:8]}")
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         mount.rmdir()
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")

@@ -16,7 +16,16 @@ from vtm.cache.store import CacheError, CacheSettings, FeatureCache
 from vtm.pipeline.config import load_config
 from vtm.pipeline.extract import run_extract
 
-SETTINGS = CacheSettings(encoder="tiny", weights="random", weights_digest="abc", pretrained=False, feature_dim=8, sample_fps=3.0, image_size=32, max_frames=None)
+SETTINGS = CacheSettings(
+    encoder="tiny",
+    weights="random",
+    weights_digest="abc",
+    pretrained=False,
+    feature_dim=8,
+    sample_fps=3.0,
+    image_size=32,
+    max_frames=None,
+)
 
 
 @pytest.fixture
@@ -25,7 +34,10 @@ def other_writer():
     procs = []
 
     def start(folder, command="vtm extract") -> subprocess.Popen:
-        code = f"import sys, time\nfrom vtm.cache.lock import DirectoryLock\nwith DirectoryLock({str(folder)!r}, {command!r}):\n    print('held', flush=True)\n    time.sleep(600)\n"
+        code = (
+            f"import sys, time\nfrom vtm.cache.lock import DirectoryLock\nwith DirectoryLock({str(folder)!r}, "
+            f"{command!r}):\n    print('held', flush=True)\n    time.sleep(600)\n"
+        )
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         procs.append(proc)
         assert proc.stdout.readline().strip() == "held"
@@ -70,13 +82,17 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, other_writer):
 
 def test_a_reused_pid_does_not_keep_a_stale_lock(tmp_path):
     # The pid is alive (it is ours) but the process that wrote the lock started at another time.
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "process_start": "1", "command": "vtm extract"}))
+    (tmp_path / LOCK_FILE).write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "process_start": "1", "command": "vtm extract"})
+    )
     with DirectoryLock(tmp_path, "vtm extract"):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["process_start"] != "1"
 
 
 def test_a_lock_from_another_host_is_never_guessed_about(tmp_path):
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "vtm extract", "since": "today"}))
+    (tmp_path / LOCK_FILE).write_text(
+        json.dumps({"pid": 1, "host": "elsewhere", "command": "vtm extract", "since": "today"})
+    )
     with pytest.raises(LockError, match=f"pid 1 on elsewhere.*delete {tmp_path / LOCK_FILE}"):
         DirectoryLock(tmp_path, "vtm extract").acquire()
 

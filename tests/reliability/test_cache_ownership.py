@@ -12,7 +12,16 @@ from vtm.cache.store import CacheError, CacheSettings, FeatureCache
 from vtm.pipeline.config import load_config
 from vtm.pipeline.extract import run_extract
 
-SETTINGS = CacheSettings(encoder="tiny", weights="random", weights_digest="abc", pretrained=False, feature_dim=8, sample_fps=3.0, image_size=32, max_frames=None)
+SETTINGS = CacheSettings(
+    encoder="tiny",
+    weights="random",
+    weights_digest="abc",
+    pretrained=False,
+    feature_dim=8,
+    sample_fps=3.0,
+    image_size=32,
+    max_frames=None,
+)
 VIDEO_ID = "0123456789abcdef"
 
 
@@ -47,7 +56,12 @@ def test_extract_into_a_users_folder_is_refused_and_deletes_nothing(tmp_path):
     with pytest.raises(CacheError, match="not empty and is not a vtm feature cache"):
         run_extract(tmp_path / "videos", users, load_config(), progress=False)
     assert _intact(users, files)
-    assert sorted(p.name for p in users.iterdir()) == ["draft.tmp-12345678", "features", "notes", "scores"]  # not even a lock file left
+    assert sorted(p.name for p in users.iterdir()) == [
+        "draft.tmp-12345678",
+        "features",
+        "notes",
+        "scores",
+    ]  # not even a lock file left
 
 
 @pytest.mark.parametrize("rebuild", [False, True])
@@ -100,7 +114,11 @@ def test_training_never_replaces_a_folder_that_is_not_a_checkpoint(tmp_path):
     from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
     from vtm.pipeline.checkpoint import CheckpointError, save_checkpoint
 
-    config = TriggerModelConfig(encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2), detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(4,)), window=4)
+    config = TriggerModelConfig(
+        encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2),
+        detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(4,)),
+        window=4,
+    )
     (tmp_path / "final").mkdir()
     (tmp_path / "final" / "thesis.docx").write_bytes(b"mine")
     with pytest.raises(CheckpointError, match="is not a vtm checkpoint"):

@@ -17,13 +17,28 @@ from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
 from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model, save_checkpoint
 from vtm.pipeline.cli import main
 
-SETTINGS = CacheSettings(encoder="tiny", weights="random", weights_digest="abc", pretrained=False, feature_dim=8, sample_fps=3.0, image_size=32, max_frames=None)
+SETTINGS = CacheSettings(
+    encoder="tiny",
+    weights="random",
+    weights_digest="abc",
+    pretrained=False,
+    feature_dim=8,
+    sample_fps=3.0,
+    image_size=32,
+    max_frames=None,
+)
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    config = TriggerModelConfig(encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2), detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(16,)), window=4)
-    features = {k: getattr(SETTINGS, k) for k in ("encoder", "weights_digest", "feature_dim", "sample_fps", "image_size")}
+    config = TriggerModelConfig(
+        encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2),
+        detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(16,)),
+        window=4,
+    )
+    features = {
+        k: getattr(SETTINGS, k) for k in ("encoder", "weights_digest", "feature_dim", "sample_fps", "image_size")
+    }
     return save_checkpoint(tmp_path / "final", TriggerModel(config), {"epoch": 1, "features": features})
 
 
@@ -41,7 +56,11 @@ def _edit_config(checkpoint, edit):
 
 def test_weights_that_do_not_fit_the_config_are_an_error_naming_the_file_and_the_shapes(checkpoint, cache):
     _edit_config(checkpoint, lambda m: m["detector"].update(hidden_sizes=[4]))  # the weights are 16 wide
-    with pytest.raises(CheckpointError, match=r"model\.safetensors does not fit the model described by .*config\.json: .*detector\.mlp\.0\.weight has shape \(16, 8\) in the file, \(4, 8\) in the configuration"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.safetensors does not fit the model described by .*config\.json: .*detector\.mlp\.0\.weight has "
+        r"shape \(16, 8\) in the file, \(4, 8\) in the configuration",
+    ):
         load_trigger_model(checkpoint, SETTINGS)
     result = CliRunner().invoke(main, ["triggers", str(cache.root), "--checkpoint", str(checkpoint)])
     assert result.exit_code == 2 and "does not fit the model described by" in result.output, result.output

@@ -8,7 +8,16 @@ import pytest
 
 from vtm.cache.store import CacheError, CacheSettings, FeatureCache
 
-SETTINGS = CacheSettings(encoder="tiny", weights="random", weights_digest="abc", pretrained=False, feature_dim=8, sample_fps=3.0, image_size=32, max_frames=None)
+SETTINGS = CacheSettings(
+    encoder="tiny",
+    weights="random",
+    weights_digest="abc",
+    pretrained=False,
+    feature_dim=8,
+    sample_fps=3.0,
+    image_size=32,
+    max_frames=None,
+)
 
 
 def test_another_dataset_root_is_refused_naming_the_recorded_one(tmp_path):

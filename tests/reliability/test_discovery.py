@@ -39,7 +39,11 @@ def test_an_unreadable_folder_is_reported(tmp_path):
     (tmp_path / "private" / "hidden.mp4").write_bytes(b"x")
     (tmp_path / "private").chmod(0)
     try:
-        done = run_python(f"from vtm.pipeline.discover import discover_videos\nfor v in discover_videos({str(tmp_path)!r}): print(v.relpath, '|', v.error)", obey_permissions=True)
+        done = run_python(
+            f"from vtm.pipeline.discover import discover_videos\nfor v in discover_videos({str(tmp_path)!r}): "
+            "print(v.relpath, '|', v.error)",
+            obey_permissions=True,
+        )
     finally:
         (tmp_path / "private").chmod(0o755)
     assert done.returncode == 0, done.stderr

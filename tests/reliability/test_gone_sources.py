@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
-from .conftest import write_video
 
 from vtm.pipeline.cli import main
+
+from .conftest import write_video
 
 
 def test_extract_and_cache_info_say_which_cached_videos_lost_their_source(tmp_path, ray_local):
@@ -30,5 +31,8 @@ def test_extract_and_cache_info_say_which_cached_videos_lost_their_source(tmp_pa
     assert "note: 2 cached videos whose sources are gone" in grown.output
 
     info = CliRunner().invoke(main, ["cache", "info", str(cache)])
-    assert "videos      4: 4 ok" in info.output and "; 2 of the ok ones have no source in the dataset any more (kept)" in info.output, info.output
+    assert (
+        "videos      4: 4 ok" in info.output
+        and "; 2 of the ok ones have no source in the dataset any more (kept)" in info.output
+    ), info.output
     assert "  source gone: b.mp4 (features kept)\n  source gone: sub/c.mp4 (features kept)\n" in info.output

@@ -16,7 +16,16 @@ from vtm.pipeline.config import load_config
 from vtm.pipeline.describe import MANIFEST_FILE, run_describe
 from vtm.pipeline.train import run_train
 
-SETTINGS = CacheSettings(encoder="tiny", weights="random", weights_digest="abc", pretrained=False, feature_dim=8, sample_fps=3.0, image_size=32, max_frames=None)
+SETTINGS = CacheSettings(
+    encoder="tiny",
+    weights="random",
+    weights_digest="abc",
+    pretrained=False,
+    feature_dim=8,
+    sample_fps=3.0,
+    image_size=32,
+    max_frames=None,
+)
 
 
 def _users_folder(root, names):
@@ -35,7 +44,8 @@ def _untouched(root, files):
 
 @pytest.fixture
 def describe_config(tmp_path):
-    """A config naming a LLaVA model that is only a config.json: an empty cache describes nothing, so no weights are loaded."""
+    """A config naming a LLaVA model that is only a config.json: an empty cache describes nothing, so no weights are
+    loaded."""
     (tmp_path / "llava").mkdir()
     (tmp_path / "llava" / "config.json").write_text('{"model_type": "llava"}')
     return load_config(None, {"describe": {"model": str(tmp_path / "llava")}})
@@ -61,9 +71,13 @@ def test_describe_into_a_users_folder_is_refused_and_overwrites_nothing(tmp_path
 def test_a_describe_output_is_reused_and_an_empty_new_one_is_not_left_behind(tmp_path, cache, describe_config):
     out = tmp_path / "out"
     (out / "d1.mp4.json").parent.mkdir()
-    (out / MANIFEST_FILE).write_text(json.dumps({"format_version": 1, "videos": {}}))  # written by an earlier vtm, before the mark
+    (out / MANIFEST_FILE).write_text(
+        json.dumps({"format_version": 1, "videos": {}})
+    )  # written by an earlier vtm, before the mark
     (out / "d1.mp4.json").write_text("{}")
-    summary = run_describe(cache.root, out, describe_config, progress=False)  # an empty cache: nothing to describe, no model loaded
+    summary = run_describe(
+        cache.root, out, describe_config, progress=False
+    )  # an empty cache: nothing to describe, no model loaded
     assert summary.videos == 0 and json.loads((out / MARKER).read_text())["kind"] == "describe"
     assert run_describe(cache.root, out, describe_config, progress=False).videos == 0  # marked now: reused again
     with pytest.raises(CacheError):
@@ -88,7 +102,10 @@ def test_training_into_a_users_folder_is_refused_before_anything_is_written(tmp_
     with pytest.raises(OutputDirError, match=f"--out {tu} is not empty and not a vtm train output"):
         run_train(cache.root, annotations, tu, load_config(), progress=False)
     _untouched(tu, files)
-    result = CliRunner().invoke(main, ["train-from-cache", str(cache.root), "--annotations", str(annotations), "--out", str(tu), "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        ["train-from-cache", str(cache.root), "--annotations", str(annotations), "--out", str(tu), "--no-progress"],
+    )
     assert result.exit_code == 2 and "not a vtm train output" in result.output and "Traceback" not in result.output
     _untouched(tu, files)
 

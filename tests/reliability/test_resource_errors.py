@@ -13,7 +13,16 @@ from vtm.pipeline.disk_errors import explain_os_error
 
 from .conftest import run_python, write_video
 
-SETTINGS = CacheSettings(encoder="tiny", weights="random", weights_digest="abc", pretrained=False, feature_dim=8, sample_fps=3.0, image_size=32, max_frames=None)
+SETTINGS = CacheSettings(
+    encoder="tiny",
+    weights="random",
+    weights_digest="abc",
+    pretrained=False,
+    feature_dim=8,
+    sample_fps=3.0,
+    image_size=32,
+    max_frames=None,
+)
 
 
 def test_a_full_disk_stops_the_hdf5_write_cleanly(tiny_disk):
@@ -22,7 +31,8 @@ def test_a_full_disk_stops_the_hdf5_write_cleanly(tiny_disk):
 import errno, numpy as np
 from vtm.cache.store import CacheSettings, FeatureCache
 cache = FeatureCache.create({str(tiny_disk / "cache")!r}, CacheSettings(**{SETTINGS.__dict__!r}))
-scores = lambda n: {{k: np.zeros(n, np.float32) for k in ("change_score", "feature_change", "color_change", "local_change")}}
+scores = lambda n: {{k: np.zeros(n, np.float32) for k in ("change_score", "feature_change", "color_change",
+"local_change")}}
 cache.write_video("{"a" * 16}", np.ones((4, 8), np.float32), np.arange(4.0), np.arange(4), scores(4))
 n = 40_000  # ~640 KB of float16 features: more than the disk holds
 try:
@@ -53,7 +63,9 @@ def test_extract_on_a_full_disk_says_so_in_one_line(tiny_disk, tmp_path, ray_loc
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit), result.exception  # not a traceback
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "no space left on the device at" in errors[0] and str(cache_dir) in errors[0], result.output
+    assert len(errors) == 1 and "no space left on the device at" in errors[0] and str(cache_dir) in errors[0], (
+        result.output
+    )
     assert "free some space" in errors[0]
     FeatureCache.open(cache_dir)  # the cache is intact
     assert not [p for p in cache_dir.rglob("*") if ".tmp-" in p.name]
@@ -69,14 +81,19 @@ def test_a_read_only_cache_says_so_in_one_line(tmp_path, read_only_view):
     view = read_only_view(tmp_path / "cache")
     result = CliRunner().invoke(main, ["extract", str(tmp_path / "videos"), "--cache", str(view), "--no-progress"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    assert result.output.startswith("error: the file system is read-only at ") or result.output.startswith("error: permission denied at "), result.output
+    assert result.output.startswith("error: the file system is read-only at ") or result.output.startswith(
+        "error: permission denied at "
+    ), result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
     "err, words",
     [
-        (OSError(errno.ENOSPC, "No space left on device", "/c/features/x.h5.tmp-0a1b2c3d"), "no space left on the device at /c/features/x.h5:"),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/c/features/x.h5.tmp-0a1b2c3d"),
+            "no space left on the device at /c/features/x.h5:",
+        ),
         (OSError(errno.EACCES, "Permission denied", "/c/cache.json"), "permission denied at /c/cache.json:"),
         (OSError("IOError: No space left on device"), "no space left on the device:"),  # pyarrow's OSError has no errno
     ],

@@ -45,7 +45,13 @@ def test_right_values_still_load(tmp_path):
     assert cfg.extract.fps == 2.0 and isinstance(cfg.extract.fps, float) and cfg.model.detector_hidden == (64, 32)
 
 
-@pytest.mark.parametrize("args, key", [(["extract", ".", "--cache", "c", "--fps", "nan"], "extract.fps"), (["triggers", ".", "--max-triggers", "-1"], "triggers.max_triggers")])
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["extract", ".", "--cache", "c", "--fps", "nan"], "extract.fps"),
+        (["triggers", ".", "--max-triggers", "-1"], "triggers.max_triggers"),
+    ],
+)
 def test_flags_are_checked_too(tmp_path, monkeypatch, args, key):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, args)
@@ -55,9 +61,27 @@ def test_flags_are_checked_too(tmp_path, monkeypatch, args, key):
 
 @pytest.fixture
 def small_cache(tmp_path) -> FeatureCache:
-    settings = CacheSettings(encoder="tiny", weights="random", weights_digest="abc", pretrained=False, feature_dim=8, sample_fps=3.0, image_size=32, max_frames=None)
+    settings = CacheSettings(
+        encoder="tiny",
+        weights="random",
+        weights_digest="abc",
+        pretrained=False,
+        feature_dim=8,
+        sample_fps=3.0,
+        image_size=32,
+        max_frames=None,
+    )
     cache = FeatureCache.create(tmp_path / "cache", settings, dataset_root=tmp_path)
-    row = {"video_id": "0" * 16, "path": "v.mp4", "size_bytes": 1, "mtime_ns": 1, "digest": "d", "status": "ok", "fingerprint": settings.fingerprint, "duration_s": 10.0}
+    row = {
+        "video_id": "0" * 16,
+        "path": "v.mp4",
+        "size_bytes": 1,
+        "mtime_ns": 1,
+        "digest": "d",
+        "status": "ok",
+        "fingerprint": settings.fingerprint,
+        "duration_s": 10.0,
+    }
     cache.write_manifest([row])
     return cache
 
@@ -87,7 +111,10 @@ def test_annotation_values_are_checked(small_cache, tmp_path, line, words):
 @pytest.mark.parametrize(
     "line, words",
     [
-        ('{"video": "v.mp4", "start": -1, "end": 2}', "start (-1.0) is negative; times are seconds from the start of the video"),
+        (
+            '{"video": "v.mp4", "start": -1, "end": 2}',
+            "start (-1.0) is negative; times are seconds from the start of the video",
+        ),
         ('{"video": "v.mp4", "start": 3, "end": 2}', "end (2.0) before start (3.0)"),
     ],
 )
@@ -109,8 +136,14 @@ def checkpoint(tmp_path):
     from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
     from vtm.pipeline.checkpoint import save_checkpoint
 
-    config = TriggerModelConfig(encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2), detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(4,)), window=4)
-    return save_checkpoint(tmp_path / "runs" / "exp" / "final", TriggerModel(config), {"epoch": 1, "features": {"encoder": "tiny"}})
+    config = TriggerModelConfig(
+        encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2),
+        detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(4,)),
+        window=4,
+    )
+    return save_checkpoint(
+        tmp_path / "runs" / "exp" / "final", TriggerModel(config), {"epoch": 1, "features": {"encoder": "tiny"}}
+    )
 
 
 @pytest.mark.parametrize(
@@ -128,41 +161,65 @@ def test_a_damaged_checkpoint_names_the_file_and_what_is_wrong(checkpoint, name,
 
     load_trigger_model(checkpoint)  # loads while intact
     (checkpoint / name).write_bytes(content)
-    with pytest.raises(CheckpointError, match=str(checkpoint / words.split()[0]).replace(".", r"\.") + " " + " ".join(words.split()[1:])):
+    with pytest.raises(
+        CheckpointError,
+        match=str(checkpoint / words.split()[0]).replace(".", r"\.") + " " + " ".join(words.split()[1:]),
+    ):
         load_trigger_model(checkpoint)
 
 
 def test_a_pickled_weights_file_is_refused_without_torchs_unsafe_hint(tmp_path):
     import argparse
 
-    torch.save({"layer.weight": torch.zeros(2), "extra": argparse.Namespace(code="would run on load")}, tmp_path / "w.pth")
-    result = CliRunner().invoke(main, ["extract", str(tmp_path), "--cache", str(tmp_path / "c"), "--encoder", "resnet18", "--weights", str(tmp_path / "w.pth")])
+    torch.save(
+        {"layer.weight": torch.zeros(2), "extra": argparse.Namespace(code="would run on load")}, tmp_path / "w.pth"
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "extract",
+            str(tmp_path),
+            "--cache",
+            str(tmp_path / "c"),
+            "--encoder",
+            "resnet18",
+            "--weights",
+            str(tmp_path / "w.pth"),
+        ],
+    )
     assert result.exit_code == 2 and "w.pth holds pickled Python objects" in result.output, result.output
     assert "weights_only" not in result.output and "Traceback" not in result.output
 
 
 def test_the_page_skips_a_damaged_checkpoint_with_a_note(checkpoint, tmp_path):
-    from vtm.pipeline.ui import scan_checkpoints
+    from vtm.ui.web import scan_checkpoints
 
     runs = tmp_path / "runs"
-    for name, meta in (("broken", b"{not json"), ("null", b"null"), ("list-metrics", json.dumps({"metrics": [1], "features": "x"}).encode())):
+    for name, meta in (
+        ("broken", b"{not json"),
+        ("null", b"null"),
+        ("list-metrics", json.dumps({"metrics": [1], "features": "x"}).encode()),
+    ):
         (runs / name).mkdir()
         (runs / name / "meta.json").write_bytes(meta)
         (runs / name / "model.safetensors").write_bytes(np.zeros(1).tobytes())
     found, skipped = scan_checkpoints(runs)
     assert sorted(path for _, path in found) == sorted([str(checkpoint), str(runs / "list-metrics")])
-    assert skipped == ["broken (its meta.json is not valid JSON: Expecting property name enclosed in double quotes)", "null (its meta.json holds null, not a JSON object)"]
+    assert skipped == [
+        "broken (its meta.json is not valid JSON: Expecting property name enclosed in double quotes)",
+        "null (its meta.json holds null, not a JSON object)",
+    ]
 
 
 def test_the_page_names_each_skipped_checkpoint_and_why_in_the_page_and_the_log(tmp_path, caplog):
-    from vtm.pipeline.ui import Analyser, UiSettings
+    from vtm.ui.web import Analyser, UiSettings
 
     runs = tmp_path / "runs"
     for name, meta in (("a/final", b'{"epoch": "x", '), ("b/final", b"[1]")):
         (runs / name).mkdir(parents=True)
         (runs / name / "meta.json").write_bytes(meta)
         (runs / name / "model.safetensors").write_bytes(b"")
-    with caplog.at_level("WARNING", logger="vtm.pipeline.ui"):
+    with caplog.at_level("WARNING", logger="vtm.ui.web"):
         status = Analyser(UiSettings(checkpoints_dir=runs)).load_status(None, progress=None)
     assert status.startswith(f"No usable checkpoints under `{runs}`") and "train one" not in status
     assert "a/final (its meta.json is not valid JSON: Expecting property name" in status

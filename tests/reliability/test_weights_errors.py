@@ -17,14 +17,31 @@ from vtm.pipeline.cli import main
 
 def _extract(tmp_path, weights):
     (tmp_path / "videos").mkdir(exist_ok=True)
-    return CliRunner().invoke(main, ["extract", str(tmp_path / "videos"), "--cache", str(tmp_path / "cache"), "--encoder", "resnet18", "--weights", str(weights), "--no-progress"])
+    return CliRunner().invoke(
+        main,
+        [
+            "extract",
+            str(tmp_path / "videos"),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--encoder",
+            "resnet18",
+            "--weights",
+            str(weights),
+            "--no-progress",
+        ],
+    )
 
 
 def test_a_missing_weights_file_is_said_before_ray_starts_and_leaves_no_cache_folder(tmp_path, monkeypatch):
     monkeypatch.setattr("vtm.pipeline.extract.init_ray", lambda *a, **k: pytest.fail("Ray started for a usage error"))
     result = _extract(tmp_path, tmp_path / "nowhere.pth")
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: weights file {tmp_path / 'nowhere.pth'} not found; --weights (extract.weights) takes a local .pth or .safetensors file"
+    assert (
+        result.output.strip()
+        == f"error: weights file {tmp_path / 'nowhere.pth'} not found; --weights (extract.weights) takes a local .pth "
+        "or .safetensors file"
+    )
     assert not (tmp_path / "cache").exists()
 
 
@@ -40,11 +57,14 @@ def _wrong_keys(path):
     save_file({"something.else": torch.zeros(3)}, str(path))
 
 
-@pytest.mark.parametrize("name, make, words", [
-    ("w.safetensors", _garbage, "weights file {} is not a readable safetensors file"),
-    ("w.pkl", _pickled, "weights file {} holds pickled Python objects"),
-    ("w.safetensors", _wrong_keys, "{} does not fit resnet18: missing ['conv1.weight'"),
-])
+@pytest.mark.parametrize(
+    "name, make, words",
+    [
+        ("w.safetensors", _garbage, "weights file {} is not a readable safetensors file"),
+        ("w.pkl", _pickled, "weights file {} holds pickled Python objects"),
+        ("w.safetensors", _wrong_keys, "{} does not fit resnet18: missing ['conv1.weight'"),
+    ],
+)
 def test_a_bad_weights_file_is_one_line_without_rays_traceback(tmp_path, ray_local, name, make, words):
     make(tmp_path / name)
     result = _extract(tmp_path, tmp_path / name)

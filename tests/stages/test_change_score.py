@@ -23,7 +23,9 @@ def _still_features(rng, n=N, d=32, noise=0.01):
 
 
 def _peaks(out):
-    return SelectWindowsStage(threshold=0.5)({"timestamps": out["timestamps"], "score": out["change_score"]})["trigger_time"]
+    return SelectWindowsStage(threshold=0.5)({"timestamps": out["timestamps"], "score": out["change_score"]})[
+        "trigger_time"
+    ]
 
 
 def test_quiet_scene_scores_nothing():

@@ -3,8 +3,16 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from vtm.pipeline.sample_data import write_video
-from vtm.stages.decode import DecodeError, DecodeStage, _decode_pyav, cuda_hwaccel, frame_statistics, probe, sample_by_time
+from vtm.data.sample_archive import write_video
+from vtm.stages.decode import (
+    DecodeError,
+    DecodeStage,
+    _decode_pyav,
+    cuda_hwaccel,
+    frame_statistics,
+    probe,
+    sample_by_time,
+)
 
 
 @pytest.mark.parametrize("native", [25.0, 30.0, 30000 / 1001])
@@ -55,7 +63,9 @@ def test_decord_and_pyav_give_the_same_frames(sample_dir, rel):
     path = sample_dir / rel
     plan = probe(path, fps=3.0)
     idx = plan.frame_index[:8]
-    fast = DecodeStage(image_size=64)({"path": str(path), "frame_index": idx, "rotation": plan.rotation, "decoder": "decord"})["frames"]
+    fast = DecodeStage(image_size=64)(
+        {"path": str(path), "frame_index": idx, "rotation": plan.rotation, "decoder": "decord"}
+    )["frames"]
     plain, decoded = _decode_pyav(path, idx, 64, plan.rotation)
     assert decoded.all()
     assert fast.shape == plain.shape == (8, 64, 64, 3)
@@ -102,10 +112,28 @@ def test_frame_statistics_shapes_and_normalisation():
 
 def _decode_nearest_batch(stage: DecodeStage, path, plan, idx) -> dict:
     pts, pts_start = plan.pts_around(idx)
-    return stage({"path": str(path), "frame_index": idx, "rotation": plan.rotation, "decoder": plan.decoder, "pts": pts, "pts_start": pts_start})
+    return stage(
+        {
+            "path": str(path),
+            "frame_index": idx,
+            "rotation": plan.rotation,
+            "decoder": plan.decoder,
+            "pts": pts,
+            "pts_start": pts_start,
+        }
+    )
 
 
-@pytest.mark.parametrize("rel", ["transitions/dissolve.mp4", "phone/vfr walk.mkv", "phone/portrait.mp4", "quiet/empty room.avi", "cámara 3/parking lot.webm"])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "transitions/dissolve.mp4",
+        "phone/vfr walk.mkv",
+        "phone/portrait.mp4",
+        "quiet/empty room.avi",
+        "cámara 3/parking lot.webm",
+    ],
+)
 def test_skipping_unreferenced_frames_returns_neighbours_within_one_frame_decoded_exactly(sample_dir, rel):
     """Extract's decoder skips frames no other frame refers to: each wanted frame comes back, or its
     neighbour, and the pixels are exactly those of that frame decoded the plain way."""
@@ -117,7 +145,9 @@ def test_skipping_unreferenced_frames_returns_neighbours_within_one_frame_decode
     assert out["decoded_with"] == "pyav-nonref"
     got = out["frame_index"]
     assert np.all(np.abs(got - plan.frame_index) <= 1) and np.all(np.diff(got) > 0)
-    assert np.all(np.abs(plan.pts[got] - plan.timestamps) <= 1.0 / plan.native_fps * 1.5)  # within one frame interval (VFR: up to 1.5 mean frames)
+    assert np.all(
+        np.abs(plan.pts[got] - plan.timestamps) <= 1.0 / plan.native_fps * 1.5
+    )  # within one frame interval (VFR: up to 1.5 mean frames)
     exact, decoded = _decode_pyav(path, got, 64, plan.rotation)
     assert decoded.all()
     assert np.array_equal(out["frames"], exact)
@@ -129,7 +159,9 @@ def test_h264_with_b_frames_moves_some_samples_and_exact_mode_moves_none(sample_
     plan = probe(path, fps=3.0)
     near = _decode_nearest_batch(DecodeStage(image_size=64, nearest_frames=True), path, plan, plan.frame_index)
     assert 0 < np.sum(near["frame_index"] != plan.frame_index) < len(plan.frame_index)
-    exact = _decode_nearest_batch(DecodeStage(image_size=64), path, plan, plan.frame_index)  # describe / infer: the frames asked for
+    exact = _decode_nearest_batch(
+        DecodeStage(image_size=64), path, plan, plan.frame_index
+    )  # describe / infer: the frames asked for
     assert np.array_equal(exact["frame_index"], plan.frame_index) and exact["decoded_with"] == "decord"
 
 
@@ -138,7 +170,10 @@ def test_a_segment_in_the_middle_of_a_video_decodes_the_same_as_in_one_piece(sam
     plan = probe(path, fps=3.0)
     stage = DecodeStage(image_size=64, nearest_frames=True)
     whole = _decode_nearest_batch(stage, path, plan, plan.frame_index)
-    parts = [_decode_nearest_batch(stage, path, plan, plan.frame_index[s : s + 7]) for s in range(0, len(plan.frame_index), 7)]
+    parts = [
+        _decode_nearest_batch(stage, path, plan, plan.frame_index[s : s + 7])
+        for s in range(0, len(plan.frame_index), 7)
+    ]
     assert np.array_equal(np.concatenate([p["frame_index"] for p in parts]), whole["frame_index"])
     assert np.array_equal(np.concatenate([p["frames"] for p in parts]), whole["frames"])
 
@@ -148,7 +183,16 @@ def test_timestamps_that_do_not_match_the_plan_fall_back_to_exact_decoding(sampl
     plan = probe(path, fps=3.0)
     idx = plan.frame_index[:6]
     pts, pts_start = plan.pts_around(idx)
-    out = DecodeStage(image_size=64, nearest_frames=True)({"path": str(path), "frame_index": idx, "rotation": 0, "decoder": "decord", "pts": pts + 0.013, "pts_start": pts_start})
+    out = DecodeStage(image_size=64, nearest_frames=True)(
+        {
+            "path": str(path),
+            "frame_index": idx,
+            "rotation": 0,
+            "decoder": "decord",
+            "pts": pts + 0.013,
+            "pts_start": pts_start,
+        }
+    )
     assert out["decoded_with"] == "decord" and np.array_equal(out["frame_index"], idx)
 
 
@@ -176,9 +220,12 @@ def test_gpu_decoding_without_a_gpu_falls_back_to_the_cpu_and_agrees(sample_dir)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("rel", ["cuts/street shots.mp4", "phone/portrait.mp4", "cámara 3/parking lot.webm", "quiet/empty room.avi"])
+@pytest.mark.parametrize(
+    "rel", ["cuts/street shots.mp4", "phone/portrait.mp4", "cámara 3/parking lot.webm", "quiet/empty room.avi"]
+)
 def test_nvdec_decodes_what_the_cpu_decodes(sample_dir, rel):
-    """On a GPU machine: H.264 (and VP9) decode on NVDEC; a codec it lacks (MJPEG) falls back to the CPU. Same frames either way."""
+    """On a GPU machine: H.264 (and VP9) decode on NVDEC; a codec it lacks (MJPEG) falls back to the CPU. Same frames
+    either way."""
     if cuda_hwaccel() is None:
         pytest.skip("no CUDA video decoding here (no GPU, or this PyAV build lacks the cuda hwaccel)")
     path = sample_dir / rel
@@ -190,4 +237,6 @@ def test_nvdec_decodes_what_the_cpu_decodes(sample_dir, rel):
     if rel.endswith((".mp4", ".webm")):
         assert gpu["decoded_with"] == "pyav-nonref-cuda"
     assert np.array_equal(gpu["frame_index"], cpu["frame_index"])
-    assert np.abs(gpu["frames"].astype(int) - cpu["frames"].astype(int)).mean() < 2.0  # NV12 vs YUV420P into the same scaler
+    assert (
+        np.abs(gpu["frames"].astype(int) - cpu["frames"].astype(int)).mean() < 2.0
+    )  # NV12 vs YUV420P into the same scaler

@@ -41,7 +41,15 @@ def with_adapter(llava, tmp_path_factory):
     weights = tmp_path_factory.mktemp("ckpt") / "adapter.safetensors"
     save_file({k: v.contiguous() for k, v in adapter.trainable_state_dict().items()}, str(weights))
     fields = {"llm": llava, "llm_kind": "llava", **dataclasses.asdict(config)}
-    stage = DescribeStage(model=llava, model_kind="llava", adapter=fields, adapter_weights=str(weights), max_new_tokens=8, max_batch=2, device="cpu")
+    stage = DescribeStage(
+        model=llava,
+        model_kind="llava",
+        adapter=fields,
+        adapter_weights=str(weights),
+        max_new_tokens=8,
+        max_batch=2,
+        device="cpu",
+    )
     stage.setup()
     return stage, adapter
 
@@ -72,7 +80,12 @@ def test_the_adapter_path_uses_the_windows_context_beside_the_key_frame(with_ada
     frames = _frames(3)
     context, mask = _context()
     out = stage({"frames": frames, "context": context, "mask": mask})["description"]
-    expected = [clean_text(t) for t in adapter.generate(torch.from_numpy(context), torch.from_numpy(mask), images=list(frames), prompt=stage.full_prompt)]
+    expected = [
+        clean_text(t)
+        for t in adapter.generate(
+            torch.from_numpy(context), torch.from_numpy(mask), images=list(frames), prompt=stage.full_prompt
+        )
+    ]
     assert out == expected
     other, _ = _context(seed=7)
     assert stage({"frames": frames, "context": other, "mask": mask})["description"] != out
@@ -100,14 +113,19 @@ def test_summary_fits_the_models_context_and_falls_back_to_a_join(plain):
     long = [f"a long description of moment {i} " * 3 for i in range(60)]  # byte-level tokens: far past 512 positions
     out = plain.summarize({"times": times, "descriptions": long, "frames_analyzed": 200})
     assert isinstance(out["summary"], str) and out["vlm_seconds"] > 0
-    assert plain.summarize({"times": [], "descriptions": [], "frames_analyzed": 9})["summary"] == "No triggers detected in 9 sampled frames."
+    assert (
+        plain.summarize({"times": [], "descriptions": [], "frames_analyzed": 9})["summary"]
+        == "No triggers detected in 9 sampled frames."
+    )
     joined = dataclasses.replace(plain, summary="join")
     assert joined.summarize({"times": [1.0, 2.5], "descriptions": ["a", "b"]})["summary"] == "1.0 s: a | 2.5 s: b"
     assert joined_summary([1.0], ["x"], 3) == "1.0 s: x"
 
 
 def test_generated_text_loses_control_characters_but_keeps_lines():
-    assert clean_text(" a red\x00 car\x1b[31m enters\nthen \ufffdleaves\t ") == "a red car[31m enters\nthen \ufffdleaves"
+    assert (
+        clean_text(" a red\x00 car\x1b[31m enters\nthen \ufffdleaves\t ") == "a red car[31m enters\nthen \ufffdleaves"
+    )
 
 
 def test_prompts():
@@ -155,5 +173,8 @@ def test_gpu_adapter_path_uses_the_context_on_the_gpu(with_adapter):
     assert len(out) == 3 and all(isinstance(d, str) for d in out)
     other, _ = _context(seed=7)
     assert stage({"frames": frames, "context": other, "mask": mask})["description"] != out
-    one_by_one = [stage({"frames": frames[i : i + 1], "context": context[i : i + 1], "mask": mask[i : i + 1]})["description"][0] for i in range(3)]
+    one_by_one = [
+        stage({"frames": frames[i : i + 1], "context": context[i : i + 1], "mask": mask[i : i + 1]})["description"][0]
+        for i in range(3)
+    ]
     assert one_by_one == out

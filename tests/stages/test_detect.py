@@ -58,7 +58,9 @@ def test_splitting_a_batch_is_invisible(detr):
 
 def test_threshold_keeps_only_scores_at_or_above_it(detr):
     frames = _frames(2, 48, 64)
-    all_scores = [o["score"] for objects in _stage(detr, max_objects=100)({"frames": frames})["objects"] for o in objects]
+    all_scores = [
+        o["score"] for objects in _stage(detr, max_objects=100)({"frames": frames})["objects"] for o in objects
+    ]
     middle = float(np.median(all_scores))
     for objects in _stage(detr, threshold=middle, max_objects=100)({"frames": frames})["objects"]:
         _check(objects, 48, 64, middle, 100)

@@ -19,7 +19,9 @@ def test_encode_stage_maps_frames_to_float16_features_and_drops_pixels():
     assert out["features"].shape == (5, 1280) and out["features"].dtype == np.float16
     whole = EncodeStage(device="cpu", max_batch=64)
     whole.setup()
-    np.testing.assert_allclose(whole({"frames": _frames()})["features"], out["features"], atol=2e-3)  # splitting is invisible
+    np.testing.assert_allclose(
+        whole({"frames": _frames()})["features"], out["features"], atol=2e-3
+    )  # splitting is invisible
 
 
 def test_asking_for_cuda_without_a_gpu_says_so():

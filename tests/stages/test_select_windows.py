@@ -61,4 +61,6 @@ def test_peaks_on_one_plateau_are_one_event_and_a_real_dip_separates_two():
     dipped = plateau.copy()
     dipped[12] = 0.6  # dips by more than min_dip of the lower peak: two events
     assert SelectWindowsStage(threshold=0.5)({"timestamps": TS, "score": dipped})["trigger_index"].tolist() == [8, 16]
-    assert SelectWindowsStage(threshold=0.5, min_dip=0.0)({"timestamps": TS, "score": plateau})["trigger_index"].tolist() == [8, 16]
+    assert SelectWindowsStage(threshold=0.5, min_dip=0.0)({"timestamps": TS, "score": plateau})[
+        "trigger_index"
+    ].tolist() == [8, 16]

@@ -318,9 +318,7 @@ def dissolve_clip(rng: np.random.Generator, width: int, height: int, seconds: fl
     return Clip(width, height, shots)
 
 
-def object_clip(
-    rng: np.random.Generator, width: int, height: int, seconds: float, *, dim: bool = False
-) -> Clip:
+def object_clip(rng: np.random.Generator, width: int, height: int, seconds: float, *, dim: bool = False) -> Clip:
     """A still camera on a still scene; an object slides in, rests, and leaves.
 
     `dim` is the hard case: a dark, low-contrast scene with a small, dull object that stays to the end.
@@ -545,7 +543,15 @@ def make_red_object_archive(out_dir: Path, n_videos: int, seconds: float = 10.0,
             leave = min(end - 0.9, enter + float(rng.uniform(1.2, 1.6)))
             is_red = bool(rng.random() < 0.5)
             colour = RED if is_red else NOT_RED[int(rng.integers(0, 2))]
-            obj = random_object(rng, width, height, enter_s=enter, leave_s=leave, area=(0.05, 0.08), colour=colour * rng.uniform(0.9, 1.0))
+            obj = random_object(
+                rng,
+                width,
+                height,
+                enter_s=enter,
+                leave_s=leave,
+                area=(0.05, 0.08),
+                colour=colour * rng.uniform(0.9, 1.0),
+            )
             objects.append(obj)
             if is_red:
                 red.append(obj)
@@ -554,7 +560,15 @@ def make_red_object_archive(out_dir: Path, n_videos: int, seconds: float = 10.0,
         _write_clip(truth, out_dir, relative, clip, rng, seconds=seconds, fps=25)
         truth.events[relative] = [round(obj.enter_s + obj.slide_s / 2, 4) for obj in red]
         for obj in red:
-            lines.append({"video": relative, "start": round(obj.enter_s, 3), "end": round(obj.enter_s + obj.slide_s, 3), "label": "red_object", "description": "a red object comes into view"})
+            lines.append(
+                {
+                    "video": relative,
+                    "start": round(obj.enter_s, 3),
+                    "end": round(obj.enter_s + obj.slide_s, 3),
+                    "label": "red_object",
+                    "description": "a red object comes into view",
+                }
+            )
         if not red:
             lines.append({"video": relative})
     truth.write(out_dir)

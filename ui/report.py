@@ -24,7 +24,10 @@ REPORT = "report.html"
 
 
 # "0 failed" would otherwise read as "every video worked" when extract already set some aside.
-EXTRACT_NOTE = '<p class="muted">Videos that failed in <code>vtm extract</code> never reach describe: <code>vtm cache info CACHE</code> lists them and why.</p>'
+EXTRACT_NOTE = (
+    '<p class="muted">Videos that failed in <code>vtm extract</code> never reach describe: <code>vtm cache info '
+    "CACHE</code> lists them and why.</p>"
+)
 
 
 class ReportError(ValueError):
@@ -71,7 +74,11 @@ def render_report(out_dir: Path, manifest: dict) -> str:
     sections = "\n".join(_video_section(out_dir, vid, e, analyses[vid]) for vid, e in ok)
     # Counted over every described video on disk: a re-run's last_run covers only what it (re)described.
     read = [a for a in analyses.values() if a is not None]
-    totals = (sum(_int(a.get("num_frames_analyzed")) for a in read), sum(_int(a.get("num_triggers_detected")) for a in read)) if read else None
+    totals = (
+        (sum(_int(a.get("num_frames_analyzed")) for a in read), sum(_int(a.get("num_triggers_detected")) for a in read))
+        if read
+        else None
+    )
     body = [
         "<header>",
         f"<h1>vtm · {escape(out_dir.resolve().name)}</h1>",
@@ -81,7 +88,9 @@ def render_report(out_dir: Path, manifest: dict) -> str:
         sections,
         _failed_section(failed),
     ]
-    return PAGE.format(title=escape(f"vtm report · {out_dir.resolve().name}"), css=CSS, body="\n".join(b for b in body if b))
+    return PAGE.format(
+        title=escape(f"vtm report · {out_dir.resolve().name}"), css=CSS, body="\n".join(b for b in body if b)
+    )
 
 
 def _efficiency(n_ok: int, n_failed: int, last_run: dict, totals: tuple[int, int] | None) -> str:
@@ -93,7 +102,11 @@ def _efficiency(n_ok: int, n_failed: int, last_run: dict, totals: tuple[int, int
     if totals is not None:
         sampled, to_vlm = totals
         share = to_vlm / sampled if sampled else 0.0
-        stats += [("sampled frames", f"{sampled:,}"), ("frames to the VLM", f"{to_vlm:,}"), ("VLM share", f"{_percent(share)} %")]
+        stats += [
+            ("sampled frames", f"{sampled:,}"),
+            ("frames to the VLM", f"{to_vlm:,}"),
+            ("VLM share", f"{_percent(share)} %"),
+        ]
         lines.append(f"{_percent(share)} % of sampled frames went to the vision-language model")
     if last_run:
         stats.append(("VLM seconds (last run)", f"{_float(last_run.get('vlm_seconds')):.1f}"))
@@ -126,7 +139,7 @@ def _index(ok: list[tuple[str, dict]]) -> str:
         f'<span class="muted">({_int(e.get("triggers"))})</span></li>'
         for vid, e in ok
     )
-    return f'<nav><h2>Videos</h2><ul>{items}</ul></nav>'
+    return f"<nav><h2>Videos</h2><ul>{items}</ul></nav>"
 
 
 def _video_section(out_dir: Path, video_id: str, entry: dict, analysis: dict | None) -> str:
@@ -136,7 +149,9 @@ def _video_section(out_dir: Path, video_id: str, entry: dict, analysis: dict | N
         parts.append('<p class="muted">The analysis file is missing or unreadable.</p>')
         triggers, summary, frames_analyzed = [], "", None
     else:
-        triggers = sorted((t for t in analysis.get("triggers") or [] if isinstance(t, dict)), key=lambda t: _float(t.get("timestamp")))
+        triggers = sorted(
+            (t for t in analysis.get("triggers") or [] if isinstance(t, dict)), key=lambda t: _float(t.get("timestamp"))
+        )
         summary = str(analysis.get("video_summary") or "")
         frames_analyzed = analysis.get("num_frames_analyzed")
     n = len(triggers) if analysis is not None else _int(entry.get("triggers"))
@@ -149,13 +164,17 @@ def _video_section(out_dir: Path, video_id: str, entry: dict, analysis: dict | N
 
     timeline = _existing(out_dir, entry.get("timeline"))
     if timeline:
-        parts.append(f'<img class="timeline" src="{timeline}" alt="{escape(f"trigger score over time of {path}", quote=True)}">')
+        parts.append(
+            f'<img class="timeline" src="{timeline}" alt="{escape(f"trigger score over time of {path}", quote=True)}">'
+        )
     audio = _existing(out_dir, entry.get("audio"))
     if audio:
         parts.append(f'<audio controls preload="none" src="{audio}"></audio>')
 
     frames = entry.get("frames") if isinstance(entry.get("frames"), list) else []
-    cards = [_card(out_dir, k, t, frames[k - 1] if k - 1 < len(frames) else None) for k, t in enumerate(triggers, start=1)]
+    cards = [
+        _card(out_dir, k, t, frames[k - 1] if k - 1 < len(frames) else None) for k, t in enumerate(triggers, start=1)
+    ]
     if cards:
         parts.append(f'<div class="cards">{"".join(cards)}</div>')
     parts.append("</section>")
@@ -166,7 +185,9 @@ def _card(out_dir: Path, k: int, trigger: dict, frame: str | None) -> str:
     when = _float(trigger.get("timestamp"))
     confidence = _float(trigger.get("trigger_confidence"))
     src = _existing(out_dir, frame)
-    image = f'<img src="{src}" alt="trigger {k} at {when:.1f} s" loading="lazy">' if src else '<div class="noimg"></div>'
+    image = (
+        f'<img src="{src}" alt="trigger {k} at {when:.1f} s" loading="lazy">' if src else '<div class="noimg"></div>'
+    )
     tags = "".join(
         f'<span class="tag">{escape(str(o.get("label", "?")))} {_float(o.get("score")):.2f}</span>'
         for o in trigger.get("objects") or []
@@ -175,7 +196,7 @@ def _card(out_dir: Path, k: int, trigger: dict, frame: str | None) -> str:
     return (
         f'<article class="card">{image}<div class="body">'
         f'<div class="when">#{k} · {when:.1f} s · confidence {confidence:.2f}</div>'
-        f'<p>{escape(str(trigger.get("analysis") or ""))}</p>'
+        f"<p>{escape(str(trigger.get('analysis') or ''))}</p>"
         + (f'<div class="tags">{tags}</div>' if tags else "")
         + "</div></article>"
     )
@@ -185,7 +206,8 @@ def _failed_section(failed: list[tuple[str, dict]]) -> str:
     if not failed:
         return ""
     items = "".join(
-        f'<li><b>{escape(str(e.get("path", vid)))}</b><code>{escape(str(e.get("error") or "no reason recorded"))}</code></li>'
+        f"<li><b>{escape(str(e.get('path', vid)))}</b>"
+        f"<code>{escape(str(e.get('error') or 'no reason recorded'))}</code></li>"
         for vid, e in failed
     )
     return f'<section class="failed"><h2>Failed ({len(failed)})</h2><ul>{items}</ul></section>'

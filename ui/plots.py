@@ -75,13 +75,33 @@ def timeline_png(
         ax.plot(t, s, color=SCORE_COLOR, linewidth=1.3, label="trigger score")
         ax.fill_between(t, 0.0, s, color=SCORE_COLOR, alpha=0.12, linewidth=0)
     else:
-        ax.text(0.5, 0.72, "no frames", transform=ax.transAxes, ha="center", va="center", color=THRESHOLD_COLOR, fontsize=11)
+        ax.text(
+            0.5, 0.72, "no frames", transform=ax.transAxes, ha="center", va="center", color=THRESHOLD_COLOR, fontsize=11
+        )
     ax.axhline(threshold, color=THRESHOLD_COLOR, linestyle="--", linewidth=1.0, label=f"threshold {threshold:.2f}")
     for k, (x, y) in enumerate(zip(tt, ts), start=1):
         ax.axvline(x, color=TRIGGER_COLOR, linewidth=0.6, alpha=0.35, zorder=1)
-        ax.annotate(str(k), (x, y), xytext=(0, 5), textcoords="offset points", ha="center", va="bottom", fontsize=8, color=TRIGGER_COLOR)
+        ax.annotate(
+            str(k),
+            (x, y),
+            xytext=(0, 5),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color=TRIGGER_COLOR,
+        )
     if len(tt):
-        ax.scatter(tt, ts, s=26, color=TRIGGER_COLOR, edgecolors="white", linewidths=0.6, zorder=3, label=f"triggers ({len(tt)})")
+        ax.scatter(
+            tt,
+            ts,
+            s=26,
+            color=TRIGGER_COLOR,
+            edgecolors="white",
+            linewidths=0.6,
+            zorder=3,
+            label=f"triggers ({len(tt)})",
+        )
 
     ax.set_xlim(0.0, x_max)
     ax.set_ylim(-0.03, 1.12)  # a score of 0 stays visible above the axis; headroom for the numbers over triggers near 1

@@ -31,8 +31,8 @@ import gradio as gr  # noqa: E402
 from vtm.cache.atomic import write_json  # noqa: E402
 from vtm.pipeline.config import ConfigError  # noqa: E402
 from vtm.pipeline.discover import VIDEO_EXTENSIONS, discover_videos  # noqa: E402
-from vtm.pipeline.plots import format_mmss, timeline_png  # noqa: E402
-from vtm.pipeline.thumbnails import jpeg_bytes  # noqa: E402
+from vtm.ui.plots import format_mmss, timeline_png  # noqa: E402
+from vtm.ui.thumbnails import jpeg_bytes  # noqa: E402
 
 KEEP_ANALYSES = 20  # results kept on disk for download; older ones are deleted
 MAX_EXAMPLES = 24
@@ -104,7 +104,7 @@ def _meta_problem(meta: Path) -> str | None:
 
 
 def checkpoint_label(directory: Path, root: Path) -> str:
-    """"red/final · 24 training videos · epoch 10 · event F1 0.74": which run, and how well it did on held-out videos."""
+    """ "red/final · 24 training videos · epoch 10 · event F1 0.74": the run and its event F1 on held-out videos."""
     name = directory.relative_to(root).as_posix()
     try:
         meta = json.loads((directory / "meta.json").read_text())
@@ -125,7 +125,7 @@ def checkpoint_label(directory: Path, root: Path) -> str:
 
 
 def trained_on(directory: Path) -> str:
-    """"efficientnet_lite0 features at 3 fps, describes with tiny-llava" from the checkpoint's meta.json."""
+    """ "efficientnet_lite0 features at 3 fps, describes with tiny-llava" from the checkpoint's meta.json."""
     try:
         meta = json.loads((Path(directory) / "meta.json").read_text())
     except (OSError, ValueError):
@@ -134,7 +134,11 @@ def trained_on(directory: Path) -> str:
     if not isinstance(features, dict):
         return ""
     fps = features.get("sample_fps")
-    text = f"{features.get('encoder', '?')} features at {fps:g} fps" if isinstance(fps, (int, float)) else f"{features.get('encoder', '?')} features"
+    text = (
+        f"{features.get('encoder', '?')} features at {fps:g} fps"
+        if isinstance(fps, (int, float))
+        else f"{features.get('encoder', '?')} features"
+    )
     return text + (f", describes with {Path(str(meta['llm'])).name}" if meta.get("llm") else "")
 
 
@@ -180,7 +184,10 @@ class Analyser:
     def model(self, checkpoint: str | None, progress=None):
         """The VideoTriggerModel of `checkpoint`, loading it (and dropping the last one) if needed."""
         if not checkpoint:
-            raise PageError(f"No checkpoint chosen. Train one with `vtm train-from-cache` (checkpoints are looked for under {self.settings.checkpoints_dir}), then pick it above.")
+            raise PageError(
+                "No checkpoint chosen. Train one with `vtm train-from-cache` (checkpoints are looked for under "
+                f"{self.settings.checkpoints_dir}), then pick it above."
+            )
         if self._loaded and self._loaded[0] == checkpoint:
             return self._loaded[1]
         from vtm.models.llava_adapter import LanguageModelLoadError
@@ -194,8 +201,21 @@ class Analyser:
         self._loaded = None  # let the old model go before the new one takes memory
         s = self.settings
         try:
-            model = VideoTriggerModel.from_checkpoint(Path(checkpoint), llm=s.model, device=s.device, detector=s.detector, detector_threshold=s.detector_threshold)
-        except (CheckpointError, LanguageModelLoadError, EncoderLoadError, ObjectDetectorLoadError, ConfigError, OSError) as e:
+            model = VideoTriggerModel.from_checkpoint(
+                Path(checkpoint),
+                llm=s.model,
+                device=s.device,
+                detector=s.detector,
+                detector_threshold=s.detector_threshold,
+            )
+        except (
+            CheckpointError,
+            LanguageModelLoadError,
+            EncoderLoadError,
+            ObjectDetectorLoadError,
+            ConfigError,
+            OSError,
+        ) as e:
             raise PageError(f"Could not load {checkpoint}: {e}") from None
         self._loaded = (checkpoint, model)
         return model
@@ -224,17 +244,29 @@ class Analyser:
         how = "ready" if was_loaded else f"loaded in {time.perf_counter() - started:.1f} s"
         warnings = "".join(f"\n\n**Warning:** checkpoint {line}" for line in model.report.lines())
         return (
-            f"**Ready:** {Path(checkpoint).parent.name}/{Path(checkpoint).name} {how} on `{model.encoder.device}` · trained on {trained_on(checkpoint)} · "
-            f"describer {Path(describer.model).name}{' + trained adapter' if describer.adapter else ''}{detector}{warnings}"
+            f"**Ready:** {Path(checkpoint).parent.name}/{Path(checkpoint).name} {how} on `{model.encoder.device}` · "
+            f"trained on {trained_on(checkpoint)} · "
+            f"describer {Path(describer.model).name}{' + trained adapter' if describer.adapter else ''}"
+            f"{detector}{warnings}"
         )
 
-    def analyse(self, checkpoint: str | None, video: str | None, threshold: float, max_moments: int, progress=gr.Progress()):
+    def analyse(
+        self, checkpoint: str | None, video: str | None, threshold: float, max_moments: int, progress=gr.Progress()
+    ):
         """The page's outputs for one video; a problem the person can act on comes back as the headline."""
         try:
             return self._analyse(checkpoint, video, threshold, max_moments, progress)
         except PageError as e:
             gr.Warning(str(e))  # the toast catches the eye; the headline keeps the message
-            return f"**Could not analyse.** {e}", None, gr.Gallery(value=[], visible=False), gr.Dataframe(value=None, visible=False), "", None, None
+            return (
+                f"**Could not analyse.** {e}",
+                None,
+                gr.Gallery(value=[], visible=False),
+                gr.Dataframe(value=None, visible=False),
+                "",
+                None,
+                None,
+            )
 
     def _analyse(self, checkpoint: str | None, video: str | None, threshold: float, max_moments: int, progress):
         from vtm.stages.decode import DecodeError, probe
@@ -245,35 +277,51 @@ class Analyser:
         try:
             plan = probe(path, 1.0)
         except DecodeError as e:
-            raise PageError(f"“{path.name}” could not be read as a video: {e}. Upload a video file (MP4, MOV, MKV, AVI, WebM…).") from None
+            raise PageError(
+                f"“{path.name}” could not be read as a video: {e}. Upload a video file (MP4, MOV, MKV, AVI, WebM…)."
+            ) from None
         if plan.duration_s > self.settings.max_seconds:
             raise PageError(
-                f"“{path.name}” is {format_mmss(plan.duration_s)} long; this page analyses videos up to {format_mmss(self.settings.max_seconds)}. "
+                f"“{path.name}” is {format_mmss(plan.duration_s)} long; this page analyses videos up to "
+                f"{format_mmss(self.settings.max_seconds)}. "
                 "For longer footage use `vtm extract` and `vtm describe`, which work through whole archives."
             )
         with self._lock:
             model = self.model(checkpoint, progress)
             started = time.perf_counter()
             try:
-                analysis = model.analyze(path, float(threshold), int(max_moments), progress=lambda f, message: progress(f, desc=message))
+                analysis = model.analyze(
+                    path, float(threshold), int(max_moments), progress=lambda f, message: progress(f, desc=message)
+                )
             except DecodeError as e:
                 raise PageError(f"“{path.name}” could not be decoded: {e}") from None
         progress(0.97, desc="drawing the timeline and speaking the summary")
         return self._outputs(path, analysis, time.perf_counter() - started)
 
     def _outputs(self, video: Path, analysis, seconds: float):
-        from vtm.pipeline.speech import SpeechError, speak_to_wav
+        from vtm.ui.speech import SpeechError, speak_to_wav
 
         result = analysis.result
         out = self.work_dir / uuid.uuid4().hex[:12]
         (out / "frames").mkdir(parents=True)
         self._prune()
-        result = {**result, "video_path": video.name}  # the upload's temporary path means nothing to whoever downloads this
+        result = {
+            **result,
+            "video_path": video.name,
+        }  # the upload's temporary path means nothing to whoever downloads this
         json_path = out / f"{video.stem}.vtm.json"
         write_json(json_path, result)
         triggers = result["triggers"]
         timeline = out / "timeline.png"
-        timeline_png(timeline, analysis.timestamps, analysis.scores, analysis.threshold, [t["timestamp"] for t in triggers], [t["trigger_confidence"] for t in triggers], title=video.name)
+        timeline_png(
+            timeline,
+            analysis.timestamps,
+            analysis.scores,
+            analysis.threshold,
+            [t["timestamp"] for t in triggers],
+            [t["trigger_confidence"] for t in triggers],
+            title=video.name,
+        )
         gallery = []
         for k, (trigger, picture) in enumerate(zip(triggers, analysis.pictures), start=1):
             frame = out / "frames" / f"{k:02d}.jpg"
@@ -288,27 +336,45 @@ class Analyser:
         duration = float(analysis.timestamps[-1]) if len(analysis.timestamps) else 0.0
         if k:
             headline = (
-                f"**{k} moment{'s' if k != 1 else ''}** found in {format_mmss(duration)} of video · {n} frames scored · "
+                f"**{k} moment{'s' if k != 1 else ''}** found in {format_mmss(duration)} of video · {n} frames "
+                "scored · "
                 f"{k} sent to the describer ({k / max(n, 1):.1%}) · {seconds:.1f} s"
             )
         else:
             headline = (
-                f"**No moments** in {format_mmss(duration)} of video ({n} frames scored): nothing reached the threshold "
+                f"**No moments** in {format_mmss(duration)} of video ({n} frames scored): nothing reached the "
+                "threshold "
                 f"({analysis.threshold:.2f}). Lower it to see weaker moments."
             )
         if analysis.warning:
             headline += f"\n\n**Part of this video could not be read:** {analysis.warning}."
-        table = [[i, clock(t["timestamp"]), f"{t['trigger_confidence']:.2f}", t["analysis"], objects_text(t.get("objects") or [])] for i, t in enumerate(triggers, start=1)]
+        table = [
+            [
+                i,
+                clock(t["timestamp"]),
+                f"{t['trigger_confidence']:.2f}",
+                t["analysis"],
+                objects_text(t.get("objects") or []),
+            ]
+            for i, t in enumerate(triggers, start=1)
+        ]
         # With no moments the gallery and table would be empty boxes: hide them; the headline says why.
         return (
-            headline, str(timeline), gr.Gallery(value=gallery, visible=bool(k)), gr.Dataframe(value=table, visible=bool(k)),
-            result["video_summary"], audio, str(json_path),
+            headline,
+            str(timeline),
+            gr.Gallery(value=gallery, visible=bool(k)),
+            gr.Dataframe(value=table, visible=bool(k)),
+            result["video_summary"],
+            audio,
+            str(json_path),
         )
 
     def _prune(self) -> None:
         """Keep the files of the last KEEP_ANALYSES analyses: a page left running for weeks must not fill the disk."""
         ours = re.compile(r"^[0-9a-f]{12}$")  # the names _outputs gives: nothing else in work_dir is touched
-        runs = sorted((d for d in self.work_dir.iterdir() if d.is_dir() and ours.match(d.name)), key=lambda d: d.stat().st_mtime)
+        runs = sorted(
+            (d for d in self.work_dir.iterdir() if d.is_dir() and ours.match(d.name)), key=lambda d: d.stat().st_mtime
+        )
         for old in runs[:-KEEP_ANALYSES]:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -320,12 +386,12 @@ def clock(seconds: float) -> str:
 
 
 def moment_caption(k: int, trigger: dict) -> str:
-    """"#2 · 0:12.4 · 0.87": short enough to read under a thumbnail; the table beside it has the description."""
+    """ "#2 · 0:12.4 · 0.87": short enough to read under a thumbnail; the table beside it has the description."""
     return f"#{k} · {clock(trigger['timestamp'])} · {trigger['trigger_confidence']:.2f}"
 
 
 def objects_text(objects: list[dict]) -> str:
-    """"person 0.96 ×2, car 0.81": each label once, with its best score and how many were found."""
+    """ "person 0.96 ×2, car 0.81": each label once, with its best score and how many were found."""
     best: dict[str, tuple[float, int]] = {}
     for o in objects:
         score, n = best.get(o["label"], (0.0, 0))
@@ -349,43 +415,95 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 checkpoint = gr.Dropdown(
-                    label="Checkpoint", info=f"trained models under {settings.checkpoints_dir}: run · training videos · epoch · event F1 on held-out videos",
-                    elem_id="checkpoint", interactive=True,
+                    label="Checkpoint",
+                    info=f"trained models under {settings.checkpoints_dir}: run · training videos · epoch · "
+                    "event F1 on held-out videos",
+                    elem_id="checkpoint",
+                    interactive=True,
                 )
                 status = gr.Markdown("Looking for checkpoints…", elem_id="model-status")
                 # A file box rather than a player: archives hold formats browsers cannot play (AVI, TS, most MKV),
                 # and a player would flag those as errors although vtm reads them.
-                video = gr.File(label="Video", file_types=list(VIDEO_EXTENSIONS), file_count="single", type="filepath", elem_id="video")
+                video = gr.File(
+                    label="Video",
+                    file_types=list(VIDEO_EXTENSIONS),
+                    file_count="single",
+                    type="filepath",
+                    elem_id="video",
+                )
                 examples = example_videos(settings.videos_dir) if settings.videos_dir else []
                 if examples:
                     gr.Examples(
-                        [[str(v.path)] for v in examples], inputs=[video], label=f"or pick one from {settings.videos_dir}",
-                        example_labels=[v.relpath for v in examples], examples_per_page=MAX_EXAMPLES,
+                        [[str(v.path)] for v in examples],
+                        inputs=[video],
+                        label=f"or pick one from {settings.videos_dir}",
+                        example_labels=[v.relpath for v in examples],
+                        examples_per_page=MAX_EXAMPLES,
                     )
-                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Trigger threshold", info="a moment's score must reach this (set to the checkpoint's calibrated one)", elem_id="threshold")
-                max_moments = gr.Slider(1, 50, value=10, step=1, label="Most moments to describe", info="the strongest are kept")
+                threshold = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=0.5,
+                    step=0.01,
+                    label="Trigger threshold",
+                    info="a moment's score must reach this (set to the checkpoint's calibrated one)",
+                    elem_id="threshold",
+                )
+                max_moments = gr.Slider(
+                    1, 50, value=10, step=1, label="Most moments to describe", info="the strongest are kept"
+                )
                 analyse = gr.Button("Analyse", variant="primary", elem_id="analyse")
             with gr.Column(scale=3, min_width=420):
                 headline = gr.Markdown("Results appear here.", elem_id="headline", elem_classes="vtm-headline")
                 # No label or corner buttons on the plot: they would sit on its title and legend.
-                timeline = gr.Image(label="Trigger score over time", show_label=False, buttons=[], type="filepath", interactive=False, elem_id="timeline")
-                gallery = gr.Gallery(label="Triggered moments", columns=3, object_fit="contain", buttons=["download", "fullscreen"], elem_id="moments")
+                timeline = gr.Image(
+                    label="Trigger score over time",
+                    show_label=False,
+                    buttons=[],
+                    type="filepath",
+                    interactive=False,
+                    elem_id="timeline",
+                )
+                gallery = gr.Gallery(
+                    label="Triggered moments",
+                    columns=3,
+                    object_fit="contain",
+                    buttons=["download", "fullscreen"],
+                    elem_id="moments",
+                )
                 moments = gr.Dataframe(
-                    headers=["#", "time", "confidence", "description", "objects"], datatype=["number", "str", "str", "str", "str"],
-                    label="Moments", interactive=False, wrap=True, elem_id="moments-table", column_widths=["5%", "11%", "14%", "45%", "25%"],
+                    headers=["#", "time", "confidence", "description", "objects"],
+                    datatype=["number", "str", "str", "str", "str"],
+                    label="Moments",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="moments-table",
+                    column_widths=["5%", "11%", "14%", "45%", "25%"],
                 )
                 summary = gr.Textbox(label="Video summary", lines=3, interactive=False, elem_id="summary")
-                audio = gr.Audio(label="Spoken summary", type="filepath", interactive=False, buttons=["download"], elem_id="spoken-summary")
+                audio = gr.Audio(
+                    label="Spoken summary",
+                    type="filepath",
+                    interactive=False,
+                    buttons=["download"],
+                    elem_id="spoken-summary",
+                )
                 download = gr.File(label="Analysis (JSON)", interactive=False, elem_id="analysis-json")
 
         def refresh():
             choices = find_checkpoints(settings.checkpoints_dir)
             return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
-        app.load(refresh, outputs=checkpoint).then(threshold_slider, inputs=checkpoint, outputs=threshold).then(analyser.load_status, inputs=checkpoint, outputs=status)
-        checkpoint.input(threshold_slider, inputs=checkpoint, outputs=threshold).then(analyser.load_status, inputs=checkpoint, outputs=status)
+        app.load(refresh, outputs=checkpoint).then(threshold_slider, inputs=checkpoint, outputs=threshold).then(
+            analyser.load_status, inputs=checkpoint, outputs=status
+        )
+        checkpoint.input(threshold_slider, inputs=checkpoint, outputs=threshold).then(
+            analyser.load_status, inputs=checkpoint, outputs=status
+        )
         analyse.click(
-            analyser.analyse, inputs=[checkpoint, video, threshold, max_moments], outputs=[headline, timeline, gallery, moments, summary, audio, download],
+            analyser.analyse,
+            inputs=[checkpoint, video, threshold, max_moments],
+            outputs=[headline, timeline, gallery, moments, summary, audio, download],
             concurrency_id="model",
         )
     return app, analyser
@@ -394,10 +512,19 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
 def launch(settings: UiSettings, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
     """Serve the page; with block=False return once it listens (tests, notebooks)."""
     app, analyser = build_app(settings)
-    theme = gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+    theme = gr.themes.Soft(
+        primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )  # no web fonts: works offline
     app.queue(default_concurrency_limit=1).launch(
-        server_name=host, server_port=port, max_file_size=f"{settings.max_upload_mb}mb", allowed_paths=[str(analyser.work_dir)],
-        theme=theme, css=CSS, prevent_thread_lock=True, show_error=False, quiet=True,  # quiet: Gradio's hints are about sharing links
+        server_name=host,
+        server_port=port,
+        max_file_size=f"{settings.max_upload_mb}mb",
+        allowed_paths=[str(analyser.work_dir)],
+        theme=theme,
+        css=CSS,
+        prevent_thread_lock=True,
+        show_error=False,
+        quiet=True,  # quiet: Gradio's hints are about sharing links
     )
     if block:
         print(f"vtm ui: open {app.local_url} in a browser (Ctrl-C stops it)", flush=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vtm.pipeline.plots import format_mmss, timeline_png
+from vtm.ui.plots import format_mmss, timeline_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

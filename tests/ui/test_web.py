@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 from vtm.models.tiny import TINY_DETR_LABELS, make_tiny_detr
-from vtm.pipeline.ui import Analyser, UiSettings, checkpoint_label, example_videos, find_checkpoints, launch, moment_caption, objects_text, trained_on
+from vtm.ui.web import (
+    Analyser,
+    UiSettings,
+    checkpoint_label,
+    example_videos,
+    find_checkpoints,
+    launch,
+    moment_caption,
+    objects_text,
+    trained_on,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -29,7 +39,12 @@ def tiny_detr(tmp_path_factory) -> str:
 def settings(adapter_checkpoint, tiny_detr, tmp_path_factory) -> UiSettings:
     # threshold 0: a random DETR's scores are low, and the page should show boxes.
     return UiSettings(
-        checkpoints_dir=adapter_checkpoint.parents[1], detector=tiny_detr, detector_threshold=0.0, device="cpu", max_upload_mb=2, work_dir=tmp_path_factory.mktemp("ui"),
+        checkpoints_dir=adapter_checkpoint.parents[1],
+        detector=tiny_detr,
+        detector_threshold=0.0,
+        device="cpu",
+        max_upload_mb=2,
+        work_dir=tmp_path_factory.mktemp("ui"),
     )
 
 
@@ -51,8 +66,15 @@ def browser():
         pytest.fail("the web UI tests need Chromium: `make browser` (or `apt-get install -y chromium`) installs it")
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-extensions"],
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-extensions",
+            ],
         )
         yield browser
         browser.close()
@@ -86,7 +108,9 @@ def test_analysing_an_uploaded_video_shows_every_result(page, red_cache):
     threshold.fill("0.05")
     threshold.press("Enter")
     page.locator("#analyse").click()
-    page.locator(".progress-level, .progress-bar, .progress-text").first.wait_for(state="attached", timeout=20_000)  # it shows it is working
+    page.locator(".progress-level, .progress-bar, .progress-text").first.wait_for(
+        state="attached", timeout=20_000
+    )  # it shows it is working
 
     gallery = page.locator("#moments img")
     gallery.first.wait_for(timeout=ANALYSIS_TIMEOUT_MS)
@@ -94,7 +118,9 @@ def test_analysing_an_uploaded_video_shows_every_result(page, red_cache):
     assert page.locator("#timeline img").get_attribute("src")
     summary = page.locator("#summary textarea").input_value()
     assert summary.strip()
-    page.locator("#spoken-summary audio, #spoken-summary [data-testid='waveform-Spoken summary']").first.wait_for(state="attached", timeout=30_000)
+    page.locator("#spoken-summary audio, #spoken-summary [data-testid='waveform-Spoken summary']").first.wait_for(
+        state="attached", timeout=30_000
+    )
 
     link = page.locator("#analysis-json a").first
     with page.expect_download() as download:
@@ -157,28 +183,36 @@ def test_checkpoints_are_found_and_labelled_with_what_they_were_trained_on(adapt
     assert "unreadable" in checkpoint_label(broken, tmp_path / "runs")
 
 
-def test_the_page_says_what_to_do_without_a_checkpoint_or_with_a_too_long_video(red_cache, adapter_checkpoint, tmp_path):
+def test_the_page_says_what_to_do_without_a_checkpoint_or_with_a_too_long_video(
+    red_cache, adapter_checkpoint, tmp_path
+):
     videos, _ = red_cache
     video = str(sorted(videos.rglob("*.mp4"))[0])
     empty = Analyser(UiSettings(checkpoints_dir=tmp_path / "runs", work_dir=tmp_path / "ui"))
     assert "train one with `vtm train-from-cache`" in empty.load_status(None)
     assert "No checkpoint chosen" in empty.analyse(None, video, 0.5, 5)[0]
-    short = Analyser(UiSettings(checkpoints_dir=adapter_checkpoint.parents[1], max_seconds=5.0, work_dir=tmp_path / "ui"))
+    short = Analyser(
+        UiSettings(checkpoints_dir=adapter_checkpoint.parents[1], max_seconds=5.0, work_dir=tmp_path / "ui")
+    )
     headline, timeline, gallery, *_ = short.analyse(str(adapter_checkpoint), video, 0.5, 5)
     assert headline.startswith("**Could not analyse.**") and "up to 0:05" in headline and "vtm extract" in headline
     assert timeline is None and gallery.visible is False
     assert "No video yet" in short.analyse(str(adapter_checkpoint), None, 0.5, 5)[0]
     assert "Not loaded" in short.load_status(str(tmp_path / "no-such-checkpoint"))
 
-    nothing = Analyser(UiSettings(checkpoints_dir=adapter_checkpoint.parents[1], device="cpu", work_dir=tmp_path / "ui"))
-    headline, timeline, gallery, table, summary, audio, download = nothing.analyse(str(adapter_checkpoint), video, 1.0, 5)
+    nothing = Analyser(
+        UiSettings(checkpoints_dir=adapter_checkpoint.parents[1], device="cpu", work_dir=tmp_path / "ui")
+    )
+    headline, timeline, gallery, table, summary, audio, download = nothing.analyse(
+        str(adapter_checkpoint), video, 1.0, 5
+    )
     assert headline.startswith("**No moments**") and "Lower it" in headline
     assert gallery.visible is False and table.visible is False  # no empty boxes
     assert Path(timeline).is_file() and Path(download).is_file() and summary.startswith("No triggers detected")
 
 
 def test_examples_are_the_readable_videos_only(tmp_path):
-    from vtm.pipeline.sample_data import make_sample_dataset
+    from vtm.data.sample_archive import make_sample_dataset
 
     root = make_sample_dataset(tmp_path / "videos")
     examples = example_videos(root)
@@ -188,7 +222,7 @@ def test_examples_are_the_readable_videos_only(tmp_path):
 
 
 def test_only_the_last_analyses_are_kept_on_disk(tmp_path, monkeypatch):
-    import vtm.pipeline.ui as ui
+    import vtm.ui.web as ui
 
     monkeypatch.setattr(ui, "KEEP_ANALYSES", 3)
     analyser = Analyser(UiSettings(work_dir=tmp_path))
@@ -202,7 +236,12 @@ def test_only_the_last_analyses_are_kept_on_disk(tmp_path, monkeypatch):
 
 
 def test_captions_and_object_lists_are_short():
-    trigger = {"timestamp": 72.4, "trigger_confidence": 0.8712, "analysis": "a red car enters", "objects": [{"label": "car", "score": 0.93, "box": [0, 0, 1, 1]}]}
+    trigger = {
+        "timestamp": 72.4,
+        "trigger_confidence": 0.8712,
+        "analysis": "a red car enters",
+        "objects": [{"label": "car", "score": 0.93, "box": [0, 0, 1, 1]}],
+    }
     assert moment_caption(2, trigger) == "#2 · 1:12.4 · 0.87"
     many = [{"label": "dog", "score": 0.5}, {"label": "person", "score": 0.9}, {"label": "dog", "score": 0.7}]
     assert objects_text(many) == "person 0.90, dog 0.70 ×2"

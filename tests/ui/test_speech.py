@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vtm.pipeline.speech import SpeechError, _open_engine, speak_to_wav, synthesize, write_wav
+from vtm.ui.speech import SpeechError, _open_engine, speak_to_wav, synthesize, write_wav
 
 SENTENCE = "A red car enters the frame at 12 seconds."
 

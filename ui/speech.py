@@ -70,9 +70,7 @@ class _Engine:
         data = text.encode("utf-8") + b"\0"
         self.chunks = []
         try:
-            status = self.lib.espeak_Synth(
-                data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
-            )
+            status = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
             self.lib.espeak_Synchronize()
             if status != _EE_OK:
                 raise SpeechError(f"espeak_Synth failed with status {status}")
@@ -97,7 +95,14 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.espeak_SetParameter.argtypes = [c_int, c_int, c_int]
     lib.espeak_SetParameter.restype = c_int
     lib.espeak_Synth.argtypes = [
-        c_void_p, ctypes.c_size_t, c_uint, c_int, c_uint, c_uint, ctypes.POINTER(c_uint), c_void_p
+        c_void_p,
+        ctypes.c_size_t,
+        c_uint,
+        c_int,
+        c_uint,
+        c_uint,
+        ctypes.POINTER(c_uint),
+        c_void_p,
     ]
     lib.espeak_Synth.restype = c_int
     lib.espeak_Synchronize.argtypes = []
