@@ -234,5 +234,5 @@ class Executor:
             return
         if isinstance(what, list):
             pool.batching.done(calls, result)  # in the batch's order; the job skips items failed meanwhile
-        else:
+        elif what.then is not None:
             what.then(result)
