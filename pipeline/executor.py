@@ -7,12 +7,14 @@ the job's callbacks, records a failure once per item with its reason (the item's
 and goes on, flushes the job's manifest every few seconds and keeps the progress bar. Retries are Ray's,
 set in `ray_runner`: a task whose worker dies is retried, a killed actor restarts and its calls are retried.
 
-Why our own and not Ray Data (measured by `bench/bench_executor.py` on the 2-core machine): Ray Data runs
-the same two-step pipeline (CPU task, then an actor pool) over 200 small items about 2-3x slower than this
-loop, adds about a second of import to every run (the no-op re-run included), and its model of a dataset
-of rows does not fit what the jobs need: a video is many segments whose results join back into one write,
-one item's failure is data (Ray Data stops the dataset, or with `max_errored_blocks` drops rows without a
-reason), and describe's summary call goes to the same actors as the windows that precede it.
+Why our own and not Ray Data (`bench/bench_executor.py`, 2-core machine under other load): on the shape of
+extract (CPU tasks making 0.6 MB segments, one actor consuming them, 100 items) Ray Data is no faster
+(4.98 s against this loop's 5.08 s, best of 2), `import ray.data` adds 1.2-2.3 s to every process that
+imports Ray (the no-op re-run included), and its dataset of rows does not fit what the jobs need: a video
+is many segments whose results join back into one write, one item's failure is data (Ray Data stops the
+dataset, or with `max_errored_blocks` drops rows without a reason), and describe's summary call goes to
+the same actors as the windows before it. Ray Data also needed care not to deadlock on 2 CPUs beside a
+model actor holding one.
 """
 
 from __future__ import annotations
