@@ -484,7 +484,8 @@ def _video_fingerprint(describer_digest: str, cache: FeatureCache, config: Confi
 
 
 class _Description:
-    """The streaming loop: scores and decodes a bounded number of videos ahead of the describe actors."""
+    """What describe does with each video and result; `Executor` schedules: it scores and decodes a bounded
+    number of videos ahead of the describe actors."""
 
     def __init__(
         self,
@@ -500,13 +501,7 @@ class _Description:
     ):
         dc = config.describe
         self.cache, self.config, self.trigger_model, self.stage = cache, config, trigger_model, stage
-        self.actors, self.out_dir, self.manifest, self.summary, self.progress = (
-            actors,
-            out_dir,
-            manifest,
-            summary,
-            progress,
-        )
+        self.out_dir, self.manifest, self.summary, self.progress = out_dir, manifest, summary, progress
         select = config.triggers
         if dc.max_windows_per_video is not None:
             cap = (
