@@ -25,8 +25,8 @@ import hashlib
 import json
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import torch
-from tqdm import tqdm
 
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
@@ -48,8 +47,8 @@ from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline.checkpoint import LLM_DIR, CheckpointError, adapter_llm_source, load_trigger_model, read_json
 from vtm.pipeline.config import Config, ConfigError, DescribeConfig, dump_config
 from vtm.pipeline.discover import content_digest
-from vtm.pipeline.extract import failure_reason
-from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
+from vtm.pipeline.executor import ActorPool, Batching, Call, Executor, TaskPool
+from vtm.pipeline.ray_runner import cluster_gpus, get_plain, init_ray, stage_actors, stage_task
 from vtm.pipeline.rescore import ensure_change_scores
 from vtm.stages.base import Resources
 from vtm.stages.decode import DecodeStage
@@ -65,7 +64,6 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "describe_manifest.json"
 DESCRIPTIONS_FILE = "descriptions.parquet"
 CONFIG_FILE = "describe_config.yaml"
-MANIFEST_FLUSH_S = 5.0
 KEY_FRAMES_PER_DECODE = 32  # key frames per decode task (bounds a task's memory in --dense)
 
 DESCRIPTIONS_SCHEMA = pa.schema(
@@ -262,7 +260,6 @@ class _Video:
     descriptions: dict = field(default_factory=dict)  # window number -> text
     objects: dict = field(default_factory=dict)  # window number -> objects found (key-frame pixels)
     pictures: dict = field(default_factory=dict)  # window number -> the key frame at display size, for its thumbnail
-    failed: bool = False
 
     @property
     def n_windows(self) -> int:
@@ -351,13 +348,7 @@ def _describe(
             stage, device="cuda" if use_gpu else "cpu", resources=Resources(cpus=1, gpus=1 if use_gpu else 0)
         )
         actors = stage_actors(stage, dc.num_describers or (cluster_gpus() if use_gpu else 1))
-        try:
-            info = ray.get(actors[0].invoke.remote("model_info"))  # a model that cannot load fails here, once
-        except Exception as e:
-            cause = getattr(e, "cause", None) or e
-            if isinstance(cause, LanguageModelLoadError):  # without Ray's traceback around the message
-                raise LanguageModelLoadError(str(cause)) from None
-            raise
+        info = get_plain(actors[0].invoke.remote("model_info"), LanguageModelLoadError)  # fails here, once
         log.info("describing with %s", info)
         _Description(cache, config, describer.trigger_model, stage, actors, out_dir, manifest, summary, progress).run(
             todo
@@ -493,7 +484,8 @@ def _video_fingerprint(describer_digest: str, cache: FeatureCache, config: Confi
 
 
 class _Description:
-    """The streaming loop: scores and decodes a bounded number of videos ahead of the describe actors."""
+    """What describe does with each video and result; `Executor` schedules: it scores and decodes a bounded
+    number of videos ahead of the describe actors."""
 
     def __init__(
         self,
@@ -509,13 +501,7 @@ class _Description:
     ):
         dc = config.describe
         self.cache, self.config, self.trigger_model, self.stage = cache, config, trigger_model, stage
-        self.actors, self.out_dir, self.manifest, self.summary, self.progress = (
-            actors,
-            out_dir,
-            manifest,
-            summary,
-            progress,
-        )
+        self.out_dir, self.manifest, self.summary, self.progress = out_dir, manifest, summary, progress
         select = config.triggers
         if dc.max_windows_per_video is not None:
             cap = (
@@ -525,128 +511,87 @@ class _Description:
             )
             select = dataclasses.replace(select, max_triggers=cap)
         self.select = dataclasses.replace(select)
-        self.decode = stage_task(DecodeStage(image_size=dc.image_size))
         self.key_frame_size = dc.image_size  # key frames are this square: objects' boxes map back from it
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.max_decodes = 2 * cpus
-        self.batch_size = dc.batch_size
-        self.per_actor_queue = 2
-        self.max_pending = 4 * self.batch_size * len(actors)  # windows decoded and waiting for an actor
+        # Batches mix windows of several videos; a video's summary goes ahead of the windows still queued.
+        self.describers = ActorPool(actors, per_actor=2, batching=Batching(dc.batch_size, self._batch, self._described))
+        self.max_pending = 4 * dc.batch_size * len(actors)  # windows decoded and waiting for an actor
+        self.decode = TaskPool(stage_task(DecodeStage(image_size=dc.image_size)), self.max_decodes)
 
     def run(self, todo: list[_Video]) -> None:
-        waiting = deque(todo)
-        decodes: dict = {}  # ref -> (video, window numbers)
-        pending: deque = deque()  # (video, window number, frame) decoded, waiting for an actor
-        calls: dict = {}  # ref -> (actor number, [(video, window number)]) or (actor number, video) for a summary
-        summaries: deque = deque()  # videos whose windows are all described
-        load = [0] * len(self.actors)
-        bar = tqdm(total=len(todo), unit="video", disable=not self.progress, dynamic_ncols=True, desc="describe")
-        last_flush = time.perf_counter()
-        try:
-            while waiting or decodes or pending or calls or summaries:
-                while waiting and len(decodes) < self.max_decodes and len(pending) < self.max_pending:
-                    v = waiting.popleft()
-                    if self._prepare(v, bar):
-                        for lo in range(0, v.n_windows, KEY_FRAMES_PER_DECODE):
-                            ks = list(range(lo, min(lo + KEY_FRAMES_PER_DECODE, v.n_windows)))
-                            batch = {
-                                "path": str(v.source),
-                                "frame_index": v.frame_index[ks],
-                                "rotation": v.row["rotation"] or 0,
-                                "decoder": v.row["decoder"] or "decord",
-                            }
-                            decodes[self.decode(batch)] = (v, ks)
-                    elif not v.failed:
-                        summaries.append(v)  # no windows: nothing to decode or describe
-                no_more_frames = not waiting and not decodes
-                while min(load) < self.per_actor_queue and (summaries or pending):
-                    k = int(np.argmin(load))
-                    if summaries:
-                        v = summaries.popleft()
-                        if v.failed:
-                            continue
-                        if self.stage.summary == "join" or not v.descriptions:
-                            self._finish(
-                                v,
-                                joined_summary(
-                                    list(v.times), [v.descriptions[i] for i in range(v.n_windows)], v.frames_analyzed
-                                ),
-                                bar,
-                            )
-                            continue
-                        request = {
-                            "times": [float(t) for t in v.times],
-                            "descriptions": [v.descriptions[i] for i in range(v.n_windows)],
-                            "frames_analyzed": v.frames_analyzed,
-                        }
-                        calls[self.actors[k].invoke.remote("summarize", request)] = (k, v)
-                        load[k] += 1
-                        continue
-                    # A full batch, or whatever is ready when an actor would otherwise idle or no more frames come.
-                    if len(pending) < self.batch_size and load[k] > 0 and not no_more_frames:
-                        break
-                    items = []
-                    while pending and len(items) < self.batch_size:
-                        item = pending.popleft()
-                        if not item[0].failed:
-                            items.append(item)
-                    if not items:
-                        continue
-                    calls[self.actors[k].call.remote(self._batch(items))] = (k, [(v, i) for v, i, _ in items])
-                    load[k] += 1
+        self.executor = Executor(
+            [self.decode, self.describers],
+            self._fail,
+            lambda: _write_manifest(self.out_dir, self.manifest),
+            total=len(todo),
+            desc="describe",
+            progress=self.progress,
+        )
+        self.executor.run(
+            todo,
+            self._start,
+            admit=lambda: self.decode.backlog < self.max_decodes and len(self.describers.queue) < self.max_pending,
+        )
 
-                ready, _ = ray.wait(list(decodes) + list(calls), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    if ref in decodes:
-                        v, ks = decodes.pop(ref)
-                        if v.failed:
-                            continue
-                        try:
-                            frames = ray.get(ref)["frames"]
-                        except Exception as e:  # noqa: BLE001 - one video's failure is data
-                            self._fail(v, failure_reason(e), bar)
-                            continue
-                        pending.extend((v, i, frames[j]) for j, i in enumerate(ks))
-                        for j, i in enumerate(ks):
-                            v.pictures[i] = display_frame(frames[j], v.row["width"], v.row["height"])
-                        continue
-                    k, what = calls.pop(ref)
-                    load[k] -= 1
-                    if isinstance(what, _Video):
-                        try:
-                            result = ray.get(ref)
-                        except Exception as e:  # noqa: BLE001
-                            self._fail(what, f"describe worker failed on the summary: {failure_reason(e)}", bar)
-                            continue
-                        self.summary.vlm_seconds += result["vlm_seconds"]
-                        self._finish(what, result["summary"], bar)
-                        continue
-                    try:
-                        result = ray.get(ref)
-                    except Exception as e:  # noqa: BLE001 - Ray already retried it on a restarted actor
-                        for v in {id(v): v for v, _ in what}.values():
-                            self._fail(v, f"describe worker failed: {failure_reason(e)}", bar)
-                        continue
-                    self.summary.vlm_seconds += result["vlm_seconds"]
-                    objects = result.get("objects") or [None] * len(what)
-                    for (v, i), text, found in zip(what, result["description"], objects):
-                        if v.failed or i in v.descriptions:  # keyed by window: nothing is described twice
-                            continue
-                        v.descriptions[i] = text
-                        if found is not None:
-                            v.objects[i] = rescale_boxes(
-                                found, (self.key_frame_size,) * 2, (v.row["width"], v.row["height"])
-                            )
-                        if len(v.descriptions) == v.n_windows:
-                            summaries.append(v)
-                if time.perf_counter() - last_flush > MANIFEST_FLUSH_S:
-                    _write_manifest(self.out_dir, self.manifest)
-                    last_flush = time.perf_counter()
-        finally:
-            _write_manifest(self.out_dir, self.manifest)
-            bar.close()
+    def _start(self, v: _Video) -> None:
+        if not self._prepare(v):
+            if not self.executor.has_failed(v):
+                self._summarize(v)  # no windows: nothing to decode or describe
+            return
+        for lo in range(0, v.n_windows, KEY_FRAMES_PER_DECODE):
+            ks = list(range(lo, min(lo + KEY_FRAMES_PER_DECODE, v.n_windows)))
+            batch = {
+                "path": str(v.source),
+                "frame_index": v.frame_index[ks],
+                "rotation": v.row["rotation"] or 0,
+                "decoder": v.row["decoder"] or "decord",
+            }
+            self.decode.submit(Call(v, (batch,), partial(self._decoded, v, ks)))
 
-    def _prepare(self, v: _Video, bar) -> bool:
+    def _decoded(self, v: _Video, ks: list[int], out: dict) -> None:
+        frames = out["frames"]
+        for j, i in enumerate(ks):
+            v.pictures[i] = display_frame(frames[j], v.row["width"], v.row["height"])
+            self.describers.submit(Call(v, (i, frames[j]), failed_as="describe worker failed: "))
+
+    def _described(self, calls: list[Call], result: dict) -> None:
+        self.summary.vlm_seconds += result["vlm_seconds"]
+        objects = result.get("objects") or [None] * len(calls)
+        for call, text, found in zip(calls, result["description"], objects):
+            v, i = call.item, call.args[0]
+            if self.executor.has_failed(v) or i in v.descriptions:  # keyed by window: nothing is described twice
+                continue
+            v.descriptions[i] = text
+            if found is not None:
+                v.objects[i] = rescale_boxes(found, (self.key_frame_size,) * 2, (v.row["width"], v.row["height"]))
+            if len(v.descriptions) == v.n_windows:
+                self._summarize(v)
+
+    def _summarize(self, v: _Video) -> None:
+        descriptions = [v.descriptions[i] for i in range(v.n_windows)]
+        if self.stage.summary == "join" or not v.descriptions:
+            self._finish(v, joined_summary(list(v.times), descriptions, v.frames_analyzed))
+            return
+        request = {
+            "times": [float(t) for t in v.times],
+            "descriptions": descriptions,
+            "frames_analyzed": v.frames_analyzed,
+        }
+        call = Call(
+            v,
+            ("summarize", request),
+            partial(self._summarized, v),
+            method="invoke",
+            failed_as="describe worker failed on the summary: ",
+        )
+        self.describers.submit(call, first=True)
+
+    def _summarized(self, v: _Video, result: dict) -> None:
+        self.summary.vlm_seconds += result["vlm_seconds"]
+        self._finish(v, result["summary"])
+
+    def _prepare(self, v: _Video) -> bool:
         """Score and select from the cache; check the source video. False if there is nothing to decode."""
         vid = v.row["video_id"]
         try:
@@ -660,7 +605,7 @@ class _Description:
                 score = scores["change_score"].to_numpy()
             picked = pick_windows(self.select, timestamps, score, self.config.describe.dense)
         except (OSError, CacheError) as e:
-            self._fail(v, f"cannot read this video from the cache: {e}", bar)
+            self.executor.fail(v, f"cannot read this video from the cache: {e}")
             return False
         v.frames_analyzed = len(timestamps)
         v.timeline = (timestamps, np.asarray(score, np.float64))
@@ -671,23 +616,21 @@ class _Description:
             return False
         problem = _source_problem(v)
         if problem:
-            self._fail(v, problem, bar)
+            self.executor.fail(v, problem)
             return False
         if self.stage.adapter is not None:
             v.context, v.mask = window_context(self.trigger_model, features, timestamps, v.sample_index)
         return True
 
-    def _batch(self, items: list) -> dict:
-        batch = {"frames": np.stack([frame for _, _, frame in items])}
+    def _batch(self, calls: list[Call]) -> tuple:
+        """The describe stage's batch of these windows (each call's args: window number, key frame)."""
+        batch = {"frames": np.stack([call.args[1] for call in calls])}
         if self.stage.adapter is not None:
-            batch["context"] = np.stack([v.context[i] for v, i, _ in items])
-            batch["mask"] = np.stack([v.mask[i] for v, i, _ in items])
-        return batch
+            batch["context"] = np.stack([call.item.context[call.args[0]] for call in calls])
+            batch["mask"] = np.stack([call.item.mask[call.args[0]] for call in calls])
+        return (batch,)
 
-    def _fail(self, v: _Video, reason: str, bar) -> None:
-        if v.failed:
-            return
-        v.failed = True
+    def _fail(self, v: _Video, reason: str) -> None:
         v.descriptions.clear()
         v.pictures.clear()
         v.context = v.mask = None
@@ -698,9 +641,8 @@ class _Description:
             "fingerprint": v.fingerprint,
         }
         self.summary.failed.append((v.row["path"], reason))
-        bar.update(1)
 
-    def _finish(self, v: _Video, video_summary: str, bar) -> None:
+    def _finish(self, v: _Video, video_summary: str) -> None:
         texts = [v.descriptions[i] for i in range(v.n_windows)]
         objects = [v.objects.get(i, []) for i in range(v.n_windows)] if self.stage.detector is not None else None
         analysis = analysis_json(
@@ -740,7 +682,7 @@ class _Description:
         self.summary.frames_sampled += v.frames_analyzed
         v.context = v.mask = None
         v.pictures.clear()
-        bar.update(1)
+        self.executor.done(v)
 
     def _write_thumbnails(self, v: _Video, objects: list | None) -> list[str]:
         """One JPEG per window, `<video>.frames/NN.jpg` in time order, objects drawn; older extra ones removed."""

@@ -18,13 +18,13 @@ import dataclasses
 import json
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import ray
-from tqdm import tqdm
 
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
@@ -34,7 +34,8 @@ from vtm.cache.windows import frame_inputs
 from vtm.models.visual_encoder import EncoderLoadError, weights_source
 from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
-from vtm.pipeline.ray_runner import cluster_gpus, init_ray, stage_actors, stage_task
+from vtm.pipeline.executor import ActorPool, Call, Executor, TaskPool
+from vtm.pipeline.ray_runner import cluster_gpus, get_plain, init_ray, stage_actors, stage_task
 from vtm.pipeline.rescore import ensure_change_scores, score_record, scored_with
 from vtm.stages.base import Resources
 from vtm.stages.decode import (
@@ -48,7 +49,6 @@ from vtm.stages.decode import (
 from vtm.stages.encode import EncodeStage
 
 log = logging.getLogger(__name__)
-MANIFEST_FLUSH_S = 5.0
 
 
 @dataclass
@@ -85,21 +85,6 @@ class _Video:
     plan: VideoPlan | None = None
     parts: dict = field(default_factory=dict)
     n_segments: int = 0
-    failed: bool = False
-
-
-def failure_reason(err: BaseException) -> str:
-    """A person-readable reason from a task error (the original DecodeError text where there is one)."""
-    cause = getattr(err, "cause", None) or err
-    if isinstance(cause, (DecodeError, StorageError)):
-        return str(cause)
-    if (
-        isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError))
-        or "crash" in type(err).__name__.lower()
-    ):
-        return "the decoder process crashed on this file (corrupted stream?)"
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]
 
 
 def run_extract(
@@ -168,13 +153,7 @@ def _extract(
             v.video_id: probe({"path": str(v.path)})
             for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]
         }
-    try:
-        info = ray.get(info_ref)  # raises EncoderLoadError early
-    except Exception as e:
-        cause = getattr(e, "cause", None) or e
-        if isinstance(cause, EncoderLoadError):  # its message alone, without Ray's traceback around it
-            raise EncoderLoadError(str(cause)) from None
-        raise
+    info = get_plain(info_ref, EncoderLoadError)  # a model that cannot load fails here, once
     settings = _cache_settings(info, ec)
     cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
     with atomic_path(cache.root / schema.EXTRACT_CONFIG) as tmp:
@@ -218,15 +197,11 @@ def _extract(
             summary.failed.append((v.relpath, v.error))
             continue
         prior = rows.get(v.video_id)
-        unchanged = (
-            prior is not None
-            and prior["size_bytes"] == v.size_bytes
-            and prior["mtime_ns"] == v.mtime_ns
-            and prior.get("etag") == v.etag
-        )
         remote = {"url": v.path, "etag": v.etag} if is_url(v.path) else {}
         try:
-            digest = prior["digest"] if unchanged else content_digest(v.path)
+            digest = _recorded_digest(prior, v)
+            if digest is None:
+                digest = content_digest(v.path)
         except StorageError as e:  # this object cannot be read now: it fails alone
             rows[v.video_id] = {
                 "video_id": v.video_id,
@@ -241,13 +216,7 @@ def _extract(
             }
             summary.failed.append((v.relpath, str(e)))
             continue
-        if (
-            prior
-            and prior["status"] == schema.STATUS_OK
-            and prior["digest"] == digest
-            and prior["fingerprint"] == settings.fingerprint
-            and cache.has_video(v.video_id)
-        ):
+        if _already_extracted(prior, digest, settings.fingerprint, cache):
             summary.skipped += 1
             # touched, same content (or the same content under a new ETag): next time needs no digest
             rows[v.video_id] = {**prior, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, **remote}
@@ -309,6 +278,23 @@ def _same_weights(source: dict, info: dict) -> bool:
     return info["weights"] == ("random" if "random" in source else source["encoder"])
 
 
+def _recorded_digest(prior: dict | None, v: VideoFile) -> str | None:
+    """The content digest recorded for `v` when its file looks as it did then (size, mtime, ETag), else None."""
+    recorded = (prior["size_bytes"], prior["mtime_ns"], prior.get("etag")) if prior is not None else None
+    return prior["digest"] if recorded == (v.size_bytes, v.mtime_ns, v.etag) else None
+
+
+def _already_extracted(prior: dict | None, digest: str, fingerprint: str, cache: FeatureCache) -> bool:
+    """Whether the video whose content has `digest` is in the cache, ok, extracted with these settings."""
+    return (
+        prior is not None
+        and prior["status"] == schema.STATUS_OK
+        and prior["digest"] == digest
+        and prior["fingerprint"] == fingerprint
+        and cache.has_video(prior["video_id"])
+    )
+
+
 def _nothing_to_do(
     videos: list[VideoFile], dataset_dir: Path, cache_dir: Path, config: Config, source: dict | None
 ) -> ExtractSummary | None:
@@ -338,14 +324,8 @@ def _nothing_to_do(
         return None
     for v in videos:
         prior = rows.get(v.video_id)
-        if prior is None or (prior["size_bytes"], prior["mtime_ns"], prior.get("etag"), prior["fingerprint"]) != (
-            v.size_bytes,
-            v.mtime_ns,
-            v.etag,
-            settings.fingerprint,
-        ):
-            return None
-        if not cache.has_video(v.video_id):
+        digest = _recorded_digest(prior, v)
+        if digest is None or not _already_extracted(prior, digest, settings.fingerprint, cache):
             return None
     resolved = dump_config(config)
     config_file = cache.root / schema.EXTRACT_CONFIG
@@ -359,7 +339,8 @@ def _nothing_to_do(
 
 
 class _Extraction:
-    """The streaming loop: keeps a bounded number of probes, decodes and encodes in flight."""
+    """What extract does with each result; `Executor` schedules: a bounded number of probes, decodes and
+    encodes in flight, so only the segments in flight are in memory."""
 
     def __init__(
         self,
@@ -375,113 +356,83 @@ class _Extraction:
         ec = config.extract
         self.cache, self.rows, self.summary = cache, rows, summary
         self.segment_frames = ec.segment_frames
-        self.probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
-        self.decode = stage_task(decode_stage)
         self.change_score = dataclasses.replace(config.change_score)
         self.sample_fps = ec.fps
-        self.encoders = encoders
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.max_decodes = 2 * cpus
-        self.max_probes = cpus
-        self.per_encoder_queue = 2
         self.progress = progress
         self.trigger_model = trigger_model
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.max_decodes = 2 * cpus
+        # Decoded segments stay in the object store until an encoder takes them (the encoder gets the reference).
+        self.encode = ActorPool(encoders, per_actor=2)
+        self.decode = TaskPool(stage_task(decode_stage), self.max_decodes, fetch=False, results_wait_in=self.encode)
+        self.probe = TaskPool(stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames)), max_in_flight=cpus)
+        self.frames_done, self.t0 = 0, time.perf_counter()
 
     def run(self, todo: list[_Video], early_probes: dict | None = None) -> None:
         """Extract `todo`; `early_probes` (video id -> probe ref) are probes already started for some of them."""
         early_probes = early_probes or {}
-        probes: dict = {
-            early_probes[v.file.video_id]: v for v in todo if v.file.video_id in early_probes
-        }  # ref -> video
-        waiting = deque(v for v in todo if v.file.video_id not in early_probes)
-        segments: deque = deque()  # (video, segment number, frame indices)
-        decoded: deque = deque()  # (ref, video, seg) decoded, waiting for an encoder
-        decodes: dict = {}  # ref -> (video, seg)
-        encodes: dict = {}  # ref -> (video, seg, encoder number)
-        load = [0] * len(self.encoders)
-        bar = tqdm(total=len(todo), unit="video", disable=not self.progress, dynamic_ncols=True, desc="extract")
-        frames_done, t0, last_flush = 0, time.perf_counter(), time.perf_counter()
+        for v in todo:
+            if v.file.video_id in early_probes:
+                self.probe.track(early_probes[v.file.video_id], Call(v, (), partial(self._probed, v)))
+        self.executor = Executor(
+            [self.probe, self.decode, self.encode],
+            self._fail,
+            lambda: self.cache.write_manifest(self.rows.values()),
+            total=len(todo),
+            desc="extract",
+            progress=self.progress,
+            postfix=lambda: {
+                "frames_s": f"{self.frames_done / (time.perf_counter() - self.t0):.1f}",
+                "failed": len(self.summary.failed),
+            },
+        )
         try:
-            while waiting or probes or segments or decoded or decodes or encodes:
-                while waiting and len(probes) < self.max_probes and len(segments) < 4 * self.max_decodes:
-                    v = waiting.popleft()
-                    probes[self.probe({"path": str(v.file.path)})] = v
-                while segments and len(decodes) + len(decoded) < self.max_decodes:
-                    v, seg, idx = segments.popleft()
-                    if not v.failed:
-                        pts, pts_start = v.plan.pts_around(idx)
-                        batch = {
-                            "path": str(v.file.path),
-                            "frame_index": idx,
-                            "rotation": v.plan.rotation,
-                            "decoder": v.plan.decoder,
-                            "segment": seg,
-                            "pts": pts,
-                            "pts_start": pts_start,
-                        }
-                        decodes[self.decode(batch)] = (v, seg)
-                while decoded and min(load) < self.per_encoder_queue:
-                    ref, v, seg = decoded.popleft()
-                    k = int(np.argmin(load))
-                    load[k] += 1
-                    encodes[self.encoders[k].call.remote(ref)] = (v, seg, k)
-
-                ready, _ = ray.wait(list(probes) + list(decodes) + list(encodes), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    if ref in probes:
-                        v = probes.pop(ref)
-                        try:
-                            probed = ray.get(ref)
-                            v.plan = probed["plan"]
-                            self.summary.busy_s.update(probed.get("timing", {}))
-                        except Exception as e:  # noqa: BLE001 - one video's failure is data
-                            self._fail(v, e, bar)
-                            continue
-                        starts = range(0, len(v.plan.frame_index), self.segment_frames)
-                        v.n_segments = len(starts)
-                        segments.extend(
-                            (v, i, v.plan.frame_index[s : s + self.segment_frames]) for i, s in enumerate(starts)
-                        )
-                    elif ref in decodes:
-                        v, seg = decodes.pop(ref)
-                        decoded.append((ref, v, seg))  # the frames stay in the object store
-                    else:
-                        v, seg, k = encodes.pop(ref)
-                        load[k] -= 1
-                        if v.failed:
-                            continue
-                        try:
-                            v.parts[seg] = part = ray.get(ref)
-                        except Exception as e:  # noqa: BLE001
-                            self._fail(v, e, bar)
-                            continue
-                        self.summary.busy_s.update(part.get("timing", {}))
-                        self.summary.decoded_with[part.get("decoded_with", "?")] += 1
-                        if len(v.parts) == v.n_segments:
-                            t_write = time.perf_counter()
-                            frames_done += self._finish(v)
-                            self.summary.busy_s["write_s"] += time.perf_counter() - t_write
-                            bar.update(1)
-                            bar.set_postfix(
-                                frames_s=f"{frames_done / (time.perf_counter() - t0):.1f}",
-                                failed=len(self.summary.failed),
-                            )
-                if time.perf_counter() - last_flush > MANIFEST_FLUSH_S:
-                    self.cache.write_manifest(self.rows.values())
-                    last_flush = time.perf_counter()
+            self.executor.run(
+                (v for v in todo if v.file.video_id not in early_probes),
+                lambda v: self.probe.submit(Call(v, ({"path": str(v.file.path)},), partial(self._probed, v))),
+                admit=lambda: self.probe.backlog < self.probe.max_in_flight
+                and len(self.decode.queue) < 4 * self.max_decodes,
+            )
         finally:
-            self.cache.write_manifest(self.rows.values())
-            bar.close()
-            self.summary.frames += frames_done
+            self.summary.frames += self.frames_done
 
-    def _fail(self, v: _Video, err: BaseException, bar) -> None:
-        v.failed = True
+    def _probed(self, v: _Video, probed: dict) -> None:
+        v.plan = probed["plan"]
+        self.summary.busy_s.update(probed.get("timing", {}))
+        starts = range(0, len(v.plan.frame_index), self.segment_frames)
+        v.n_segments = len(starts)
+        for seg, s in enumerate(starts):
+            idx = v.plan.frame_index[s : s + self.segment_frames]
+            pts, pts_start = v.plan.pts_around(idx)
+            batch = {
+                "path": str(v.file.path),
+                "frame_index": idx,
+                "rotation": v.plan.rotation,
+                "decoder": v.plan.decoder,
+                "segment": seg,
+                "pts": pts,
+                "pts_start": pts_start,
+            }
+            self.decode.submit(Call(v, (batch,), partial(self._decoded, v, seg)))
+
+    def _decoded(self, v: _Video, seg: int, ref) -> None:
+        self.encode.submit(Call(v, (ref,), partial(self._encoded, v, seg)))
+
+    def _encoded(self, v: _Video, seg: int, part: dict) -> None:
+        v.parts[seg] = part
+        self.summary.busy_s.update(part.get("timing", {}))
+        self.summary.decoded_with[part.get("decoded_with", "?")] += 1
+        if len(v.parts) == v.n_segments:
+            t_write = time.perf_counter()
+            self.frames_done += self._finish(v)
+            self.summary.busy_s["write_s"] += time.perf_counter() - t_write
+            if not self.executor.has_failed(v):
+                self.executor.done(v)
+
+    def _fail(self, v: _Video, reason: str) -> None:
         v.parts.clear()
-        reason = failure_reason(err)
         self.rows[v.row["video_id"]] = {**v.row, "status": schema.STATUS_FAILED, "error": reason}
         self.summary.failed.append((v.row["path"], reason))
-        if bar is not None:
-            bar.update(1)
 
     def _finish(self, v: _Video) -> int:
         parts = [v.parts[i] for i in range(v.n_segments)]
@@ -497,7 +448,7 @@ class _Extraction:
             try:
                 warning = partial_decode_warning(timestamps, decoded, self.sample_fps)
             except DecodeError as e:
-                self._fail(v, e, None)
+                self.executor.fail(v, str(e))
                 return 0
             joined = {k: a[decoded] for k, a in joined.items()}
             frame_index, timestamps = frame_index[decoded], timestamps[decoded]

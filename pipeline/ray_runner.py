@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
+from collections import OrderedDict
 
 import ray
 
@@ -39,19 +41,33 @@ def _options(resources: Resources) -> dict:
     return {"num_cpus": resources.cpus, "num_gpus": resources.gpus}
 
 
-def _run_stage(stage, batch):
-    stage.setup()
-    return stage(batch)
+# In each worker process: the stages it has set up, by stage_task token, so setup() runs once per worker
+# and not once per call. A few only: a worker serves one run's stages, but lives on across runs.
+_SET_UP: OrderedDict[str, object] = OrderedDict()
+_KEEP_SET_UP = 4
+
+
+def _run_stage(token: str, stage, batch):
+    ready = _SET_UP.get(token)
+    if ready is None:
+        stage.setup()  # a setup that fails raises here, and again on the next call
+        ready = _SET_UP[token] = stage
+        while len(_SET_UP) > _KEEP_SET_UP:
+            _SET_UP.popitem(last=False)
+    else:
+        _SET_UP.move_to_end(token)
+    return ready(batch)
 
 
 def stage_task(stage, resources: Resources | None = None, max_retries: int = 1):
-    """A remote function running `stage` once on a batch: `stage_task(s).remote(batch)`.
+    """A function starting `stage` on a batch as a Ray task: `stage_task(s)(batch)` -> ObjectRef.
 
-    A worker process that crashes (a decoder segfault on a corrupt file) fails only this task,
-    after `max_retries` retries.
+    Each worker process sets the stage up once, on its first call. A worker process that crashes
+    (a decoder segfault on a corrupt file) fails only this task, after `max_retries` retries.
     """
     fn = ray.remote(_run_stage).options(**_options(resources or stage.resources), max_retries=max_retries)
-    return lambda batch: fn.remote(stage, batch)
+    token = uuid.uuid4().hex
+    return lambda batch: fn.remote(token, stage, batch)
 
 
 @ray.remote
@@ -86,3 +102,16 @@ def stage_actors(stage, n: int, resources: Resources | None = None, max_restarts
         StageActor.options(**opts, max_restarts=max_restarts, max_task_retries=max_restarts).remote(stage)
         for _ in range(n)
     ]
+
+
+def get_plain(ref, *errors: type[Exception]):
+    """`ray.get(ref)`, re-raising an error of one of these types with its own message, without Ray's traceback
+    around it (a model that cannot load is a usage error, said once)."""
+    try:
+        return ray.get(ref)
+    except Exception as e:
+        cause = getattr(e, "cause", None) or e
+        for kind in errors:
+            if isinstance(cause, kind):
+                raise kind(str(cause)) from None
+        raise

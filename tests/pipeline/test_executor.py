@@ -1,0 +1,140 @@
+"""The executor on tiny stages: bounds, failures as data, batching, retries after a killed actor, setup once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from functools import partial
+
+import pytest
+
+from vtm.pipeline.executor import ActorPool, Batching, Call, Executor, TaskPool
+from vtm.pipeline.ray_runner import stage_actors, stage_task
+from vtm.stages.base import Resources
+from vtm.stages.decode import DecodeError
+
+
+def _sleep_stage(seconds: float = 0.0, setup_log: str | None = None):
+    """A stage that returns its batch after `seconds`, raises DecodeError where the batch says `fail`, and
+    appends its pid to `setup_log` on each setup. Defined in a function so that Ray pickles it by value."""
+
+    @dataclasses.dataclass
+    class Sleep:
+        seconds: float = 0.0
+        setup_log: str | None = None
+        resources: Resources = Resources(cpus=0.25)
+
+        def setup(self) -> None:
+            if self.setup_log:
+                with open(self.setup_log, "a") as f:
+                    f.write(f"{os.getpid()}\n")
+
+        def __call__(self, batch: dict) -> dict:
+            time.sleep(self.seconds)
+            if batch.get("fail"):
+                raise DecodeError(f"cannot decode item {batch['item']}")
+            return {**batch, "pid": os.getpid(), "n": len(batch.get("xs", []))}
+
+    return Sleep(seconds, setup_log)
+
+
+def _executor(pools, failures: list, total: int) -> Executor:
+    return Executor(pools, lambda item, reason: failures.append((item, reason)), lambda: None, total, "test", False)
+
+
+def test_only_the_bounded_number_of_results_is_ever_held(ray_local):
+    """Fast decodes feeding a slow actor: results wait in the actor's queue, never more than the decode bound."""
+    encode = ActorPool(stage_actors(_sleep_stage(0.05), 1), per_actor=1)
+    decode = TaskPool(stage_task(_sleep_stage()), max_in_flight=2, fetch=False, results_wait_in=encode)
+    held, done = [], []
+
+    def encoded(item, result):
+        held.append(len(decode.in_flight) + len(encode.queue) + len(encode.in_flight))
+        assert result["item"] == item
+        executor.done(item)
+        done.append(item)
+
+    def start(item):
+        then = lambda ref: encode.submit(Call(item, (ref,), partial(encoded, item)))  # noqa: E731
+        decode.submit(Call(item, ({"item": item},), then))
+
+    failures: list = []
+    executor = _executor([decode, encode], failures, 20)
+    executor.run(range(20), start)
+    assert sorted(done) == list(range(20)) and failures == []
+    assert max(held) <= 2 + 1  # decode bound + the one call on the actor; unbounded, the fast decodes pile up
+
+
+def test_a_failure_is_recorded_once_with_its_reason_and_the_items_other_calls_are_dropped(ray_local):
+    decode = TaskPool(stage_task(_sleep_stage()), max_in_flight=1)
+    returned: list = []
+    failures: list = []
+
+    def segment_back(item, segment, result):
+        returned.append((item, segment))
+        if segment == 1:
+            executor.done(item)
+
+    def start(item):
+        for segment in range(2):
+            batch = {"item": item, "fail": item == 2 and segment == 0}
+            decode.submit(Call(item, (batch,), partial(segment_back, item, segment), failed_as="decode: "))
+
+    executor = _executor([decode], failures, 4)
+    executor.run(range(4), start)
+    assert failures == [(2, "decode: cannot decode item 2")]
+    assert sorted(returned) == [(i, s) for i in (0, 1, 3) for s in (0, 1)]  # item 2's second segment never ran
+    assert executor.has_failed(2) and not executor.has_failed(1)
+
+
+def test_single_calls_are_joined_into_batches_and_each_answered_once(ray_local):
+    answered: list = []
+    sizes: list = []
+
+    def combine(calls):
+        return ({"item": "batch", "xs": [c.args[0] for c in calls]},)
+
+    def done(calls, result):
+        sizes.append(result["n"])
+        answered.extend(c.args[0] for c in calls)
+
+    pool = ActorPool(stage_actors(_sleep_stage(0.02), 1), per_actor=1, batching=Batching(4, combine, done))
+    executor = _executor([pool], [], 10)
+    executor.run(range(10), lambda x: pool.submit(Call(x, (x,))))
+    assert sorted(answered) == list(range(10))
+    assert max(sizes) == 4 and sum(sizes) == 10 and len(sizes) < 10  # batched, none over the size
+
+
+def test_a_killed_actor_is_restarted_and_its_calls_retried(ray_local, kill_an_actor_when):
+    done: list = []
+    killer, killed = kill_an_actor_when(lambda: len(done) >= 3, timeout_s=60)
+    pool = ActorPool(stage_actors(_sleep_stage(0.1), 1), per_actor=2)
+    failures: list = []
+    executor = _executor([pool], failures, 20)
+
+    def back(item, result):
+        done.append(item)
+        executor.done(item)
+
+    executor.run(range(20), lambda x: pool.submit(Call(x, ({"item": x},), partial(back, x))))
+    killer.join()
+    assert killed, "no actor was found to kill"
+    assert failures == [] and sorted(done) == list(range(20))
+
+
+def test_a_task_stage_is_set_up_once_per_worker_process(ray_local, tmp_path):
+    import ray
+
+    log = tmp_path / "setups.txt"
+    run = stage_task(_sleep_stage(0.01, str(log)))
+    pids = [r["pid"] for r in ray.get([run({"item": i}) for i in range(24)])]
+    setups = log.read_text().split()
+    assert sorted(setups) == sorted(set(setups)) == sorted({str(p) for p in pids})  # one setup per worker that ran
+    assert len(setups) < len(pids)
+
+
+def test_a_stall_is_an_error_not_a_hang(ray_local):
+    pool = TaskPool(stage_task(_sleep_stage()), max_in_flight=0)
+    with pytest.raises(RuntimeError, match="stalled"):
+        _executor([pool], [], 1).run([0], lambda x: pool.submit(Call(x, ({"item": x},))))
