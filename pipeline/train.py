@@ -1,7 +1,8 @@
 """`vtm train-from-cache`: train the trigger model (and the LLaVA adapter) from cached features.
 
 A recipe with visible steps: setup -> train (epochs of windows, validation each epoch) -> save ->
-cleanup. It reads HDF5 windows of frames and never decodes video. Every random choice is seeded
+cleanup. It reads windows of cached frames (sliced from the training videos' inputs, read once into
+memory where they fit, else HDF5 slices) and never decodes video. Every random choice is seeded
 per epoch and every checkpoint holds the optimizer, scheduler and RNG states, so `--resume`
 continues exactly where the checkpoint left off.
 
