@@ -81,7 +81,12 @@ H5_FEATURES = "features"  # (n_frames, feature_dim) float16
 H5_TIMESTAMPS = "timestamps"  # (n_frames,) float64 seconds
 H5_FRAME_INDEX = "frame_index"  # (n_frames,) int64
 # Cheap pixel statistics kept beside the features so the change score can be recomputed with new
-# settings without decoding again (see vtm.stages.change_score).
-H5_COLOR_HIST = "color_hist"  # (n_frames, 64) float16: joint RGB histogram, 4 levels per channel
-H5_COLOR_GRID = "color_grid"  # (n_frames, 16, 16, 3) float16: mean colour of each grid cell
+# settings without decoding again (see vtm.stages.change_score); the trigger model can take them as
+# inputs too (vtm.cache.windows.frame_inputs). Their sizes are part of the format: the decoder that
+# computes them and every reader take them from here.
+HIST_BINS = 4  # levels per colour channel (a power of two)
+COLOR_HIST_DIM = HIST_BINS**3  # joint RGB bins
+GRID = 16  # cells per side of the colour grid
+H5_COLOR_HIST = "color_hist"  # (n_frames, COLOR_HIST_DIM) float16: joint RGB histogram, each frame's sums to 1
+H5_COLOR_GRID = "color_grid"  # (n_frames, GRID, GRID, 3) float16: mean colour (0..255) of each grid cell
 H5_CHUNK_FRAMES = 256

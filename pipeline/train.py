@@ -1,7 +1,8 @@
 """`vtm train-from-cache`: train the trigger model (and the LLaVA adapter) from cached features.
 
 A recipe with visible steps: setup -> train (epochs of windows, validation each epoch) -> save ->
-cleanup. It reads HDF5 windows of frames and never decodes video. Every random choice is seeded
+cleanup. It reads windows of cached frames (sliced from the training videos' inputs, read once into
+memory where they fit, else HDF5 slices) and never decodes video. Every random choice is seeded
 per epoch and every checkpoint holds the optimizer, scheduler and RNG states, so `--resume`
 continues exactly where the checkpoint left off.
 
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from vtm.cache.atomic import atomic_path
 from vtm.cache.output_dir import owned_output_dir
 from vtm.cache.store import FeatureCache
-from vtm.cache.windows import COLOR_DIM, WindowReader, read_model_inputs
+from vtm.cache.windows import WindowReader, input_parts
 from vtm.models.grid_encoder import GridEncoderConfig
 from vtm.models.temporal_encoder import TemporalEncoderConfig
 from vtm.models.trigger_detector import TriggerDetectorConfig
@@ -46,6 +47,8 @@ from vtm.stages.select_windows import SelectWindowsStage
 __all__ = ["TrainRecipe", "TrainResult", "build_trigger_model_config", "evaluate_model", "run_train"]
 
 log = logging.getLogger(__name__)
+
+MAX_INPUTS_IN_MEMORY = 2 << 30  # bytes of training videos' inputs held in memory; more: windows read from HDF5
 
 
 @dataclass
@@ -64,7 +67,8 @@ def build_trigger_model_config(
 ) -> TriggerModelConfig:
     m = config.model
     grid = GridEncoderConfig(size=m.grid_size, hidden=m.grid_hidden) if m.grid_size else None
-    groups = (feature_dim,) + ((COLOR_DIM,) if m.color_inputs else ()) + ((grid.output_dim,) if grid else ())
+    parts = input_parts(m, feature_dim)
+    groups = parts[:-1] + (grid.output_dim,) if grid else parts  # the grid encoder turns its colours into these
     return TriggerModelConfig(
         encoder=TemporalEncoderConfig(
             input_dim=sum(groups),
@@ -171,7 +175,7 @@ class WindowDataset(Dataset):
             for k in np.flatnonzero(hidden):
                 feats[:, parts[k] : parts[k + 1]] = 0.0
         if a.feature_dropout > 0:
-            n_cols = feats.shape[1] - self.reader.spec.grid_size**2 * 3  # the grid's colours are not features to drop
+            n_cols = parts[-2] if self.reader.spec.grid_size else parts[-1]  # the grid's colours are not dropped
             feats[:, :n_cols] *= rng.random(n_cols) >= a.feature_dropout
         feats[~mask] = 0.0
         lab[~mask] = 0
@@ -240,11 +244,15 @@ class TrainRecipe:
                 "no annotated videos left for training after the validation split; annotate more videos or lower "
                 "train.val_fraction"
             )
-        read_model_inputs(
-            self.cache, self.train_ids[0], self.model_config
-        )  # a cache without the inputs fails here, with what to do
         self.reader = WindowReader(self.cache, self.model_config.window, self.model_config)
         self.timestamps = {v: self.reader.timestamps(v) for v in self.annotations.events}
+        # A few annotated videos' inputs are small: read once, windows are then slices (no HDF5 read per window).
+        # A cache without the inputs the model takes fails here, with what to do.
+        in_memory = sum(len(self.timestamps[v]) for v in self.train_ids) * self.model_config.input_dim * 4
+        if in_memory <= MAX_INPUTS_IN_MEMORY:
+            self.reader.load(self.train_ids)
+        else:
+            self.reader.read(self.train_ids[0], 0)
         interval = 1.0 / self.cache.settings.sample_fps
         self.frame_labels = {v: self.annotations.frame_labels(v, ts, interval) for v, ts in self.timestamps.items()}
         self.hard_negatives = {v: self._change_peaks_outside_events(v) for v in self.train_ids}

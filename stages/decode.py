@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vtm.cache.schema import COLOR_HIST_DIM, GRID, HIST_BINS
 from vtm.cache.storage import StorageError, is_url, open_video, read_ranges, stat_object
 from vtm.stages.base import Resources
 
-GRID = 16  # cells per side of the local-change grid
-HIST_BINS = 4  # per colour channel; 4**3 joint RGB bins
+HIST_BITS = HIST_BINS.bit_length() - 1  # bits kept of each 8-bit channel for the histogram
 CUDA_DOWNLOAD_FORMATS = (
     "nv12",
     "p010le",
@@ -388,18 +388,18 @@ def _decode_nearest(
 
 
 def frame_statistics(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Colour histogram (n, 64) and a coarse colour grid (n, GRID, GRID, 3) per frame.
+    """Colour histogram (n, COLOR_HIST_DIM) and a coarse colour grid (n, GRID, GRID, 3) per frame.
 
     Both are cheap and computed where the pixels already are (the decode worker), so that the
     change score never needs the frames again. Integer arithmetic in the narrowest type that holds
     it: 3.5x faster than in int64 and float, with the same results (bench/bench_extract_scale.py).
     """
     n, h, w, _ = frames.shape
-    q = frames >> (8 - 2)  # 4 levels per channel
-    codes = (q[..., 0] << 4) | (q[..., 1] << 2) | q[..., 2]  # joint bin 0..63, still uint8
-    hist = np.empty((n, HIST_BINS**3), np.float32)
+    q = frames >> (8 - HIST_BITS)  # HIST_BINS levels per channel
+    codes = (q[..., 0] << 2 * HIST_BITS) | (q[..., 1] << HIST_BITS) | q[..., 2]  # joint bin, still uint8
+    hist = np.empty((n, COLOR_HIST_DIM), np.float32)
     for i in range(n):
-        hist[i] = np.bincount(codes[i].ravel(), minlength=HIST_BINS**3)
+        hist[i] = np.bincount(codes[i].ravel(), minlength=COLOR_HIST_DIM)
     hist /= h * w
     gh, gw = h // GRID, w // GRID
     cells = frames[:, : gh * GRID, : gw * GRID].reshape(n, GRID, gh, GRID, gw, 3)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
 from click.testing import CliRunner
 
 from vtm.cache.store import FeatureCache
+from vtm.cache.windows import WindowReader, read_model_inputs
 from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model
 from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import ConfigError
 from vtm.pipeline.infer import VideoTriggerModel
+from vtm.pipeline.train import WindowDataset
 from vtm.pipeline.triggers import learned_scores
 from vtm.stages.decode import DecodeStage, probe
 from vtm.stages.select_windows import SelectWindowsStage
@@ -87,6 +90,46 @@ def test_infer_triggered_analysis_from_frames_in_memory(model, red_cache):
     assert model.infer_triggered_analysis(frames, plan.timestamps, trigger_threshold=0.999)["triggers"] == []
     with pytest.raises(ValueError, match="timestamps"):
         model.infer_triggered_analysis(frames, plan.timestamps[:-1])
+
+
+def test_training_and_inference_build_identical_inputs_for_the_same_video(model, red_cache):
+    """What infer builds from a video's frames equals, frame for frame, the windows training reads from the cache
+    (from memory or from HDF5) and what describe and `vtm triggers` read: a model is scored on what it learnt from."""
+    videos, cache_dir = red_cache
+    cache = FeatureCache.open(cache_dir)
+    video_id = cache.manifest().filter(pl.col("path") == VIDEO)["video_id"][0]
+    plan = probe(videos / VIDEO, model.sample_fps)
+    pts, pts_start = plan.pts_around(plan.frame_index)
+    decoded = DecodeStage(image_size=model.image_size, nearest_frames=True)(  # as extract and infer decode
+        {
+            "path": str(videos / VIDEO),
+            "frame_index": plan.frame_index,
+            "rotation": plan.rotation,
+            "decoder": plan.decoder,
+            "pts": pts,
+            "pts_start": pts_start,
+        }
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in extract's Ray actors: the encoder's last bits depend on how its sums are split
+    try:
+        inferred = model.model_inputs(decoded["frames"])
+    finally:
+        torch.set_num_threads(threads)
+    spec = model.trigger_model.config
+    assert inferred.shape == (len(plan.frame_index), spec.input_dim)
+    described, _ = read_model_inputs(cache, video_id, spec)
+    np.testing.assert_array_equal(described, inferred)
+    for in_memory in (False, True):
+        reader = WindowReader(cache, spec.window, spec)
+        if in_memory:
+            reader.load([video_id])
+        n = reader.num_frames(video_id)
+        items = [(video_id, start, "", 0) for start in range(0, n, spec.window)]
+        dataset = WindowDataset(reader, {video_id: np.zeros(n, np.int64)}, items)
+        trained = np.concatenate([item["features"][item["mask"]] for item in dataset])
+        np.testing.assert_array_equal(trained, inferred)
+        reader.close()
 
 
 def test_strict_loading_refuses_other_encoder_weights(adapter_checkpoint, tmp_path):

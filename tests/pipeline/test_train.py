@@ -9,18 +9,22 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from vtm.cache.store import FeatureCache
+from vtm.cache.windows import frame_inputs, input_parts
 from vtm.data.sample_archive import make_red_object_archive
+from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline import checkpoint as ckpt
 from vtm.pipeline.annotations import load_annotations
 from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import ConfigError, load_config
 from vtm.pipeline.extract import run_extract
-from vtm.pipeline.train import evaluate_model, run_train
+from vtm.pipeline.train import build_trigger_model_config, evaluate_model, run_train
+from vtm.stages.decode import frame_statistics
 
 SMALL = {
     "model": {"d_model": 64, "num_layers": 1, "num_heads": 4, "detector_hidden": [32], "window": 16},
@@ -90,6 +94,19 @@ def test_run_directory_has_checkpoints_logs_and_config(trained):
     assert 0.0 <= result.data_wait_share < 1.0
 
 
+@pytest.mark.parametrize("color_inputs, grid_size", [(True, 8), (False, 4), (True, 0), (False, 0)])
+def test_the_model_built_for_training_takes_the_inputs_the_cache_builds(color_inputs, grid_size):
+    cfg = load_config(None, {"model": {**SMALL["model"], "color_inputs": color_inputs, "grid_size": grid_size}})
+    model_config = build_trigger_model_config(cfg, 12, ("event",))
+    assert model_config.input_parts == input_parts(cfg.model, 12) == input_parts(model_config, 12)
+    rng = np.random.default_rng(0)
+    hist, grid = frame_statistics(rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
+    inputs = frame_inputs(model_config, rng.normal(size=(20, 12)), hist, grid)
+    assert inputs.shape == (20, model_config.input_dim)
+    _, logits = TriggerModel(model_config)(torch.from_numpy(inputs)[None], torch.arange(20.0)[None])
+    assert logits.shape == (1, 20, 2)
+
+
 def test_checkpoint_round_trips_to_the_same_scores(red, trained):
     result, _ = trained
     cache = FeatureCache.open(red / "test_cache")
@@ -115,8 +132,6 @@ def test_loading_reports_what_does_not_match(red, trained):
     with pytest.raises(ckpt.CheckpointError, match="re-extract"):
         ckpt.load_trigger_model(result.final, wider)
     bigger = load_config(None, {"model": {**SMALL["model"], "detector_hidden": [48]}})
-    from vtm.pipeline.train import build_trigger_model_config
-
     cfg = build_trigger_model_config(bigger, settings.feature_dim, ("red_object",))
     _, _, report = ckpt.load_trigger_model(result.final, settings, config=cfg)
     assert report.fresh and all(name.startswith("detector.") for name in report.fresh)
