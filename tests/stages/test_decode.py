@@ -8,6 +8,8 @@ from vtm.stages.decode import (
     DecodeError,
     DecodeStage,
     _decode_pyav,
+    _pyav_first_frame,
+    _pyav_timestamps,
     cuda_hwaccel,
     frame_statistics,
     probe,
@@ -70,6 +72,27 @@ def test_decord_and_pyav_give_the_same_frames(sample_dir, rel):
     assert decoded.all()
     assert fast.shape == plain.shape == (8, 64, 64, 3)
     assert np.abs(fast.astype(int) - plain.astype(int)).mean() < 4.0  # scaler differences only
+
+
+def test_probing_without_ffmpegs_trial_decode_reads_what_full_probing_reads(sample_dir, ground_truth):
+    """The probe opens files without FFmpeg's trial decoding of their first frames: the frame size, rotation,
+    declared duration and timestamps are those a fully probed open gives."""
+    import av
+
+    for rel in ground_truth["videos"]:
+        path = sample_dir / rel
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            declared = float(stream.duration * stream.time_base) if stream.duration is not None else None
+            if declared is None and container.duration is not None and len(container.streams) == 1:
+                declared = container.duration / 1e6
+            frame = next(container.decode(stream))
+            full = (int(round(frame.rotation or 0)) % 360, frame.width, frame.height, declared)
+            container.seek(0)
+            pts = np.sort([p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0])
+            pts = pts * float(stream.time_base)
+        assert _pyav_first_frame(path) == full, rel
+        assert np.array_equal(_pyav_timestamps(path), pts), rel
 
 
 @pytest.mark.parametrize(
