@@ -443,10 +443,12 @@ def _decode_nearest(
 
     The decoder skips non-reference frames (H.264/HEVC B-frames that no other frame predicts from:
     about half of all frames with x264's defaults), so a wanted frame that is one of them is replaced
-    by its nearest decoded neighbour: the next frame, else the previous one. `pts` holds the
-    presentation times of frames `pts_start`, `pts_start + 1`, ... (the plan's, see
-    `VideoPlan.pts_around`). Returns (frames, frame indices decoded, how they were decoded), or None
-    where the stream does not allow it (every frame a reference, two neighbours skipped in a row,
+    by its nearest decoded neighbour: the next frame, else the previous one. In x264 streams with one
+    reference per list (`_x264_single_reference`) the CPU decoder also skips the reference B-frames no
+    sample takes (`_b_frames_to_skip`): the same frames come back, with the same pixels, for less decoding
+    ("pyav-bframes"). `pts` holds the presentation times of frames `pts_start`, `pts_start + 1`, ... (the
+    plan's, see `VideoPlan.pts_around`). Returns (frames, frame indices decoded, how they were decoded), or
+    None where the stream does not allow it (every frame a reference, two neighbours skipped in a row,
     timestamps that do not match the plan's, any decoder error): the caller then decodes exactly.
     """
     import av
