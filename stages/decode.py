@@ -477,10 +477,12 @@ def _decode_nearest(
         if hwaccel is None:
             # The stream's reorder delay, which FFmpeg's probing decode would learn, is in x264's SPS.
             container = open_container(_PROBE_WITHOUT_DECODING)
-            if container.streams.video:
-                length_size = _x264_single_reference(container, container.streams.video[0])
-            if length_size is None:
-                container.close()
+            try:
+                if container.streams.video:
+                    length_size = _x264_single_reference(container, container.streams.video[0])
+            finally:
+                if length_size is None:
+                    container.close()
         if length_size is None:
             container = open_container()
     except (av.FFmpegError, StorageError):  # the exact decoder says why
