@@ -470,7 +470,9 @@ def _decode_nearest(
 
     def open_container(options=None):
         source = open_video(path) if is_url(path) else str(path)
-        return av.open(source, hwaccel=hwaccel, options=options) if hwaccel else av.open(source, options=options)
+        if hwaccel is None:
+            return av.open(source, options=options)
+        return av.open(source, hwaccel=hwaccel, options=options)
 
     try:
         length_size = None
