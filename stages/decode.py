@@ -361,10 +361,11 @@ def _b_frames_to_skip(packets: list, frame_of, slot: dict, length_size: int) -> 
 
     With non-reference frames skipped, a sample takes its decoded frame of best preference in `slot` (see
     `_decode_nearest`). A reference B-frame a sample takes also needs the B-frames of the group before its own
-    decoded: a group is an I/P-frame with the B-frames decoded after it (displayed before it), and when a
-    group's reference B-frame is skipped, FFmpeg fills the gap in frame numbers with a copy of the I/P-frame
-    before, numbered as if shown right after it, so that copy, not the I/P-frame, would head the next group's
-    reference list. `frame_of(pts)` is a packet's frame index, None where the plan does not know its time.
+    decoded (of the one before that where that group has none): a group is an I/P-frame with the B-frames
+    decoded after it (displayed before it), and when a group's reference B-frame is skipped, FFmpeg fills the
+    gap in frame numbers with a copy of the group's I/P-frame, numbered as if shown right after it, so that
+    copy, not the next I/P-frame, could head the next group's reference list. `frame_of(pts)` is a packet's
+    frame index, None where the plan does not know its time.
     """
     groups: list[tuple[int, list[int]]] = []  # (position of the I/P-frame, positions of its B-frames)
     latest = None
@@ -386,15 +387,25 @@ def _b_frames_to_skip(packets: list, frame_of, slot: dict, length_size: int) -> 
         if j in slot and (slot[j][0] not in best or slot[j][1] < best[slot[j][0]][0]):
             best[slot[j][0]] = (slot[j][1], j)
     taken = {j for _, j in best.values()}
+
+    def before(g: int) -> list[int]:  # the B-frames whose skipping could head group g's reference lists
+        if g == 0:
+            return []
+        if groups[g - 1][1] or g == 1:
+            return groups[g - 1][1]
+        # An I/P-frame right after the one before it: the copy filling the gap is numbered as if shown right
+        # after that earlier one, the same as this I/P-frame.
+        return groups[g - 2][1]
+
     keep: set[int] = set()
     for g, (_, bs) in enumerate(groups):
         if any(frame[pos] in taken for pos in bs):
             keep.update(bs)
-            keep.update(groups[g - 1][1] if g else ())
+            keep.update(before(g))
     skip = b_positions - keep
     untrusted = set()
-    for g, (_, bs) in enumerate(groups[1:], 1):
-        if set(groups[g - 1][1]) & skip:
+    for g, (_, bs) in enumerate(groups):
+        if set(before(g)) & skip:
             untrusted.update(frame[pos] for pos in bs if pos not in skip)
     return skip, untrusted
 
