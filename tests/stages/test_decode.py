@@ -190,7 +190,7 @@ def test_skipping_b_frames_takes_the_frames_skipping_non_reference_ones_takes_an
     import av
 
     path = tmp_path / f"ref{refs}.mp4"
-    backdrop = np.random.default_rng(refs).integers(0, 255, (80, 112, 3)).astype(np.uint8)
+    backdrop = np.random.default_rng(0).integers(0, 255, (80, 112, 3)).astype(np.uint8)
     params = f"mbtree=0:ref={refs}"
     encoding = Encoding("libx264", options={"preset": "medium", "g": "60", "x264-params": params})
     write_video(path, (np.roll(backdrop, (2 * i, 3 * i), axis=(0, 1)) for i in range(150)), fps=30, encoding=encoding)
@@ -199,17 +199,19 @@ def test_skipping_b_frames_takes_the_frames_skipping_non_reference_ones_takes_an
         stream.codec_context.skip_frame = "NONREF"
         tick = float(stream.time_base)
         unreferenced_skipped = {frame.pts for frame in container.decode(stream)}
-    for fps, segment in ((3.0, 64), (7.0, 5)):
+    for fps, segment in ((3.0, 64), (7.0, 5), (15.0, 3)):
         plan = probe(path, fps=fps)
         decodable = {i for i, t in enumerate(plan.pts) if round(t / tick) in unreferenced_skipped}
         expected = [next(j for j in (i, i + 1, i - 1) if j in decodable) for i in plan.frame_index]
         stage = DecodeStage(image_size=32, nearest_frames=True)
+        labels = set()
         for s in range(0, len(plan.frame_index), segment):
             out = _decode_nearest_batch(stage, path, plan, plan.frame_index[s : s + segment])
-            assert out["decoded_with"] == how
+            labels.add(out["decoded_with"])
             assert list(out["frame_index"]) == expected[s : s + segment]
             exact, decoded = _decode_pyav(path, out["frame_index"], 32, 0)
             assert decoded.all() and np.array_equal(out["frames"], exact)
+        assert how in labels and labels <= {how, "pyav-nonref"}  # a segment needing every B-frame skips none
 
 
 def test_h264_with_b_frames_moves_some_samples_and_exact_mode_moves_none(sample_dir):
