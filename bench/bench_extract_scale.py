@@ -394,6 +394,14 @@ def summarise(r: dict) -> list[tuple[str, str]]:
                     f"{', '.join(d['decoded_with'])}; no Ray, no encoder){gpu(d)}",
                 )
             )
+        if isinstance(d, dict) and "wall_s" in d and "wall_s" in limit:
+            rows.append(
+                (
+                    "  / decode every frame",
+                    f"wall {ratio(d['wall_s'], limit['wall_s']):.2f} | CPU {ratio(d['cpu_s'], limit['cpu_s']):.2f}"
+                    + ("   (target: < 1 on the CPU alone)" if device == "cpu" else ""),
+                )
+            )
     if "wall_s" in psd:
         rows.append(
             (

@@ -9,6 +9,7 @@ streamed through PyAV (decord needs a local file), so no scratch copy is ever wr
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -77,11 +78,17 @@ def _location(path) -> Path | str:
     return path if is_url(path) else Path(path)
 
 
-def _pyav_open(path: Path | str):
+# FFmpeg's stream probing (avformat_find_stream_info) decodes the first frames of every stream to learn what the
+# container leaves open (for a 720p H.264 file that is its key frame: ~18 ms of CPU per open). Reading packets or a
+# single frame needs none of it; decoding many frames does (the reorder delay it learns), so the decoders keep it.
+_PROBE_WITHOUT_DECODING = {"skip_frame": "all"}
+
+
+def _pyav_open(path: Path | str, options: dict | None = None):
     import av
 
     try:
-        container = av.open(open_video(path) if is_url(path) else str(path))
+        container = av.open(open_video(path) if is_url(path) else str(path), options=options)
     except StorageError:
         raise  # the store's own reason (denied, missing, connection lost) says more than the demuxer's
     except Exception as e:  # noqa: BLE001 - any failure to open is this video's reason
@@ -108,7 +115,7 @@ def _short(e: Exception) -> str:
 
 def _pyav_timestamps(path: Path) -> np.ndarray:
     """Presentation times of every frame, from packets (no decoding)."""
-    container = _pyav_open(path)
+    container = _pyav_open(path, _PROBE_WITHOUT_DECODING)
     with container:
         stream = container.streams.video[0]
         tb = float(stream.time_base)
@@ -118,7 +125,7 @@ def _pyav_timestamps(path: Path) -> np.ndarray:
 
 def _pyav_first_frame(path: Path) -> tuple[int, int, int, float | None]:
     """Rotation, stored width and height from the first frame; and the duration the file declares."""
-    container = _pyav_open(path)
+    container = _pyav_open(path, _PROBE_WITHOUT_DECODING)
     with container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1  # one frame: decoder threads would only cost their start-up
@@ -312,6 +319,134 @@ def cuda_hwaccel():
     return HWAccel("cuda", allow_software_fallback=True, options={"primary_ctx": "1"}) if _cuda_device else None
 
 
+def _x264_single_reference(container, stream) -> int | None:
+    """The NAL length size of an H.264 stream in which no frame a sample takes depends on a B-frame it does not
+    take, or on one that stood in a reference list beside it; None for any other stream.
+
+    Known from the settings x264 writes as text into the first frame: with `ref=1` each reference list holds
+    the one nearest reference frame (x264's `reference_build_list` sorts by distance, then keeps `ref` of
+    them), and a B-frame lies between two I/P-frames in display order, so an I/P-frame never predicts from a
+    B-frame, and a reference B-frame (b-pyramid) predicts only from the I/P-frames beside it. Progressive
+    frames only, and AVCC packets (MP4, Matroska), whose NAL headers are read directly. Reads the first
+    packet: the caller seeks afterwards.
+    """
+    extradata = stream.codec_context.extradata or b""
+    if stream.codec_context.name != "h264" or len(extradata) < 5 or extradata[0] != 1:
+        return None
+    first = next(iter(container.demux(stream)), None)
+    data = bytes(first) if first is not None else b""
+    start = data.find(b"x264 - core ")
+    if start < 0:
+        return None
+    end = data.find(b"\x00", start)
+    settings = set(data[start : end if end > 0 else len(data)].split(b" options: ", 1)[-1].split())
+    return (extradata[4] & 3) + 1 if {b"ref=1", b"interlaced=0"} <= settings else None
+
+
+def _nal_ref_idc(data: bytes, length_size: int) -> int | None:
+    """The nal_ref_idc of the first slice in an AVCC packet (0: no frame predicts from it); None if it has none."""
+    pos = 0
+    while pos + length_size < len(data):
+        size = int.from_bytes(data[pos : pos + length_size], "big")
+        header = data[pos + length_size]
+        if header & 0x1F in (1, 5):  # a slice of a picture, an IDR picture
+            return header >> 5
+        pos += length_size + size
+    return None
+
+
+def _b_frames_to_skip(packets: list, frame_of, slot: dict, length_size: int) -> tuple[set[int], set[int]]:
+    """In a stream `_x264_single_reference` accepts: the packets (positions in `packets`, decode order) whose
+    B-frames no sample needs, and the frames that may then decode wrongly (no sample may take them).
+
+    With non-reference frames skipped, a sample takes its decoded frame of best preference in `slot` (see
+    `_decode_nearest`). A reference B-frame a sample takes also needs the B-frames of the group before its own
+    decoded (of the one before that where that group has none): a group is an I/P-frame with the B-frames
+    decoded after it (displayed before it), and when a group's reference B-frame is skipped, FFmpeg fills the
+    gap in frame numbers with a copy of the group's I/P-frame, numbered as if shown right after it, so that
+    copy, not the next I/P-frame, could head the next group's reference list. `frame_of(pts)` is a packet's
+    frame index, None where the plan does not know its time.
+    """
+    groups: list[tuple[int, list[int]]] = []  # (position of the I/P-frame, positions of its B-frames)
+    latest = None
+    for pos, packet in enumerate(packets):
+        if latest is None or packet.pts > latest:
+            groups.append((pos, []))
+            latest = packet.pts
+        else:
+            groups[-1][1].append(pos)
+    frame = [frame_of(p.pts) for p in packets]
+    b_positions = {pos for _, bs in groups for pos in bs}
+    decodable = {
+        frame[pos]
+        for pos, packet in enumerate(packets)
+        if pos not in b_positions or _nal_ref_idc(bytes(packet), length_size) != 0
+    }
+    best: dict[int, tuple[int, int]] = {}  # wanted position -> (preference, frame index)
+    for j in decodable:
+        if j in slot and (slot[j][0] not in best or slot[j][1] < best[slot[j][0]][0]):
+            best[slot[j][0]] = (slot[j][1], j)
+    taken = {j for _, j in best.values()}
+
+    def before(g: int) -> list[int]:  # the B-frames whose skipping could head group g's reference lists
+        if g == 0:
+            return []
+        if groups[g - 1][1] or g == 1:
+            return groups[g - 1][1]
+        # An I/P-frame right after the one before it: the copy filling the gap is numbered as if shown right
+        # after that earlier one, the same as this I/P-frame.
+        return groups[g - 2][1]
+
+    keep: set[int] = set()
+    for g, (_, bs) in enumerate(groups):
+        if any(frame[pos] in taken for pos in bs):
+            keep.update(bs)
+            keep.update(before(g))
+    skip = b_positions - keep
+    untrusted = set()
+    for g, (_, bs) in enumerate(groups):
+        if set(before(g)) & skip:
+            untrusted.update(frame[pos] for pos in bs if pos not in skip)
+    return skip, untrusted
+
+
+def _read_ahead_for_b_frames(packets, pts: np.ndarray, pts_start: int, tb: float, slot: dict, length_size: int):
+    """Read packets from the key frame sought to the group after the last frame in `pts` (or the end), and say
+    which B-frames to skip (`_b_frames_to_skip`): (packets read, positions to skip, frames not to take). Skips
+    nothing where a packet's time is unknown or in the plan's range but not one of its times."""
+    ahead, latest, anchors_past_end = [], None, 0
+    for packet in packets:
+        ahead.append(packet)
+        if packet.pts is None:
+            if packet.size:
+                return ahead, set(), set()  # a packet without a time: which frame it holds is unknown
+            break  # the end of the stream
+        if latest is None or packet.pts > latest:  # an I/P-frame: it starts a group
+            latest = packet.pts
+            anchors_past_end += packet.pts * tb > pts[-1] + 1e-4
+            if anchors_past_end == 2:
+                break
+
+    def frame_of(packet_pts) -> int | None:
+        t = packet_pts * tb
+        j = int(np.searchsorted(pts, t - 1e-4))
+        return j + pts_start if j < len(pts) and abs(pts[j] - t) < 1e-4 else None
+
+    timed = [p for p in ahead if p.pts is not None]
+    if any(frame_of(p.pts) is None for p in timed if pts[0] - 1e-4 <= p.pts * tb <= pts[-1] + 1e-4):
+        return ahead, set(), set()  # timestamps that disagree with the plan: the frames are checked as they come
+    skip, untrusted = _b_frames_to_skip(timed, frame_of, slot, length_size)
+    return ahead, skip, untrusted
+
+
+def _decode_packets(packets, skip_b: set[int]):
+    """Decode packets in order, skipping the B-frames of those at positions `skip_b` and every non-reference
+    frame (FFmpeg reads `skip_frame` anew for each frame it decodes, with one decoder thread)."""
+    for pos, packet in enumerate(packets):
+        packet.stream.codec_context.skip_frame = "BIDIR" if pos in skip_b else "NONREF"
+        yield from packet.decode()
+
+
 def _decode_nearest(
     path: Path, frame_index: np.ndarray, pts: np.ndarray, pts_start: int, size: int, rotation: int, hwaccel=None
 ):
@@ -319,10 +454,12 @@ def _decode_nearest(
 
     The decoder skips non-reference frames (H.264/HEVC B-frames that no other frame predicts from:
     about half of all frames with x264's defaults), so a wanted frame that is one of them is replaced
-    by its nearest decoded neighbour: the next frame, else the previous one. `pts` holds the
-    presentation times of frames `pts_start`, `pts_start + 1`, ... (the plan's, see
-    `VideoPlan.pts_around`). Returns (frames, frame indices decoded, how they were decoded), or None
-    where the stream does not allow it (every frame a reference, two neighbours skipped in a row,
+    by its nearest decoded neighbour: the next frame, else the previous one. In x264 streams with one
+    reference per list (`_x264_single_reference`) the CPU decoder also skips the reference B-frames no
+    sample takes (`_b_frames_to_skip`): the same frames come back, with the same pixels, for less decoding
+    ("pyav-bframes"). `pts` holds the presentation times of frames `pts_start`, `pts_start + 1`, ... (the
+    plan's, see `VideoPlan.pts_around`). Returns (frames, frame indices decoded, how they were decoded), or
+    None where the stream does not allow it (every frame a reference, two neighbours skipped in a row,
     timestamps that do not match the plan's, any decoder error): the caller then decodes exactly.
     """
     import av
@@ -341,9 +478,26 @@ def _decode_nearest(
         chosen[k] = (i, frame.to_ndarray(format="rgb24", width=size, height=size))
 
     last = min(wanted[-1] + 1, pts_start + len(pts) - 1)
-    try:
+
+    def open_container(options=None):
         source = open_video(path) if is_url(path) else str(path)
-        container = av.open(source, hwaccel=hwaccel) if hwaccel is not None else av.open(source)
+        if hwaccel is None:
+            return av.open(source, options=options)
+        return av.open(source, hwaccel=hwaccel, options=options)
+
+    try:
+        length_size = None
+        if hwaccel is None:
+            # The stream's reorder delay, which FFmpeg's probing decode would learn, is in x264's SPS.
+            container = open_container(_PROBE_WITHOUT_DECODING)
+            try:
+                if container.streams.video:
+                    length_size = _x264_single_reference(container, container.streams.video[0])
+            finally:
+                if length_size is None:
+                    container.close()
+        if length_size is None:
+            container = open_container()
     except (av.FFmpegError, StorageError):  # the exact decoder says why
         return None
     try:
@@ -354,8 +508,12 @@ def _decode_nearest(
             ctx.skip_frame = "NONREF"
             tb = float(stream.time_base)
             container.seek(int(float(pts[0]) / tb), stream=stream, backward=True)
+            packets = container.demux(stream)
+            ahead, skip, untrusted = [], set(), set()
+            if length_size:  # read the packets up to the group after the last frame first, to see which are needed
+                ahead, skip, untrusted = _read_ahead_for_b_frames(packets, pts, pts_start, tb, slot, length_size)
             on_gpu = False
-            for frame in container.decode(stream):
+            for frame in _decode_packets(itertools.chain(ahead, packets), skip):
                 if frame.pts is None:
                     continue
                 on_gpu = on_gpu or frame.format.name in CUDA_DOWNLOAD_FORMATS
@@ -374,10 +532,10 @@ def _decode_nearest(
                     break
             for k in list(best):
                 settle(k)
-            how = "pyav-nonref-cuda" if ctx.is_hwaccel and on_gpu else "pyav-nonref"
+            how = "pyav-nonref-cuda" if ctx.is_hwaccel and on_gpu else "pyav-bframes" if skip else "pyav-nonref"
     except av.FFmpegError:
         return None
-    if len(chosen) < len(wanted):
+    if len(chosen) < len(wanted) or any(chosen[k][0] in untrusted for k in chosen):
         return None
     got = np.array([chosen[k][0] for k in range(len(wanted))], np.int64)
     if np.any(np.diff(got) <= 0):

@@ -3,11 +3,13 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from vtm.data.sample_archive import write_video
+from vtm.data.sample_archive import Encoding, write_video
 from vtm.stages.decode import (
     DecodeError,
     DecodeStage,
     _decode_pyav,
+    _pyav_first_frame,
+    _pyav_timestamps,
     cuda_hwaccel,
     frame_statistics,
     probe,
@@ -70,6 +72,27 @@ def test_decord_and_pyav_give_the_same_frames(sample_dir, rel):
     assert decoded.all()
     assert fast.shape == plain.shape == (8, 64, 64, 3)
     assert np.abs(fast.astype(int) - plain.astype(int)).mean() < 4.0  # scaler differences only
+
+
+def test_probing_without_ffmpegs_trial_decode_reads_what_full_probing_reads(sample_dir, ground_truth):
+    """The probe opens files without FFmpeg's trial decoding of their first frames: the frame size, rotation,
+    declared duration and timestamps are those a fully probed open gives."""
+    import av
+
+    for rel in ground_truth["videos"]:
+        path = sample_dir / rel
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            declared = float(stream.duration * stream.time_base) if stream.duration is not None else None
+            if declared is None and container.duration is not None and len(container.streams) == 1:
+                declared = container.duration / 1e6
+            frame = next(container.decode(stream))
+            full = (int(round(frame.rotation or 0)) % 360, frame.width, frame.height, declared)
+            container.seek(0)
+            pts = np.sort([p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0])
+            pts = pts * float(stream.time_base)
+        assert _pyav_first_frame(path) == full, rel
+        assert np.array_equal(_pyav_timestamps(path), pts), rel
 
 
 @pytest.mark.parametrize(
@@ -142,7 +165,8 @@ def test_skipping_unreferenced_frames_returns_neighbours_within_one_frame_decode
     stage = DecodeStage(image_size=64, nearest_frames=True)
     stage.setup()
     out = _decode_nearest_batch(stage, path, plan, plan.frame_index)
-    assert out["decoded_with"] == "pyav-nonref"
+    # x264 with one reference per list (the sample archive's): B-frames no sample needs are skipped too
+    assert out["decoded_with"] == ("pyav-nonref" if rel.endswith((".avi", ".webm")) else "pyav-bframes")
     got = out["frame_index"]
     assert np.all(np.abs(got - plan.frame_index) <= 1) and np.all(np.diff(got) > 0)
     assert np.all(
@@ -152,6 +176,42 @@ def test_skipping_unreferenced_frames_returns_neighbours_within_one_frame_decode
     assert decoded.all()
     assert np.array_equal(out["frames"], exact)
     assert set(out["timing"]) == {"decode_s", "decode_cpu_s", "stats_s"}
+
+
+@pytest.mark.parametrize("refs, how", [(1, "pyav-bframes"), (3, "pyav-nonref")])
+def test_skipping_b_frames_takes_the_frames_skipping_non_reference_ones_takes_and_decodes_them_exactly(
+    tmp_path, refs, how
+):
+    """x264 with b-pyramid (its reference B-frames) at the medium preset. With one reference per list, the
+    B-frames no sample needs are skipped as well; the samples still get the frames a decoder skipping only
+    non-reference frames gives them (the frame, else the next, else the previous decoded one), with the pixels
+    of an exact decode. With three references an I/P-frame may predict from a B-frame: only non-reference
+    frames are skipped (skipping B-frames there changes pixels)."""
+    import av
+
+    path = tmp_path / f"ref{refs}.mp4"
+    backdrop = np.random.default_rng(0).integers(0, 255, (80, 112, 3)).astype(np.uint8)
+    params = f"mbtree=0:ref={refs}"
+    encoding = Encoding("libx264", options={"preset": "medium", "g": "60", "x264-params": params})
+    write_video(path, (np.roll(backdrop, (2 * i, 3 * i), axis=(0, 1)) for i in range(150)), fps=30, encoding=encoding)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        tick = float(stream.time_base)
+        unreferenced_skipped = {frame.pts for frame in container.decode(stream)}
+    for fps, segment in ((3.0, 64), (7.0, 5), (15.0, 3)):
+        plan = probe(path, fps=fps)
+        decodable = {i for i, t in enumerate(plan.pts) if round(t / tick) in unreferenced_skipped}
+        expected = [next(j for j in (i, i + 1, i - 1) if j in decodable) for i in plan.frame_index]
+        stage = DecodeStage(image_size=32, nearest_frames=True)
+        labels = set()
+        for s in range(0, len(plan.frame_index), segment):
+            out = _decode_nearest_batch(stage, path, plan, plan.frame_index[s : s + segment])
+            labels.add(out["decoded_with"])
+            assert list(out["frame_index"]) == expected[s : s + segment]
+            exact, decoded = _decode_pyav(path, out["frame_index"], 32, 0)
+            assert decoded.all() and np.array_equal(out["frames"], exact)
+        assert how in labels and labels <= {how, "pyav-nonref"}  # a segment needing every B-frame skips none
 
 
 def test_h264_with_b_frames_moves_some_samples_and_exact_mode_moves_none(sample_dir):
@@ -214,7 +274,7 @@ def test_gpu_decoding_without_a_gpu_falls_back_to_the_cpu_and_agrees(sample_dir)
     stage = DecodeStage(image_size=64, nearest_frames=True, device="cuda")
     stage.setup()
     gpu = _decode_nearest_batch(stage, path, plan, plan.frame_index)
-    assert gpu["decoded_with"] == ("pyav-nonref-cuda" if cuda_hwaccel() is not None else "pyav-nonref")
+    assert gpu["decoded_with"] == ("pyav-nonref-cuda" if cuda_hwaccel() is not None else cpu["decoded_with"])
     assert np.array_equal(gpu["frame_index"], cpu["frame_index"])
     assert np.abs(gpu["frames"].astype(int) - cpu["frames"].astype(int)).mean() < 1.0
 
