@@ -23,7 +23,7 @@ from vtm.pipeline.extract import run_extract
 from vtm.pipeline.train import evaluate_model, run_train
 
 SMALL = {
-    "model": {"d_model": 64, "num_layers": 1, "num_heads": 4, "detector_hidden": [32], "window": 16},
+    "model": {"encoder": {"d_model": 64, "num_layers": 1, "num_heads": 4}, "detector": {"hidden_sizes": [32]}},
     "train": {
         "epochs": 20,
         "batch_size": 16,
@@ -114,7 +114,7 @@ def test_loading_reports_what_does_not_match(red, trained):
     wider = dataclasses.replace(settings, feature_dim=512)
     with pytest.raises(ckpt.CheckpointError, match="re-extract"):
         ckpt.load_trigger_model(result.final, wider)
-    bigger = load_config(None, {"model": {**SMALL["model"], "detector_hidden": [48]}})
+    bigger = load_config(None, {"model": {**SMALL["model"], "detector": {"hidden_sizes": [48]}}})
     from vtm.pipeline.train import build_trigger_model_config
 
     cfg = build_trigger_model_config(bigger, settings.feature_dim, ("red_object",))
@@ -195,7 +195,7 @@ def test_adapter_trains_with_a_tiny_llava_and_lands_in_the_checkpoint(red, tmp_p
     llava = make_tiny_llava(tmp_path / "tiny-llava")
     cfg = load_config(
         _config(tmp_path, epochs=3, save_every=3, adapter_lr=0.02),
-        {"model": {"llm": str(llava), "num_soft_tokens": 2, "adapter_hidden": 32}},
+        {"adapter": {"llm": str(llava), "num_soft_tokens": 2, "hidden_dim": 32}},
     )
     result = run_train(
         red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "exp", cfg, progress=False
@@ -255,7 +255,7 @@ def test_unfrozen_llm_is_fine_tuned_and_saved_whole(red, tmp_path):
     llava = make_tiny_llava(tmp_path / "tiny-llava")
     cfg = load_config(
         _config(tmp_path, epochs=1, save_every=1, freeze_llm=False, adapter_lr=0.01),
-        {"model": {"llm": str(llava), "num_soft_tokens": 2, "adapter_hidden": 32}},
+        {"adapter": {"llm": str(llava), "num_soft_tokens": 2, "hidden_dim": 32}},
     )
     result = run_train(
         red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "exp", cfg, progress=False
