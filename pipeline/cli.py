@@ -803,7 +803,7 @@ def ui_settings(config_path: Path | None, max_minutes: float | None = None, **fl
     over them; page flags left out (None) keep UiSettings' defaults."""
     from vtm.ui.web import UiSettings
 
-    describer = {k: flags.pop(k) for k in ("model", "device", "detector", "detector_threshold")}
+    describer = {k: flags.pop(k, None) for k in ("model", "device", "detector", "detector_threshold")}
     config = load_config(config_path, {"describe": _describer_flags(**describer)})
     page = {k: v for k, v in flags.items() if v is not None}
     if max_minutes is not None:

@@ -291,7 +291,7 @@ def _build(cls, where: str, values: Mapping[str, Any], source: str):
         return cls(**kwargs)
     except ConfigError:
         raise
-    except ValueError as e:  # a model's own config checks its values; the message gets the section's name
+    except (TypeError, ValueError) as e:  # a model's own config checks its values; the message gets the section's name
         raise ConfigError(f"{where}: {e}") from None
 
 

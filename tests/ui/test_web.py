@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vtm.models.tiny import TINY_DETR_LABELS, make_tiny_detr
-from vtm.pipeline.config import load_config
+from vtm.pipeline.config import Config, load_config
 from vtm.ui.web import (
     Analyser,
     UiSettings,
@@ -275,3 +275,26 @@ def test_ui_listens_on_localhost_by_default():
     assert inspect.signature(launch).parameters["host"].default == "127.0.0.1"
     assert next(p for p in ui.params if p.name == "host").default == "127.0.0.1"
     assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"
+
+
+def test_ui_settings_come_from_the_config_and_the_flags_override_them(tmp_path):
+    from vtm.pipeline.cli import ui_settings
+
+    config = tmp_path / "ui.yaml"
+    config.write_text(
+        "describe: {model: my/llava, objects: true, detector: my/detr, detector_threshold: 0.4, device: cpu}\n"
+        "triggers: {threshold: 0.6}\n"
+    )
+    settings = ui_settings(config, detector_threshold=0.9, port=8000, max_minutes=2.0)
+    d = settings.config.describe
+    assert (d.model, d.objects, d.detector, d.device) == ("my/llava", True, "my/detr", "cpu")
+    assert d.detector_threshold == 0.9 and settings.config.triggers.threshold == 0.6
+    assert settings.port == 8000 and settings.max_seconds == 120.0
+    assert (settings.host, settings.checkpoints_dir, settings.max_upload_mb) == (
+        UiSettings.host,
+        UiSettings.checkpoints_dir,
+        UiSettings.max_upload_mb,
+    )
+    plain = ui_settings(None, detector="other/detr")  # --detector alone turns objects on, at the default threshold
+    assert plain.config.describe.objects and plain.config.describe.detector == "other/detr"
+    assert plain.config.describe.detector_threshold == Config().describe.detector_threshold
