@@ -753,7 +753,7 @@ def report(out_dir):
 )
 @click.option("--device", help="auto | cpu | cuda [describe.device].")
 @click.option("--host", help="Interface to listen on (0.0.0.0 opens it to the network) [127.0.0.1].")
-@click.option("--port", type=int, help="[7860]")
+@click.option("--port", type=int, help="Port to listen on [7860].")
 @click.option("--max-upload-mb", type=int, help="Largest upload accepted [500].")
 @click.option("--max-minutes", type=float, help="Longest video accepted [30].")
 @CONFIG_OPTION

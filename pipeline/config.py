@@ -371,21 +371,24 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, A
             if values is not None and not isinstance(values, dict):
                 raise ConfigError(f"section {section!r} in {path} must be a mapping of settings, got {values!r}")
         data = _upgrade_flat_model({k: dict(v or {}) for k, v in loaded.items()}, str(path))
-    data = _merged(data, _upgrade_flat_model(dict(overrides or {}), "the settings given"))
+    data = _merged(data, _upgrade_flat_model(_given(overrides or {}), "the settings given"))
     unknown = set(data) - set(_SECTIONS)
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(sorted(map(str, unknown)))}; known: {', '.join(_SECTIONS)}")
     return Config(**{name: _build(cls, name, data.get(name) or {}, source) for name, cls in _SECTIONS.items()})
 
 
+def _given(overrides: Mapping) -> dict:
+    """The overrides without the values not given (None), at every depth."""
+    return {k: _given(v) if isinstance(v, Mapping) else v for k, v in overrides.items() if v is not None}
+
+
 def _merged(base: dict, over: Mapping) -> dict:
-    """`base` with the values of `over` that are given (not None), nested mappings merged key by key."""
+    """`base` with the values of `over`, nested mappings merged key by key."""
     out = dict(base)
     for key, value in over.items():
-        if value is None:
-            continue
-        if isinstance(value, Mapping):
-            out[key] = _merged(out[key] if isinstance(out.get(key), dict) else {}, value)
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
         else:
             out[key] = value
     return out
