@@ -158,6 +158,7 @@ def test_an_old_flat_model_section_still_loads(tmp_path):
     no_grid = _load(tmp_path, FLAT_MODEL.replace("grid_size: 4", "grid_size: 0"))
     assert no_grid.model.grid is None
     assert load_config(None, {"model": {"d_model": 32}}).model.encoder.d_model == 32  # from Python too
+    assert load_config(None, {"model": {"grid_size": 0, "window": None}}).model.grid is None
 
 
 def test_a_checkpoints_saved_model_config_still_loads():
