@@ -12,7 +12,7 @@ text-only fallback): both read `inputs_embeds`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -28,25 +28,36 @@ class LanguageModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    input_dim: int = 256  # d_model of the time-aware encoder
-    num_soft_tokens: int = 4
+    """The `adapter` section of vtm's configuration (and the "adapter" of a checkpoint's config.json)."""
+
+    llm: str | None = None  # LLaVA (or causal LM) path or hub id; None: no adapter is trained
+    llm_kind: str = "auto"  # auto | llava | causal_lm (the text-only fallback); a checkpoint records the one found
+    input_dim: int | None = field(default=None, metadata={"set_by": "the time-aware encoder's d_model"})
+    num_soft_tokens: int = 4  # soft tokens the adapter feeds the language model
     hidden_dim: int = 512
-    lora_rank: int = 0  # 0: no LoRA, only the projector trains
+    lora_rank: int = 0  # 0: no LoRA, only the projector trains (the LLM base stays frozen either way)
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # module names inside the language model
     prompt: str = f"USER: {VIDEO_PLACEHOLDER}\nDescribe what happens at this moment. ASSISTANT:"
-    max_new_tokens: int = 64
+    max_new_tokens: int = 64  # per description and for the summary
 
     def __post_init__(self):
         object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))  # a list from YAML/JSON
         _check_prompt(self.prompt)
-        if self.num_soft_tokens < 1:
-            raise ValueError(f"num_soft_tokens must be at least 1, got {self.num_soft_tokens}")
+        if self.llm_kind not in KINDS:
+            raise ValueError(f"llm_kind must be one of {', '.join(KINDS)}, got {self.llm_kind!r}")
+        for name in ("num_soft_tokens", "hidden_dim", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be 0 (no LoRA) or positive, got {self.lora_rank}")
         if self.lora_rank and not self.lora_target_modules:
             raise ValueError("lora_rank > 0 needs lora_target_modules")
+        if self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(
+                f"lora_alpha must be > 0 and lora_dropout within [0, 1), got {self.lora_alpha} and {self.lora_dropout}"
+            )
 
 
 def _check_prompt(prompt: str) -> None:
@@ -147,6 +158,8 @@ class VideoLanguageAdapter(nn.Module):
 
     def __init__(self, config: AdapterConfig, language_model: nn.Module, processor):
         super().__init__()
+        if config.input_dim is None:
+            raise ValueError("AdapterConfig.input_dim is not set (the time-aware encoder's d_model)")
         self.config = config
         self.is_llava = getattr(language_model.config, "model_type", None) == "llava"
         self.processor = processor

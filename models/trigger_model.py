@@ -16,19 +16,29 @@ from vtm.models.trigger_detector import TriggerDetector, TriggerDetectorConfig
 
 @dataclass(frozen=True)
 class TriggerModelConfig:
+    """The `model` section of vtm's configuration (and a checkpoint's config.json).
+
+    Its defaults are the training recipe's; fields with `set_by` metadata are not settings but filled from the
+    data when a model is built (see vtm.pipeline.train.build_trigger_model_config).
+    """
+
     encoder: TemporalEncoderConfig = field(default_factory=TemporalEncoderConfig)
     detector: TriggerDetectorConfig = field(default_factory=TriggerDetectorConfig)
-    window: int = 32  # frames the model sees at once (clip_window_size)
-    labels: tuple[str, ...] = ("event",)  # event class names; index i is detector class i + 1
+    window: int = 16  # frames the model sees at once (clip_window_size)
+    # event class names; index i is detector class i + 1
+    labels: tuple[str, ...] = field(default=("event",), metadata={"set_by": "the annotations' labels"})
     color_inputs: bool = True  # the cached colour histogram (64 values) is appended to each frame's features
-    grid: GridEncoderConfig | None = None  # the cached colour grid, pooled to grid.size cells a side, is appended too
-    min_event_frames: int = (
-        1  # the shortest annotated event trained on, in samples: shorter blips of the score are noise
-    )
+    # the cached 16x16 colour grid, pooled to grid.size cells a side, is appended too; None: no grid
+    grid: GridEncoderConfig | None = field(default_factory=GridEncoderConfig)
+    # the shortest annotated event trained on, in samples: shorter blips of the score are noise
+    min_event_frames: int = field(default=1, metadata={"set_by": "the annotations' shortest event"})
 
     def __post_init__(self):
         if isinstance(self.grid, dict):
             object.__setattr__(self, "grid", GridEncoderConfig(**self.grid))
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if self.detector.input_dim is None:  # the detector reads the encoder's output
+            object.__setattr__(self, "detector", dataclasses.replace(self.detector, input_dim=self.encoder.d_model))
         if self.detector.input_dim != self.encoder.d_model:
             raise ValueError(
                 f"detector.input_dim ({self.detector.input_dim}) must equal encoder.d_model ({self.encoder.d_model})"
@@ -59,6 +69,8 @@ class TriggerModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TriggerModelConfig:
+        """A checkpoint's config.json "model"; keys older checkpoints lack mean what those were trained without
+        (no colour inputs, no grid)."""
         det = dict(d["detector"])
         det["hidden_sizes"] = tuple(det["hidden_sizes"])
         enc = dict(d["encoder"])

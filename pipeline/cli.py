@@ -153,7 +153,7 @@ def extract(
 @click.option(
     "--threshold",
     type=float,
-    help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else 0.5].",
+    help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else triggers.threshold].",
 )
 @click.option(
     "--min-gap", "min_gap_s", type=float, help="Seconds between two triggers; nearer peaks merge into the strongest."
@@ -362,7 +362,7 @@ def train_from_cache(
             config_path,
             {
                 "train": {"epochs": epochs, "device": device, "workers": workers},
-                "model": {"llm": llm},
+                "adapter": {"llm": llm},
                 "ray": {"address": address},
             },
         )
@@ -506,7 +506,7 @@ def sample(out_dir, seed, no_broken):
 @click.option(
     "--threshold",
     type=float,
-    help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else 0.5].",
+    help="Score a trigger must reach (0..1) [with --checkpoint: its calibrated threshold, else triggers.threshold].",
 )
 @click.option("--max-windows-per-video", type=int, help="At most this many windows per video (the strongest).")
 @click.option("--prompt", help="The question asked about each window, or a whole prompt template.")
@@ -594,25 +594,39 @@ def describe(
     "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Analysis JSON to write."
 )
 @click.option(
-    "--threshold", type=float, help="Trigger score a moment must reach (0..1) [the checkpoint's calibrated threshold]."
+    "--threshold",
+    type=float,
+    help="Trigger score a moment must reach (0..1) [triggers.threshold if the config sets it, else the checkpoint's "
+    "calibrated threshold].",
 )
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", help="auto | cpu | cuda [describe.device].")
 @click.option(
     "--strict-loading", is_flag=True, help="Refuse a checkpoint that does not match the encoder it is used with."
 )
-@click.option("--model", help="LLaVA path or hub id: needed for a checkpoint without an adapter.")
+@click.option("--model", help="LLaVA path or hub id: needed for a checkpoint without an adapter [describe.model].")
 @click.option("--detector", help="DETR local path or hub id: also detect objects in the triggered frames.")
 @click.option(
     "--detector-threshold",
-    default=0.7,
-    show_default=True,
     type=click.FloatRange(0, 1),
-    help="Objects below this score are dropped.",
+    help="Objects below this score are dropped [describe.detector_threshold].",
 )
 @click.option(
     "--audio", type=click.Path(dir_okay=False, path_type=Path), help="Also speak the video summary to this WAV file."
 )
-def infer(video, checkpoint, output, threshold, device, strict_loading, model, detector, detector_threshold, audio):
+@CONFIG_OPTION
+def infer(
+    video,
+    checkpoint,
+    output,
+    threshold,
+    device,
+    strict_loading,
+    model,
+    detector,
+    detector_threshold,
+    audio,
+    config_path,
+):
     """Analyse one video (a file or an object-storage URL) with a checkpoint, every phase in this process (no cache, no
     Ray)."""
     from vtm.models.llava_adapter import LanguageModelLoadError
@@ -622,17 +636,15 @@ def infer(video, checkpoint, output, threshold, device, strict_loading, model, d
     from vtm.ui.speech import SpeechError
 
     try:
+        cfg = load_config(
+            config_path,
+            {
+                "triggers": {"threshold": _threshold(threshold, checkpoint, config_path)},
+                "describe": _describer_flags(model, device, detector, detector_threshold),
+            },
+        )
         analysis = run_infer(
-            video,
-            checkpoint,
-            output,
-            threshold=threshold,
-            device=device,
-            strict=strict_loading,
-            llm=model,
-            detector=detector,
-            detector_threshold=detector_threshold,
-            audio=audio,
+            video, checkpoint, output, cfg, threshold=cfg.triggers.threshold, strict=strict_loading, audio=audio
         )
     except (
         ConfigError,
@@ -650,6 +662,17 @@ def infer(video, checkpoint, output, threshold, device, strict_loading, model, d
     if analysis.get("warning"):
         click.secho(f"warning: {video}: {analysis['warning']}", fg="yellow", err=True)
     click.echo(f"{analysis['num_triggers_detected']} triggers in {analysis['num_frames_analyzed']} frames -> {output}")
+
+
+def _describer_flags(model, device, detector, detector_threshold) -> dict:
+    """The `describe` settings `vtm infer` and `vtm ui` take as flags: --detector turns object detection on."""
+    return {
+        "model": model,
+        "device": device,
+        "objects": True if detector else None,
+        "detector": detector,
+        "detector_threshold": detector_threshold,
+    }
 
 
 @main.command()
@@ -712,10 +735,8 @@ def report(out_dir):
 @click.option(
     "--checkpoints",
     "checkpoints_dir",
-    default="runs",
-    show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Where to look for trained checkpoints.",
+    help="Where to look for trained checkpoints [runs].",
 )
 @click.option(
     "--videos",
@@ -723,45 +744,71 @@ def report(out_dir):
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Videos to offer as examples to pick from.",
 )
-@click.option("--model", help="LLaVA path or hub id, for checkpoints without an adapter.")
+@click.option("--model", help="LLaVA path or hub id, for checkpoints without an adapter [describe.model].")
 @click.option("--detector", help="DETR local path or hub id: detect objects in the triggered frames.")
 @click.option(
     "--detector-threshold",
-    default=0.7,
-    show_default=True,
     type=click.FloatRange(0, 1),
-    help="Objects below this score are not shown.",
+    help="Objects below this score are not shown [describe.detector_threshold].",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 opens it to the network)."
-)
-@click.option("--port", default=7860, show_default=True, type=int)
-@click.option("--max-upload-mb", default=500, show_default=True, type=int, help="Largest upload accepted.")
-@click.option("--max-minutes", default=30.0, show_default=True, type=float, help="Longest video accepted.")
+@click.option("--device", help="auto | cpu | cuda [describe.device].")
+@click.option("--host", help="Interface to listen on (0.0.0.0 opens it to the network) [127.0.0.1].")
+@click.option("--port", type=int, help="Port to listen on [7860].")
+@click.option("--max-upload-mb", type=int, help="Largest upload accepted [500].")
+@click.option("--max-minutes", type=float, help="Longest video accepted [30].")
+@CONFIG_OPTION
 def ui(
-    checkpoints_dir, videos_dir, model, detector, detector_threshold, device, host, port, max_upload_mb, max_minutes
+    checkpoints_dir,
+    videos_dir,
+    model,
+    detector,
+    detector_threshold,
+    device,
+    host,
+    port,
+    max_upload_mb,
+    max_minutes,
+    config_path,
 ):
     """A web page to analyse one video at a time with a trained checkpoint."""
-    from vtm.ui.web import UiSettings, launch
+    from vtm.ui.web import launch
 
-    settings = UiSettings(
-        checkpoints_dir=checkpoints_dir,
-        videos_dir=videos_dir,
-        model=model,
-        detector=detector,
-        detector_threshold=detector_threshold,
-        device=device,
-        max_upload_mb=max_upload_mb,
-        max_seconds=max_minutes * 60,
-    )
     try:
-        launch(settings, host=host, port=port)
+        settings = ui_settings(
+            config_path,
+            checkpoints_dir=checkpoints_dir,
+            videos_dir=videos_dir,
+            model=model,
+            detector=detector,
+            detector_threshold=detector_threshold,
+            device=device,
+            host=host,
+            port=port,
+            max_upload_mb=max_upload_mb,
+            max_minutes=max_minutes,
+        )
+    except ConfigError as e:
+        _fail(str(e))
+    try:
+        launch(settings)
     except OSError as e:  # Gradio's message names its own environment variable, not our flag
         _fail(
-            f"cannot listen on {host}:{port} ({str(e).splitlines()[0]}): is another `vtm ui` running there? Pass "
-            "another --port."
+            f"cannot listen on {settings.host}:{settings.port} ({str(e).splitlines()[0]}): is another `vtm ui` running "
+            "there? Pass another --port."
         )
+
+
+def ui_settings(config_path: Path | None, max_minutes: float | None = None, **flags):
+    """`vtm ui`'s settings: the config file's (`describe`: models, threshold, device; `triggers`), the given flags
+    over them; page flags left out (None) keep UiSettings' defaults."""
+    from vtm.ui.web import UiSettings
+
+    describer = {k: flags.pop(k, None) for k in ("model", "device", "detector", "detector_threshold")}
+    config = load_config(config_path, {"describe": _describer_flags(**describer)})
+    page = {k: v for k, v in flags.items() if v is not None}
+    if max_minutes is not None:
+        page["max_seconds"] = max_minutes * 60
+    return UiSettings(config=config, **page)
 
 
 if __name__ == "__main__":

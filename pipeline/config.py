@@ -1,13 +1,17 @@
 """Typed configuration: frozen dataclasses with defaults, loaded from YAML, overridden by CLI flags.
 
-Each YAML section maps onto one dataclass; an unknown key or a contradictory value stops the run
-at load time with a message naming it. The stages' own dataclass fields are their settings, so a
-stage's section (`change_score`, `triggers`) lists exactly the stage's fields.
+Each YAML section maps onto one dataclass (a nested mapping onto a nested dataclass); an unknown key
+or a contradictory value stops the run at load time with a message naming it. The stages' and the
+models' own config dataclasses are their sections (`change_score`, `triggers`, `model`, `adapter`),
+so each setting has its default in one place: the dataclass that uses it. Fields marked
+`metadata={"set_by": ...}` are filled from the data (the cache's feature size, the annotations'
+labels) when a model is built, and are not settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import typing
 from collections.abc import Mapping
@@ -17,12 +21,17 @@ from typing import Any
 
 import yaml
 
+from vtm.models.llava_adapter import AdapterConfig
+from vtm.models.trigger_model import TriggerModelConfig
 from vtm.models.visual_encoder import DEFAULT_ENCODER
 from vtm.stages.change_score import ChangeScoreStage
 from vtm.stages.decode import GRID
+from vtm.stages.describe import SUMMARY_MODES, DescribeStage
+from vtm.stages.detect import DEFAULT_DETECTOR, DetectObjectsStage
 from vtm.stages.select_windows import SelectWindowsStage
 
 DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.yaml")
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -53,60 +62,11 @@ class ExtractConfig:
             raise ConfigError(f"extract.max_frames must be at least 2 (changes need two frames), got {self.max_frames}")
         if self.segment_frames < 1:
             raise ConfigError(f"extract.segment_frames must be >= 1, got {self.segment_frames}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"extract.device must be auto, cpu or cuda[:N], got {self.device!r}")
+        _check_device("extract", self.device)
         if self.num_encoders is not None and self.num_encoders < 1:
             raise ConfigError(f"extract.num_encoders must be >= 1, got {self.num_encoders}")
         if self.decode_device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"extract.decode_device must be auto, cpu or cuda, got {self.decode_device!r}")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The learned trigger model and the LLaVA adapter (see models/)."""
-
-    encoder_kind: str = "transformer"  # time-aware encoder: transformer | lstm
-    d_model: int = 64  # small: the default recipe is for a handful of annotated videos
-    num_layers: int = 1
-    num_heads: int = 4
-    dropout: float = 0.1
-    detector_hidden: tuple[int, ...] = (32,)
-    window: int = 16  # clip_window_size: sampled frames the model sees at once
-    color_inputs: bool = True  # append the cached colour histogram to each frame's features
-    grid_size: int = 8  # append the cached colour grid pooled to this many cells a side (a divisor of 16); 0: none
-    grid_hidden: int = 32  # width of the colour-grid encoder shared by all cells
-    threshold: float = (
-        0.5  # the detector's decision threshold on the trigger score (train.calibrate_threshold replaces it)
-    )
-    llm: str | None = None  # LLaVA (or causal LM) path or hub id; None: no adapter is trained
-    llm_kind: str = "auto"  # auto | llava | causal_lm (the text-only fallback)
-    num_soft_tokens: int = 4
-    adapter_hidden: int = 512
-    lora_rank: int = 0  # 0: no LoRA; the LLM base stays frozen either way
-
-    def __post_init__(self):
-        object.__setattr__(self, "detector_hidden", tuple(self.detector_hidden))
-        if self.encoder_kind not in ("transformer", "lstm"):
-            raise ConfigError(f"model.encoder_kind must be transformer or lstm, got {self.encoder_kind!r}")
-        if self.encoder_kind == "transformer" and self.d_model % self.num_heads:
-            raise ConfigError(f"model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})")
-        if self.window < 2:
-            raise ConfigError(f"model.window must be at least 2 frames, got {self.window}")
-        if self.grid_size < 0 or (self.grid_size and GRID % self.grid_size) or self.grid_hidden < 1:
-            raise ConfigError(
-                f"model.grid_size must be 0 or a divisor of {GRID} and model.grid_hidden >= 1, got {self.grid_size} "
-                f"and {self.grid_hidden}"
-            )
-        if self.llm_kind not in ("auto", "llava", "causal_lm"):
-            raise ConfigError(f"model.llm_kind must be auto, llava or causal_lm, got {self.llm_kind!r}")
-        _at_least(self, "model", 1, "d_model", "num_layers", "num_heads", "num_soft_tokens", "adapter_hidden")
-        _at_least(self, "model", 0, "lora_rank")
-        if any(h < 1 for h in self.detector_hidden):
-            raise ConfigError(f"model.detector_hidden sizes must be >= 1, got {list(self.detector_hidden)}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.dropout must be within [0, 1), got {self.dropout}")
-        if not 0 <= self.threshold <= 1:
-            raise ConfigError(f"model.threshold must be within 0..1, got {self.threshold}")
 
 
 @dataclass(frozen=True)
@@ -178,8 +138,7 @@ class TrainConfig:
             raise ConfigError("train.time_scale must be >= 1, train.negatives_per_positive and train.patience >= 0")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"train.val_fraction must be within [0, 1), got {self.val_fraction}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")
+        _check_device("train", self.device)
         if self.lr <= 0 or self.adapter_lr <= 0:
             raise ConfigError(f"train.lr and train.adapter_lr must be > 0, got {self.lr} and {self.adapter_lr}")
         _at_least(
@@ -206,14 +165,14 @@ class DescribeConfig:
     max_windows_per_video: int | None = None  # budget: at most this many windows per video (the strongest)
     dense: bool = False  # every sampled frame is a window (the baseline describe is measured against)
     image_size: int = 336  # key frames are decoded at image_size x image_size (LLaVA-1.5 sees 336 x 336)
-    max_new_tokens: int = 64  # per description and for the summary
-    batch_size: int = 8  # windows per generate call (across videos)
-    summary: str = "llm"  # llm: one more call over the descriptions | join: the descriptions joined
+    max_new_tokens: int = DescribeStage.max_new_tokens  # per description and for the summary
+    batch_size: int = DescribeStage.max_batch  # windows per generate call (across videos)
+    summary: str = DescribeStage.summary  # llm: one more call over the descriptions | join: the descriptions joined
     device: str = "auto"  # auto | cpu | cuda
     num_describers: int | None = None  # describe actors; default: one per GPU, or one on CPU
     objects: bool = False  # also detect objects (DETR) in each window's key frame
-    detector: str = "facebook/detr-resnet-50"  # DETR local path or hub id
-    detector_threshold: float = 0.7  # objects below this score are dropped
+    detector: str = DEFAULT_DETECTOR  # DETR local path or hub id
+    detector_threshold: float = DetectObjectsStage.threshold  # objects below this score are dropped
     audio: bool = False  # also speak each video's summary to a WAV file
 
     def __post_init__(self):
@@ -222,10 +181,9 @@ class DescribeConfig:
         for name in ("image_size", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"describe.{name} must be >= 1, got {getattr(self, name)}")
-        if self.summary not in ("llm", "join"):
-            raise ConfigError(f"describe.summary must be llm or join, got {self.summary!r}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"describe.device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.summary not in SUMMARY_MODES:
+            raise ConfigError(f"describe.summary must be one of {', '.join(SUMMARY_MODES)}, got {self.summary!r}")
+        _check_device("describe", self.device)
         if self.dense and self.max_windows_per_video is not None:
             raise ConfigError(
                 "describe.dense describes every sampled frame; describe.max_windows_per_video cannot apply to it"
@@ -246,7 +204,8 @@ class Config:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     change_score: ChangeScoreStage = field(default_factory=ChangeScoreStage)
     triggers: SelectWindowsStage = field(default_factory=SelectWindowsStage)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: TriggerModelConfig = field(default_factory=TriggerModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -267,18 +226,41 @@ class Config:
         for name in ("window_s", "baseline_s", "feature_scale", "color_scale", "local_scale", "local_cells"):
             if getattr(c, name, 1) <= 0:
                 raise ConfigError(f"change_score.{name} must be > 0, got {getattr(c, name)}")
+        if self.model.grid is not None and GRID % self.model.grid.size:
+            raise ConfigError(
+                f"model.grid.size must divide the cache's {GRID}x{GRID} colour grid ({', '.join(_divisors(GRID))}), "
+                f"got {self.model.grid.size}; model.grid: null leaves the grid out"
+            )
 
     def to_dict(self) -> dict:
         return {name: _section_dict(getattr(self, name)) for name in _SECTIONS}
 
 
-_SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+_SECTIONS: dict[str, type] = typing.get_type_hints(Config)
 _NOT_SETTINGS = {"resources"}  # stage fields that are not user settings
 
 
+def _divisors(n: int) -> list[str]:
+    return [str(d) for d in range(1, n + 1) if n % d == 0]
+
+
+def _settings(cls) -> dict[str, dataclasses.Field]:
+    """The fields of a config dataclass that are settings (not set from the data, not a stage's resources)."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.name not in _NOT_SETTINGS and "set_by" not in f.metadata}
+
+
 def _section_dict(obj) -> dict:
-    plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 - YAML has lists, not tuples
-    return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in _NOT_SETTINGS}
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return _section_dict(v)
+        return list(v) if isinstance(v, tuple) else v  # YAML has lists, not tuples
+
+    return {name: plain(getattr(obj, name)) for name in _settings(type(obj))}
+
+
+def _check_device(section: str, device: str) -> None:
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"{section}.device must be auto, cpu or cuda[:N], got {device!r}")
 
 
 def _at_least(obj, section: str, low: float, *names: str) -> None:
@@ -287,16 +269,30 @@ def _at_least(obj, section: str, low: float, *names: str) -> None:
             raise ConfigError(f"{section}.{name} must be >= {low}, got {getattr(obj, name)}")
 
 
-def _build_section(name: str, values: Mapping[str, Any]):
-    cls = _SECTIONS[name]
-    known = {f.name for f in dataclasses.fields(cls)} - _NOT_SETTINGS
-    unknown = set(values) - known
+def _build(cls, where: str, values: Mapping[str, Any], source: str):
+    """`cls` from the settings `values` of section `where` (nested sections recursively); `source` says where
+    they were read ("" or " in FILE"), for the messages about keys."""
+    known = _settings(cls)
+    set_by = {f.name: f.metadata["set_by"] for f in dataclasses.fields(cls) if "set_by" in f.metadata}
+    for key in values:
+        if key in set_by:
+            raise ConfigError(
+                f"{where}.{key}{source} is not a setting: it is set by {set_by[key]} when the model is built; remove it"
+            )
+    unknown = set(values) - set(known)
     if unknown:
         raise ConfigError(
-            f"unknown setting(s) in section {name!r}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            f"unknown setting(s) {', '.join(f'{where}.{k}' for k in sorted(unknown))}{source}; "
+            f"known in {where}: {', '.join(sorted(known))}"
         )
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _checked(f"{name}.{k}", hints[k], v) for k, v in values.items()})
+    kwargs = {k: _checked(f"{where}.{k}", hints[k], v, source) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # a model's own config checks its values; the message gets the section's name
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def is_number(value) -> bool:
@@ -314,7 +310,7 @@ def finite_float(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _checked(key: str, hint, value):
+def _checked(key: str, hint, value, source: str = ""):
     """`value` as the type `hint` asks for, or a ConfigError naming `key`: YAML and flags give the wrong
     type easily (fps: "fast", epochs: "ten"), and NaN or infinity would poison everything downstream."""
     args = typing.get_args(hint)
@@ -327,6 +323,10 @@ def _checked(key: str, hint, value):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, like [{value!r}], got {value!r}")
         return tuple(_checked(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):  # a nested section
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}{source} must be a mapping of settings, got {value!r}")
+        return _build(hint, key, value, source)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
@@ -350,8 +350,9 @@ def _checked(key: str, hint, value):
 
 
 def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
-    """Defaults <- YAML file <- overrides (CLI flags; a None value means 'not given')."""
-    data: dict[str, dict] = {}
+    """Defaults <- YAML file <- overrides (CLI flags; a None value means 'not given'; nested mappings merge)."""
+    data: dict[str, Any] = {}
+    source = f" in {path}" if path is not None else ""
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -364,18 +365,79 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, A
         unknown = set(loaded) - set(_SECTIONS)
         if unknown:
             raise ConfigError(
-                f"unknown section(s) in {path}: {', '.join(sorted(unknown))}; known: {', '.join(_SECTIONS)}"
+                f"unknown section(s) in {path}: {', '.join(sorted(map(str, unknown)))}; known: {', '.join(_SECTIONS)}"
             )
         for section, values in loaded.items():
             if values is not None and not isinstance(values, dict):
                 raise ConfigError(f"section {section!r} in {path} must be a mapping of settings, got {values!r}")
-        data = {k: dict(v or {}) for k, v in loaded.items()}
-    for section, values in (overrides or {}).items():
-        data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
-    try:
-        return Config(**{name: _build_section(name, data.get(name, {})) for name in _SECTIONS})
-    except TypeError as e:
-        raise ConfigError(str(e)) from None
+        data = _upgrade_flat_model({k: dict(v or {}) for k, v in loaded.items()}, str(path))
+    data = _merged(data, _upgrade_flat_model(_given(overrides or {}), "the settings given"))
+    unknown = set(data) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown section(s): {', '.join(sorted(map(str, unknown)))}; known: {', '.join(_SECTIONS)}")
+    return Config(**{name: _build(cls, name, data.get(name) or {}, source) for name, cls in _SECTIONS.items()})
+
+
+def _given(overrides: Mapping) -> dict:
+    """The overrides without the values not given (None), at every depth."""
+    return {k: _given(v) if isinstance(v, Mapping) else v for k, v in overrides.items() if v is not None}
+
+
+def _merged(base: dict, over: Mapping) -> dict:
+    """`base` with the values of `over`, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# The flat `model:` section of configs written before the model section was the model's own config
+# (resolved configs saved by vtm, `vtm calibrate` output): each old key and where it lives now.
+_FLAT_MODEL_KEYS = {
+    "encoder_kind": [("model", "encoder", "kind")],
+    "d_model": [("model", "encoder", "d_model")],
+    "num_layers": [("model", "encoder", "num_layers")],
+    "num_heads": [("model", "encoder", "num_heads")],
+    "dropout": [("model", "encoder", "dropout"), ("model", "detector", "dropout")],
+    "detector_hidden": [("model", "detector", "hidden_sizes")],
+    "threshold": [("model", "detector", "threshold")],
+    "grid_hidden": [("model", "grid", "hidden")],
+    "grid_size": [("model", "grid", "size")],  # 0: no grid (model.grid: null)
+    "llm": [("adapter", "llm")],
+    "llm_kind": [("adapter", "llm_kind")],
+    "num_soft_tokens": [("adapter", "num_soft_tokens")],
+    "adapter_hidden": [("adapter", "hidden_dim")],
+    "lora_rank": [("adapter", "lora_rank")],
+}
+
+
+def _upgrade_flat_model(data: dict, source: str) -> dict:
+    """`data` with an old flat `model:` section's keys moved to where they live now (see _FLAT_MODEL_KEYS)."""
+    model = data.get("model")
+    old = [k for k in model if k in _FLAT_MODEL_KEYS] if isinstance(model, Mapping) else []
+    if not old:
+        return data
+    renames = ", ".join(f"model.{k} -> {' and '.join('.'.join(p) for p in _FLAT_MODEL_KEYS[k])}" for k in old)
+    log.warning("%s uses the old flat model section; read as: %s", source, renames)
+    data = {**data, "model": {k: v for k, v in model.items() if k not in old}}
+    if "adapter" in data:
+        data["adapter"] = dict(data["adapter"] or {})
+    for key in sorted(old, key=lambda k: k == "grid_size"):  # grid_size last: 0 drops the grid altogether
+        for section, *inner in _FLAT_MODEL_KEYS[key]:
+            target = data.setdefault(section, {})
+            for name in inner[:-1]:
+                target = target.setdefault(name, {}) if isinstance(target.get(name, {}), dict) else {}
+            if inner[-1] in target:
+                raise ConfigError(
+                    f"{source} sets both model.{key} (the old layout) and {section}.{'.'.join(inner)}; keep the latter"
+                )
+            target[inner[-1]] = model[key]
+    if model.get("grid_size") == 0:
+        data["model"]["grid"] = None
+    return data
 
 
 def resolve_device(device: str) -> str:

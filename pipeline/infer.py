@@ -25,16 +25,14 @@ from vtm.cache.store import CacheSettings
 from vtm.cache.windows import frame_inputs
 from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline.checkpoint import CheckpointError, LoadReport, load_trigger_model, read_json
-from vtm.pipeline.config import DescribeConfig, resolve_device
+from vtm.pipeline.config import Config, resolve_device
 from vtm.pipeline.describe import analysis_json, describe_stage, window_context
 from vtm.stages.decode import DecodeStage, frame_statistics, partial_decode_warning, probe
 from vtm.stages.describe import DescribeStage, joined_summary
 from vtm.stages.encode import EncodeStage
-from vtm.stages.select_windows import SelectWindowsStage
 from vtm.ui.thumbnails import display_frame, draw_source_objects, rescale_boxes
 
 log = logging.getLogger(__name__)
-SEGMENT_FRAMES = 64  # sampled frames decoded and encoded at a time: memory stays flat on long videos
 
 
 Progress = Callable[[float, str], None]  # (fraction done 0..1, what is happening)
@@ -64,34 +62,37 @@ class VideoTriggerModel:
         sample_fps: float,
         image_size: int,
         report: LoadReport | None = None,
+        config: Config | None = None,
     ):
         self.encoder, self.trigger_model, self.describer = encoder, trigger_model, describer
         self.sample_fps, self.image_size = sample_fps, image_size
         self.report = report or LoadReport()
+        self.config = config or Config()  # triggers: picking moments; extract.segment_frames; describe.image_size
 
     @classmethod
     def from_checkpoint(
         cls,
         path: Path,
         llm: str | None = None,
-        device: str = "cpu",
+        device: str | None = None,
         strict: bool = False,
         encoder_weights: str | None = None,
-        describe: DescribeConfig = DescribeConfig(),
-        detector: str | None = None,
-        detector_threshold: float | None = None,
+        config: Config | None = None,
     ) -> VideoTriggerModel:
         """Load everything a checkpoint needs: the visual encoder named in its metadata (`encoder_weights`
         for a torchvision encoder whose weights are not on disk by default), the trigger model, and the
         adapter with its language model (`llm` replaces it; a checkpoint without an adapter needs one).
-        `detector` (DETR path or hub id) also finds objects in the triggered frames, keeping those scored
-        at least `detector_threshold` (default: `describe.detector_threshold`).
+        `config` gives the settings (default: the defaults): `describe` the describer (model, prompt, objects
+        with `detector` and `detector_threshold`, device), `triggers` how moments are picked; `llm` and
+        `device` override `describe.model` and `describe.device`.
 
         A different encoder or weights than the checkpoint was trained on is reported in `.report` and
         logged; with `strict` it is an error.
         """
         path = Path(path)
-        device = resolve_device(device)
+        config = config or Config()
+        describe = replace(config.describe, model=llm or config.describe.model)
+        device = resolve_device(device or describe.device)
         features = read_json(path, "meta.json").get("features")
         if not isinstance(features, dict) or not all(k in features for k in ("encoder", "sample_fps", "image_size")):
             raise CheckpointError(
@@ -116,17 +117,16 @@ class VideoTriggerModel:
         trigger_model, _, report = load_trigger_model(path, settings, strict=strict)
         for line in report.lines():
             log.warning("checkpoint %s", line)
-        if detector is not None:
-            describe = replace(
-                describe,
-                objects=True,
-                detector=detector,
-                detector_threshold=describe.detector_threshold if detector_threshold is None else detector_threshold,
-            )
-        stage, _ = describe_stage(path, replace(describe, model=llm or describe.model, device=device))
+        stage, _ = describe_stage(path, replace(describe, device=device))
         stage.setup()
         return cls(
-            encoder, trigger_model.to(encoder.device), stage, features["sample_fps"], features["image_size"], report
+            encoder,
+            trigger_model.to(encoder.device),
+            stage,
+            features["sample_fps"],
+            features["image_size"],
+            report,
+            config,
         )
 
     # --- the phases ---------------------------------------------------------------------------------
@@ -164,9 +164,10 @@ class VideoTriggerModel:
         threshold = self.threshold if threshold is None else threshold
         timestamps = np.asarray(timestamps, np.float64)
         score, _ = self.trigger_model.score_video(inputs, timestamps)
-        picked = SelectWindowsStage(threshold=threshold, max_triggers=max_triggers)(
-            {"timestamps": timestamps, "score": score}
-        )
+        select = replace(self.config.triggers, threshold=threshold)
+        if max_triggers is not None:
+            select = replace(select, max_triggers=max_triggers)
+        picked = select({"timestamps": timestamps, "score": score})
         idx = np.asarray(picked["trigger_index"], np.int64)
         times = [float(t) for t in picked["trigger_time"]]
         descriptions: list[str] = []
@@ -243,7 +244,7 @@ class VideoTriggerModel:
         ).result
 
     def analyze_video(
-        self, video_path: Path | str, trigger_threshold: float | None = None, key_frame_size: int = 336
+        self, video_path: Path | str, trigger_threshold: float | None = None, key_frame_size: int | None = None
     ) -> dict:
         """One video file -> its analysis (see `analyze`)."""
         return self.analyze(video_path, trigger_threshold, key_frame_size=key_frame_size).result
@@ -253,25 +254,27 @@ class VideoTriggerModel:
         video_path: Path | str,
         threshold: float | None = None,
         max_triggers: int | None = None,
-        key_frame_size: int = 336,
+        key_frame_size: int | None = None,
         progress: Progress | None = None,
     ) -> VideoAnalysis:
         """One video file (or object-storage URL): sampled and decoded in segments, so memory stays flat; key frames
         decoded again at
-        `key_frame_size` for the describer; at most `max_triggers` moments (the strongest). `progress(fraction,
+        `key_frame_size` (default: `describe.image_size`) for the describer; at most `max_triggers` moments (the
+        strongest; default: `triggers.max_triggers`). `progress(fraction,
         message)` is told how far it got. Raises DecodeError for a video that cannot be read."""
         progress = progress or (lambda fraction, message: None)
         plan = probe(video_path if is_url(video_path) else Path(video_path), self.sample_fps)
         decode = DecodeStage(image_size=self.image_size, nearest_frames=True)  # the frames `vtm extract` samples
         base = {"path": str(video_path), "rotation": plan.rotation, "decoder": plan.decoder}
         segments, sampled, decoded = [], [], []
-        for s in range(0, len(plan.frame_index), SEGMENT_FRAMES):
+        segment = self.config.extract.segment_frames  # sampled frames at a time: memory stays flat on long videos
+        for s in range(0, len(plan.frame_index), segment):
             progress(
                 ENCODED * s / max(len(plan.frame_index), 1),
-                f"sampling and encoding frames {s + 1}-{min(s + SEGMENT_FRAMES, len(plan.frame_index))} of "
+                f"sampling and encoding frames {s + 1}-{min(s + segment, len(plan.frame_index))} of "
                 f"{len(plan.frame_index)}",
             )
-            idx = plan.frame_index[s : s + SEGMENT_FRAMES]
+            idx = plan.frame_index[s : s + segment]
             pts, pts_start = plan.pts_around(idx)
             out = decode({**base, "frame_index": idx, "pts": pts, "pts_start": pts_start})
             segments.append(self.model_inputs(out["frames"]))
@@ -283,7 +286,7 @@ class VideoTriggerModel:
             warning = partial_decode_warning(timestamps, decoded, self.sample_fps)
             log.info("%s: %s", video_path, warning)  # the caller shows it (vtm infer, the page): once, not twice
             inputs, frame_index, timestamps = inputs[decoded], frame_index[decoded], timestamps[decoded]
-        key_decode = DecodeStage(image_size=key_frame_size)
+        key_decode = DecodeStage(image_size=key_frame_size or self.config.describe.image_size)
         key_frames = lambda idx: key_decode({**base, "frame_index": frame_index[idx]})["frames"]  # noqa: E731
         analysis = self._analysis(
             inputs,
@@ -306,19 +309,16 @@ def run_infer(
     video_path: Path,
     checkpoint: Path,
     output: Path,
+    config: Config | None = None,
     threshold: float | None = None,
-    device: str = "cpu",
     strict: bool = False,
-    llm: str | None = None,
-    detector: str | None = None,
-    detector_threshold: float = 0.7,
     audio: Path | None = None,
 ) -> dict:
-    """`vtm infer`: analyse one video with a checkpoint and write the analysis JSON to `output`; with a
-    `detector` (DETR) each trigger gets its objects, with `audio` the summary is spoken to that WAV file."""
-    model = VideoTriggerModel.from_checkpoint(
-        checkpoint, llm=llm, device=device, strict=strict, detector=detector, detector_threshold=detector_threshold
-    )
+    """`vtm infer`: analyse one video with a checkpoint and write the analysis JSON to `output`. `config` gives
+    the describer (`describe`: with `objects`, each trigger gets its objects) and how moments are picked
+    (`triggers`); `threshold` None is the checkpoint's calibrated one. With `audio` the summary is spoken to that
+    WAV file."""
+    model = VideoTriggerModel.from_checkpoint(checkpoint, strict=strict, config=config)
     analysis = model.analyze_video(video_path if is_url(video_path) else Path(video_path), threshold)
     write_json(Path(output), analysis)
     if audio is not None:

@@ -34,9 +34,6 @@ from vtm.cache.atomic import atomic_path
 from vtm.cache.output_dir import owned_output_dir
 from vtm.cache.store import FeatureCache
 from vtm.cache.windows import WindowReader, input_parts
-from vtm.models.grid_encoder import GridEncoderConfig
-from vtm.models.temporal_encoder import TemporalEncoderConfig
-from vtm.models.trigger_detector import TriggerDetectorConfig
 from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
 from vtm.pipeline import checkpoint as ckpt
 from vtm.pipeline.annotations import Annotations, load_annotations
@@ -65,31 +62,16 @@ class TrainResult:
 def build_trigger_model_config(
     config: Config, feature_dim: int, labels: tuple[str, ...], min_event_frames: int = 1
 ) -> TriggerModelConfig:
+    """The configured model (`config.model`) with what the data sets: input sizes from the cache, classes from
+    the annotations."""
     m = config.model
-    grid = GridEncoderConfig(size=m.grid_size, hidden=m.grid_hidden) if m.grid_size else None
     parts = input_parts(m, feature_dim)
-    groups = parts[:-1] + (grid.output_dim,) if grid else parts  # the grid encoder turns its colours into these
-    return TriggerModelConfig(
-        encoder=TemporalEncoderConfig(
-            input_dim=sum(groups),
-            d_model=m.d_model,
-            kind=m.encoder_kind,
-            num_layers=m.num_layers,
-            num_heads=m.num_heads,
-            dropout=m.dropout,
-            input_groups=groups,
-        ),
-        detector=TriggerDetectorConfig(
-            input_dim=m.d_model,
-            hidden_sizes=m.detector_hidden,
-            num_classes=len(labels),
-            dropout=m.dropout,
-            threshold=m.threshold,
-        ),
-        window=m.window,
+    groups = parts[:-1] + (m.grid.output_dim,) if m.grid else parts  # the grid encoder turns its colours into these
+    return dataclasses.replace(
+        m,
+        encoder=dataclasses.replace(m.encoder, input_dim=sum(groups), input_groups=groups),
+        detector=dataclasses.replace(m.detector, num_classes=len(labels)),
         labels=labels,
-        color_inputs=m.color_inputs,
-        grid=grid,
         min_event_frames=min_event_frames,
     )
 
@@ -301,18 +283,15 @@ class TrainRecipe:
         return int(min(runs)) if runs else 1
 
     def _build_adapter(self):
-        m = self.config.model
-        if not m.llm:
+        if not self.config.adapter.llm:
             return None
-        from vtm.models.llava_adapter import AdapterConfig, VideoLanguageAdapter
+        from vtm.models.llava_adapter import VideoLanguageAdapter
 
-        cfg = AdapterConfig(
-            input_dim=m.d_model, num_soft_tokens=m.num_soft_tokens, hidden_dim=m.adapter_hidden, lora_rank=m.lora_rank
-        )
+        cfg = dataclasses.replace(self.config.adapter, input_dim=self.model_config.encoder.d_model)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else None
-        adapter = VideoLanguageAdapter.load(cfg, m.llm, kind=m.llm_kind, dtype=dtype, device=self.device)
+        adapter = VideoLanguageAdapter.load(cfg, cfg.llm, kind=cfg.llm_kind, dtype=dtype, device=self.device)
         adapter.gradient_checkpointing = self.config.train.gradient_checkpointing
-        self.adapter_config = {"llm": m.llm, "llm_kind": adapter.kind, **dataclasses.asdict(cfg)}
+        self.adapter_config = dataclasses.asdict(dataclasses.replace(cfg, llm_kind=adapter.kind))  # the kind found
         return adapter
 
     def _freeze(self) -> None:
@@ -620,7 +599,7 @@ class TrainRecipe:
             "labels": list(self.model_config.labels),
             "train_videos": len(self.train_ids),
             "val_videos": len(self.val_ids),
-            "llm": self.config.model.llm,
+            "llm": self.config.adapter.llm,
         }
         state = {
             "optimizer": self.optimizer.state_dict(),

@@ -91,7 +91,7 @@ class DescribeStage:
     adapter: dict | None = None  # AdapterConfig fields, from the checkpoint's config.json
     adapter_weights: str | None = None  # the checkpoint's adapter.safetensors
     prompt: str | None = None  # a question, or a full template; None: the adapter's trained prompt / DEFAULT_QUESTION
-    max_new_tokens: int = 64
+    max_new_tokens: int = AdapterConfig.max_new_tokens
     max_batch: int = 8  # windows per generate call; a larger batch is split
     summary: str = "llm"  # llm: one more generate call over the descriptions | join: the descriptions joined
     device: str = "auto"

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: many archives sit on closed networks
@@ -29,7 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: man
 import gradio as gr  # noqa: E402
 
 from vtm.cache.atomic import write_json  # noqa: E402
-from vtm.pipeline.config import ConfigError  # noqa: E402
+from vtm.pipeline.config import Config, ConfigError  # noqa: E402
 from vtm.pipeline.discover import VIDEO_EXTENSIONS, discover_videos  # noqa: E402
 from vtm.ui.plots import format_mmss, timeline_png  # noqa: E402
 from vtm.ui.thumbnails import jpeg_bytes  # noqa: E402
@@ -46,10 +46,11 @@ footer {display: none !important}
 class UiSettings:
     checkpoints_dir: Path = Path("runs")
     videos_dir: Path | None = None  # videos offered as examples
-    model: str | None = None  # LLaVA for checkpoints trained without an adapter
-    detector: str | None = None  # DETR path or hub id; None: no object detection
-    detector_threshold: float = 0.7
-    device: str = "auto"
+    # describe: the LLaVA for checkpoints trained without an adapter (model), objects (objects, detector,
+    # detector_threshold), device; triggers: how moments are picked
+    config: Config = field(default_factory=Config)
+    host: str = "127.0.0.1"  # 0.0.0.0 opens the page to the network
+    port: int = 7860
     max_upload_mb: int = 500
     max_seconds: float = 1800.0  # longer videos belong in `vtm extract` + `vtm describe`
     work_dir: Path | None = None  # where each analysis's files go (default: a temporary directory)
@@ -201,13 +202,7 @@ class Analyser:
         self._loaded = None  # let the old model go before the new one takes memory
         s = self.settings
         try:
-            model = VideoTriggerModel.from_checkpoint(
-                Path(checkpoint),
-                llm=s.model,
-                device=s.device,
-                detector=s.detector,
-                detector_threshold=s.detector_threshold,
-            )
+            model = VideoTriggerModel.from_checkpoint(Path(checkpoint), config=s.config)
         except (
             CheckpointError,
             LanguageModelLoadError,
@@ -443,7 +438,7 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
                 threshold = gr.Slider(
                     0.0,
                     1.0,
-                    value=0.5,
+                    value=settings.config.triggers.threshold,
                     step=0.01,
                     label="Trigger threshold",
                     info="a moment's score must reach this (set to the checkpoint's calibrated one)",
@@ -509,15 +504,15 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
     return app, analyser
 
 
-def launch(settings: UiSettings, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+def launch(settings: UiSettings, block: bool = True) -> gr.Blocks:
     """Serve the page; with block=False return once it listens (tests, notebooks)."""
     app, analyser = build_app(settings)
     theme = gr.themes.Soft(
         primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )  # no web fonts: works offline
     app.queue(default_concurrency_limit=1).launch(
-        server_name=host,
-        server_port=port,
+        server_name=settings.host,
+        server_port=settings.port,
         max_file_size=f"{settings.max_upload_mb}mb",
         allowed_paths=[str(analyser.work_dir)],
         theme=theme,

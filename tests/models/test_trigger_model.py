@@ -13,6 +13,7 @@ def _config(kind="transformer", classes=1):
         detector=TriggerDetectorConfig(input_dim=16, hidden_sizes=(8,), num_classes=classes),
         window=8,
         labels=tuple(f"c{i}" for i in range(classes)),
+        grid=None,
     )
 
 
@@ -74,7 +75,10 @@ def test_gpu_scores_match_cpu(kind):
 
     torch.manual_seed(0)
     config = TriggerModelConfig(
-        encoder=TemporalEncoderConfig(kind=kind), detector=TriggerDetectorConfig(num_classes=2), labels=("a", "b")
+        encoder=TemporalEncoderConfig(kind=kind),
+        detector=TriggerDetectorConfig(num_classes=2),
+        labels=("a", "b"),
+        grid=None,
     )
     model = TriggerModel(config)
     rng = np.random.default_rng(0)

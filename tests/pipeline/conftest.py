@@ -36,16 +36,8 @@ def adapter_checkpoint(red_cache, tiny_llava, tmp_path_factory) -> Path:
     cfg = load_config(
         None,
         {
-            "model": {
-                "d_model": 32,
-                "num_layers": 1,
-                "num_heads": 4,
-                "detector_hidden": [16],
-                "window": 16,
-                "llm": str(tiny_llava),
-                "num_soft_tokens": 2,
-                "adapter_hidden": 32,
-            },
+            "model": {"encoder": {"d_model": 32, "num_layers": 1, "num_heads": 4}, "detector": {"hidden_sizes": [16]}},
+            "adapter": {"llm": str(tiny_llava), "num_soft_tokens": 2, "hidden_dim": 32},
             "train": {"epochs": 2, "batch_size": 16, "save_every": 2, "data_workers": 0, "val_fraction": 0.0},
         },
     )

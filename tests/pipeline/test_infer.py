@@ -214,3 +214,28 @@ def test_cli_infer_with_objects_and_a_spoken_summary(red_cache, adapter_checkpoi
         assert spoken.getframerate() == 22050 and spoken.getnframes() > 0
     missing = CliRunner().invoke(cli, args + ["--detector", str(tmp_path / "no-detr")])
     assert missing.exit_code == 2 and "cannot load object detector" in missing.output
+
+
+def test_cli_infer_takes_its_settings_from_config_and_its_flags_override_it(red_cache, adapter_checkpoint, tmp_path):
+    from vtm.models.tiny import make_tiny_detr
+
+    videos, _ = red_cache
+    detr = make_tiny_detr(tmp_path / "detr")
+    config = tmp_path / "infer.yaml"
+    config.write_text(
+        f"triggers: {{threshold: {THRESHOLD}, max_triggers: 1}}\n"
+        f"describe: {{summary: join, objects: true, detector: {detr}, detector_threshold: 0.0}}\n"
+    )
+    out = tmp_path / "analysis.json"
+    args = ["infer", str(videos / VIDEO), "--checkpoint", str(adapter_checkpoint), "--output", str(out)]
+    res = CliRunner().invoke(cli, args + ["--config", str(config), "--detector-threshold", "1.0"])
+    assert res.exit_code == 0, res.output
+    analysis = json.loads(out.read_text())
+    (trigger,) = analysis["triggers"]  # triggers.max_triggers from the file
+    assert trigger["trigger_confidence"] >= THRESHOLD  # triggers.threshold from the file, not the checkpoint's
+    assert trigger["objects"] == []  # objects on from the file; the flag's threshold 1.0 keeps none
+    assert analysis["video_summary"] == f"{trigger['timestamp']:.1f} s: {trigger['analysis']}"  # summary: join
+
+    config.write_text("describe: {detector_threshold: 2.0}\n")
+    bad = CliRunner().invoke(cli, args + ["--config", str(config)])
+    assert bad.exit_code == 2 and "describe.detector_threshold must be within" in bad.output

@@ -21,7 +21,7 @@ from vtm.pipeline.extract import run_extract
 from vtm.pipeline.learned_metrics import calibrate_threshold, label_report, score_videos
 from vtm.pipeline.train import run_train
 
-SMALL_MODEL = {"d_model": 64, "num_layers": 1, "num_heads": 4, "detector_hidden": [32], "window": 16}
+SMALL_MODEL = {"encoder": {"d_model": 64, "num_layers": 1, "num_heads": 4}, "detector": {"hidden_sizes": [32]}}
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from vtm.pipeline.train import build_trigger_model_config, evaluate_model, run_t
 from vtm.stages.decode import frame_statistics
 
 SMALL = {
-    "model": {"d_model": 64, "num_layers": 1, "num_heads": 4, "detector_hidden": [32], "window": 16},
+    "model": {"encoder": {"d_model": 64, "num_layers": 1, "num_heads": 4}, "detector": {"hidden_sizes": [32]}},
     "train": {
         "epochs": 20,
         "batch_size": 16,
@@ -96,7 +96,8 @@ def test_run_directory_has_checkpoints_logs_and_config(trained):
 
 @pytest.mark.parametrize("color_inputs, grid_size", [(True, 8), (False, 4), (True, 0), (False, 0)])
 def test_the_model_built_for_training_takes_the_inputs_the_cache_builds(color_inputs, grid_size):
-    cfg = load_config(None, {"model": {**SMALL["model"], "color_inputs": color_inputs, "grid_size": grid_size}})
+    grid = {"size": grid_size} if grid_size else None
+    cfg = load_config(None, {"model": {**SMALL["model"], "color_inputs": color_inputs, "grid": grid}})
     model_config = build_trigger_model_config(cfg, 12, ("event",))
     assert model_config.input_parts == input_parts(cfg.model, 12) == input_parts(model_config, 12)
     rng = np.random.default_rng(0)
@@ -131,7 +132,7 @@ def test_loading_reports_what_does_not_match(red, trained):
     wider = dataclasses.replace(settings, feature_dim=512)
     with pytest.raises(ckpt.CheckpointError, match="re-extract"):
         ckpt.load_trigger_model(result.final, wider)
-    bigger = load_config(None, {"model": {**SMALL["model"], "detector_hidden": [48]}})
+    bigger = load_config(None, {"model": {**SMALL["model"], "detector": {"hidden_sizes": [48]}}})
     cfg = build_trigger_model_config(bigger, settings.feature_dim, ("red_object",))
     _, _, report = ckpt.load_trigger_model(result.final, settings, config=cfg)
     assert report.fresh and all(name.startswith("detector.") for name in report.fresh)
@@ -210,7 +211,7 @@ def test_adapter_trains_with_a_tiny_llava_and_lands_in_the_checkpoint(red, tmp_p
     llava = make_tiny_llava(tmp_path / "tiny-llava")
     cfg = load_config(
         _config(tmp_path, epochs=3, save_every=3, adapter_lr=0.02),
-        {"model": {"llm": str(llava), "num_soft_tokens": 2, "adapter_hidden": 32}},
+        {"adapter": {"llm": str(llava), "num_soft_tokens": 2, "hidden_dim": 32}},
     )
     result = run_train(
         red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "exp", cfg, progress=False
@@ -270,7 +271,7 @@ def test_unfrozen_llm_is_fine_tuned_and_saved_whole(red, tmp_path):
     llava = make_tiny_llava(tmp_path / "tiny-llava")
     cfg = load_config(
         _config(tmp_path, epochs=1, save_every=1, freeze_llm=False, adapter_lr=0.01),
-        {"model": {"llm": str(llava), "num_soft_tokens": 2, "adapter_hidden": 32}},
+        {"adapter": {"llm": str(llava), "num_soft_tokens": 2, "hidden_dim": 32}},
     )
     result = run_train(
         red / "train_cache", red / "train_videos" / "annotations.jsonl", tmp_path / "exp", cfg, progress=False

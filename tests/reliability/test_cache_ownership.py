@@ -118,6 +118,7 @@ def test_training_never_replaces_a_folder_that_is_not_a_checkpoint(tmp_path):
         encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2),
         detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(4,)),
         window=4,
+        grid=None,
     )
     (tmp_path / "final").mkdir()
     (tmp_path / "final" / "thesis.docx").write_bytes(b"mine")

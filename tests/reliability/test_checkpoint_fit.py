@@ -35,6 +35,7 @@ def checkpoint(tmp_path):
         encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2),
         detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(16,)),
         window=4,
+        grid=None,
     )
     features = {
         k: getattr(SETTINGS, k) for k in ("encoder", "weights_digest", "feature_dim", "sample_fps", "image_size")

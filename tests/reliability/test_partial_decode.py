@@ -67,6 +67,7 @@ def test_infer_analyses_what_decoded_and_says_what_was_lost(damaged, caplog):
         encoder=TemporalEncoderConfig(input_dim=encoder.info.feature_dim + 64, d_model=16, num_layers=1, num_heads=2),
         detector=TriggerDetectorConfig(input_dim=16, hidden_sizes=(8,)),
         window=8,
+        grid=None,
     )
     describer = DescribeStage(
         model="not-loaded", summary="join"

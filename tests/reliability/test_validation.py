@@ -19,7 +19,7 @@ from vtm.pipeline.config import ConfigError, load_config
     [
         ('extract: {fps: "fast"}', "extract.fps must be a number"),
         ('train: {epochs: "ten"}', "train.epochs must be a whole number"),
-        ("model: {detector_hidden: 128}", "model.detector_hidden must be a list"),
+        ("model: {detector: {hidden_sizes: 128}}", "model.detector.hidden_sizes must be a list"),
         ("extract: {fps: .nan}", "extract.fps must be a finite number"),
         ("extract: {fps: .inf}", "extract.fps must be a finite number"),
         ("train: {lr: .nan}", "train.lr must be a finite number"),
@@ -27,7 +27,7 @@ from vtm.pipeline.config import ConfigError, load_config
         ("triggers: {max_triggers: -1}", "triggers.max_triggers must be >= 1"),
         ("train: {dropout_typo: 1}", "unknown setting"),
         ("extract: 5", "section 'extract'"),
-        ("model: {dropout: 1.5}", "model.dropout must be within"),
+        ("model: {encoder: {dropout: 1.5}}", "model.encoder: dropout must be within"),
         ("extract: {allow_random_weights: 'yes'}", "extract.allow_random_weights must be true or false"),
     ],
 )
@@ -40,9 +40,11 @@ def test_config_values_are_checked_with_the_key_named(tmp_path, yaml_text, key):
 
 def test_right_values_still_load(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("extract: {fps: 2, max_frames: null}\nmodel: {detector_hidden: [64, 32]}\ntrain: {lr: 0.01}\n")
+    path.write_text(
+        "extract: {fps: 2, max_frames: null}\nmodel: {detector: {hidden_sizes: [64, 32]}}\ntrain: {lr: 0.01}\n"
+    )
     cfg = load_config(path)
-    assert cfg.extract.fps == 2.0 and isinstance(cfg.extract.fps, float) and cfg.model.detector_hidden == (64, 32)
+    assert cfg.extract.fps == 2.0 and isinstance(cfg.extract.fps, float) and cfg.model.detector.hidden_sizes == (64, 32)
 
 
 @pytest.mark.parametrize(
@@ -140,6 +142,7 @@ def checkpoint(tmp_path):
         encoder=TemporalEncoderConfig(input_dim=8, d_model=8, num_layers=1, num_heads=2),
         detector=TriggerDetectorConfig(input_dim=8, hidden_sizes=(4,)),
         window=4,
+        grid=None,
     )
     return save_checkpoint(
         tmp_path / "runs" / "exp" / "final", TriggerModel(config), {"epoch": 1, "features": {"encoder": "tiny"}}

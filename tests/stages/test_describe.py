@@ -40,7 +40,7 @@ def with_adapter(llava, tmp_path_factory):
     adapter = VideoLanguageAdapter.load(config, llava)
     weights = tmp_path_factory.mktemp("ckpt") / "adapter.safetensors"
     save_file({k: v.contiguous() for k, v in adapter.trainable_state_dict().items()}, str(weights))
-    fields = {"llm": llava, "llm_kind": "llava", **dataclasses.asdict(config)}
+    fields = dataclasses.asdict(dataclasses.replace(config, llm=llava, llm_kind="llava"))
     stage = DescribeStage(
         model=llava,
         model_kind="llava",

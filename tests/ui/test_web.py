@@ -4,6 +4,7 @@ is saved to test-artifacts/ at the repository root."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from vtm.models.tiny import TINY_DETR_LABELS, make_tiny_detr
+from vtm.pipeline.config import Config, load_config
 from vtm.ui.web import (
     Analyser,
     UiSettings,
@@ -38,11 +40,12 @@ def tiny_detr(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def settings(adapter_checkpoint, tiny_detr, tmp_path_factory) -> UiSettings:
     # threshold 0: a random DETR's scores are low, and the page should show boxes.
+    config = load_config(
+        None, {"describe": {"objects": True, "detector": tiny_detr, "detector_threshold": 0.0, "device": "cpu"}}
+    )
     return UiSettings(
         checkpoints_dir=adapter_checkpoint.parents[1],
-        detector=tiny_detr,
-        detector_threshold=0.0,
-        device="cpu",
+        config=config,
         max_upload_mb=2,
         work_dir=tmp_path_factory.mktemp("ui"),
     )
@@ -53,7 +56,7 @@ def server(settings):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = launch(settings, port=port, block=False)
+    app = launch(dataclasses.replace(settings, port=port), block=False)
     yield f"http://127.0.0.1:{port}/"
     app.close()
 
@@ -201,7 +204,11 @@ def test_the_page_says_what_to_do_without_a_checkpoint_or_with_a_too_long_video(
     assert "Not loaded" in short.load_status(str(tmp_path / "no-such-checkpoint"))
 
     nothing = Analyser(
-        UiSettings(checkpoints_dir=adapter_checkpoint.parents[1], device="cpu", work_dir=tmp_path / "ui")
+        UiSettings(
+            checkpoints_dir=adapter_checkpoint.parents[1],
+            config=load_config(None, {"describe": {"device": "cpu"}}),
+            work_dir=tmp_path / "ui",
+        )
     )
     headline, timeline, gallery, table, summary, audio, download = nothing.analyse(
         str(adapter_checkpoint), video, 1.0, 5
@@ -268,3 +275,26 @@ def test_ui_listens_on_localhost_by_default():
     assert inspect.signature(launch).parameters["host"].default == "127.0.0.1"
     assert next(p for p in ui.params if p.name == "host").default == "127.0.0.1"
     assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"
+
+
+def test_ui_settings_come_from_the_config_and_the_flags_override_them(tmp_path):
+    from vtm.pipeline.cli import ui_settings
+
+    config = tmp_path / "ui.yaml"
+    config.write_text(
+        "describe: {model: my/llava, objects: true, detector: my/detr, detector_threshold: 0.4, device: cpu}\n"
+        "triggers: {threshold: 0.6}\n"
+    )
+    settings = ui_settings(config, detector_threshold=0.9, port=8000, max_minutes=2.0)
+    d = settings.config.describe
+    assert (d.model, d.objects, d.detector, d.device) == ("my/llava", True, "my/detr", "cpu")
+    assert d.detector_threshold == 0.9 and settings.config.triggers.threshold == 0.6
+    assert settings.port == 8000 and settings.max_seconds == 120.0
+    assert (settings.host, settings.checkpoints_dir, settings.max_upload_mb) == (
+        UiSettings.host,
+        UiSettings.checkpoints_dir,
+        UiSettings.max_upload_mb,
+    )
+    plain = ui_settings(None, detector="other/detr")  # --detector alone turns objects on, at the default threshold
+    assert plain.config.describe.objects and plain.config.describe.detector == "other/detr"
+    assert plain.config.describe.detector_threshold == Config().describe.detector_threshold
