@@ -43,6 +43,7 @@ from vtm.stages.decode import (
     ProbeStage,
     VideoPlan,
     cuda_decoding_built,
+    decode_batch,
     partial_decode_warning,
 )
 from vtm.stages.encode import EncodeStage
@@ -409,16 +410,7 @@ class _Extraction:
                 while segments and len(decodes) + len(decoded) < self.max_decodes:
                     v, seg, idx = segments.popleft()
                     if not v.failed:
-                        pts, pts_start = v.plan.pts_around(idx)
-                        batch = {
-                            "path": str(v.file.path),
-                            "frame_index": idx,
-                            "rotation": v.plan.rotation,
-                            "decoder": v.plan.decoder,
-                            "segment": seg,
-                            "pts": pts,
-                            "pts_start": pts_start,
-                        }
+                        batch = decode_batch(v.file.path, idx, v.plan.rotation, v.plan.decoder, v.plan.pts_around(idx))
                         decodes[self.decode(batch)] = (v, seg)
                 while decoded and min(load) < self.per_encoder_queue:
                     ref, v, seg = decoded.popleft()
