@@ -11,12 +11,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from vtm.cache import schema
 from vtm.cache.store import FeatureCache
 from vtm.pipeline.evaluation import event_scores
+from vtm.pipeline.rescore import read_change_inputs
 from vtm.stages.change_score import ChangeScoreStage
 from vtm.stages.select_windows import SelectWindowsStage
 
@@ -30,18 +30,6 @@ class CalibrationVideo:
     events: list[float]
     seconds: float
     inputs: dict  # what ChangeScoreStage reads: features, hist, grid, timestamps
-
-
-def read_change_inputs(cache: FeatureCache, video_id: str) -> dict:
-    """One video's change-score inputs as stored in the cache."""
-    features, timestamps, _ = cache.read_features(video_id)
-    hist, grid = cache.read_color_stats(video_id)
-    return {
-        "features": features.astype(np.float32),
-        "hist": hist.astype(np.float32),
-        "grid": grid.astype(np.float32),
-        "timestamps": timestamps,
-    }
 
 
 def load_calibration_videos(

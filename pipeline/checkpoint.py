@@ -1,11 +1,16 @@
 """Checkpoints: safetensors weights + JSON config + JSON metadata, never pickles.
 
+This module owns the layout: every other module asks it for a checkpoint's files and contents.
+
 DIR/config.json          model configuration (and the adapter's, with its language model)
 DIR/meta.json            what it was trained on: feature encoder, cache fingerprint, epoch, metrics
 DIR/model.safetensors    the trigger model (time-aware encoder + trigger detector)
 DIR/adapter.safetensors  the LLaVA adapter's trainable weights (projector, LoRA), if trained
 DIR/llm/                 the language model itself (save_pretrained), only if it was fine-tuned
 DIR/training_state/      optimizer, scheduler, step and RNG states and the best epoch's weights, for an exact --resume
+
+A training run writes RUN/checkpoint-epoch-N/ every few epochs and RUN/final/ at the end: the best epoch's
+weights (by validation event F1), the one to use.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from vtm.cache.atomic import write_json
 from vtm.cache.store import CacheSettings
 from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
 
+CONFIG_FILE = "config.json"
+META_FILE = "meta.json"
+MODEL_FILE = "model.safetensors"
+ADAPTER_FILE = "adapter.safetensors"
 LLM_DIR = "llm"
+TRAINING_STATE_DIR = "training_state"
+FINAL_DIR = "final"  # a run's best epoch, written when it ends
+EPOCH_DIR_PREFIX = "checkpoint-epoch-"
 FEATURE_KEYS = ("encoder", "weights_digest", "feature_dim", "sample_fps", "image_size")
 
 
@@ -49,6 +61,113 @@ def feature_signature(settings: CacheSettings) -> dict:
     return {k: getattr(settings, k) for k in FEATURE_KEYS}
 
 
+# --- where checkpoints are -------------------------------------------------------------------------------
+
+
+def is_checkpoint(directory: Path) -> bool:
+    """Whether `directory` holds a vtm checkpoint: its metadata and its trigger model's weights."""
+    directory = Path(directory)
+    return (directory / META_FILE).is_file() and (directory / MODEL_FILE).is_file()
+
+
+def epoch_checkpoint(run_dir: Path, epoch: int) -> Path:
+    """Where a training run saves its checkpoint of `epoch`."""
+    return Path(run_dir) / f"{EPOCH_DIR_PREFIX}{epoch}"
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a training run leaves to use: its best epoch's weights."""
+    return Path(run_dir) / FINAL_DIR
+
+
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoints a training run wrote into `run_dir` (every few epochs, and the final one)."""
+    return [
+        d
+        for d in sorted(Path(run_dir).iterdir())
+        if (d.name == FINAL_DIR or d.name.startswith(EPOCH_DIR_PREFIX)) and is_checkpoint(d)
+    ]
+
+
+def checkpoints_under(root: Path) -> list[Path]:
+    """Every checkpoint directory at any depth below `root`, in the order of their metadata files' paths."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [meta.parent for meta in sorted(root.rglob(META_FILE)) if (meta.parent / MODEL_FILE).is_file()]
+
+
+# --- what a checkpoint holds -----------------------------------------------------------------------------
+
+
+def read_meta(directory: Path) -> dict:
+    """meta.json: what the checkpoint was trained on (features, cache fingerprint, epoch, metrics, labels)."""
+    return read_json(directory, META_FILE)
+
+
+def saved_model_config(directory: Path) -> TriggerModelConfig:
+    """The trigger model's configuration as the checkpoint's config.json records it."""
+    directory = Path(directory)
+    try:
+        return TriggerModelConfig.from_dict(read_json(directory, CONFIG_FILE)["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{directory / CONFIG_FILE} does not describe a trigger model ({type(e).__name__}: {str(e)[:120]}): "
+            "the checkpoint is damaged or not vtm's"
+        ) from None
+
+
+def trained_features(directory: Path) -> dict:
+    """The features the checkpoint was trained on (encoder, weights digest, sample_fps, image_size, ...)."""
+    features = read_meta(directory).get("features")
+    if not isinstance(features, dict) or not all(k in features for k in ("encoder", "sample_fps", "image_size")):
+        raise CheckpointError(
+            f"{Path(directory) / META_FILE} does not record the features it was trained on ('features' with "
+            "encoder, sample_fps, image_size); was it written by vtm train-from-cache?"
+        )
+    return features
+
+
+def adapter_files(directory: Path) -> tuple[dict, str] | None:
+    """The trained adapter's saved settings (AdapterConfig fields, `llm`, `llm_kind`) and its weights file, or None
+    when the checkpoint has no adapter."""
+    saved = read_json(directory, CONFIG_FILE).get("adapter")
+    weights = Path(directory) / ADAPTER_FILE
+    return (saved, str(weights)) if saved and weights.is_file() else None
+
+
+def load_adapter_state(directory: Path) -> dict | None:
+    """The adapter's trainable weights (projector, LoRA), or None when the checkpoint has none."""
+    path = Path(directory) / ADAPTER_FILE
+    return _load_tensors(path) if path.is_file() else None
+
+
+def fine_tuned_llm(directory: Path) -> Path | None:
+    """The checkpoint's own language model (saved whole when its base was fine-tuned), or None."""
+    own = Path(directory) / LLM_DIR
+    return own if own.is_dir() else None
+
+
+def update_digest(h, directory: Path) -> None:
+    """Feed what a checkpoint's results depend on into the hashlib object `h`: its config and weights, byte for byte,
+    and a fine-tuned language model's file names, sizes and times (it can be many GB)."""
+    directory = Path(directory)
+    for name in (CONFIG_FILE, MODEL_FILE, ADAPTER_FILE):
+        if (directory / name).is_file():
+            h.update(name.encode() + (directory / name).read_bytes())
+    llm = fine_tuned_llm(directory)
+    if llm is not None:
+        h.update(
+            json.dumps(
+                sorted(
+                    (str(f.relative_to(directory)), f.stat().st_size, f.stat().st_mtime_ns)
+                    for f in llm.rglob("*")
+                    if f.is_file()
+                )
+            ).encode()
+        )
+
+
 def save_checkpoint(
     directory: Path,
     model: TriggerModel,
@@ -63,7 +182,7 @@ def save_checkpoint(
     `language_model` (an adapter whose LLM base was fine-tuned) is saved whole under llm/.
     """
     directory = Path(directory)
-    if directory.exists() and not ((directory / "meta.json").is_file() and (directory / "model.safetensors").is_file()):
+    if directory.exists() and not is_checkpoint(directory):
         # it is replaced below: only ever an older checkpoint, never a folder of someone's files
         raise CheckpointError(
             f"{directory} exists and is not a vtm checkpoint; vtm will not replace it. Move it away or choose "
@@ -72,15 +191,13 @@ def save_checkpoint(
     tmp = directory.with_name(directory.name + ".tmp-writing")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / MODEL_FILE))
     if adapter_state is not None:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in adapter_state.items()}, str(tmp / "adapter.safetensors")
-        )
-    write_json(tmp / "config.json", {"model": model.config.to_dict(), "adapter": adapter_config})
-    write_json(tmp / "meta.json", meta)
+        save_file({k: v.detach().cpu().contiguous() for k, v in adapter_state.items()}, str(tmp / ADAPTER_FILE))
+    write_json(tmp / CONFIG_FILE, {"model": model.config.to_dict(), "adapter": adapter_config})
+    write_json(tmp / META_FILE, meta)
     if training_state is not None:
-        _save_training_state(tmp / "training_state", training_state)
+        _save_training_state(tmp / TRAINING_STATE_DIR, training_state)
     if language_model is not None:
         language_model.language_model.save_pretrained(tmp / LLM_DIR)
         language_model.processor.save_pretrained(tmp / LLM_DIR)
@@ -95,16 +212,16 @@ def save_checkpoint(
 def adapter_llm_source(directory: Path) -> str | None:
     """Where the adapter's language model loads from: the checkpoint's own llm/ if it was fine-tuned,
     else the path or hub id it was trained with. None when the checkpoint has no adapter."""
-    adapter = read_json(directory, "config.json").get("adapter")
+    adapter = read_json(directory, CONFIG_FILE).get("adapter")
     if not adapter:
         return None
-    own = Path(directory) / LLM_DIR
-    return str(own) if own.is_dir() else adapter["llm"]
+    own = fine_tuned_llm(directory)
+    return str(own) if own is not None else adapter["llm"]
 
 
 def decision_threshold(directory: Path) -> float:
     """The checkpoint's decision threshold on its trigger score (calibrated on validation videos by training)."""
-    return float(read_json(directory, "config.json")["model"]["detector"]["threshold"])
+    return float(read_json(directory, CONFIG_FILE)["model"]["detector"]["threshold"])
 
 
 def read_json(directory: Path, name: str) -> dict:
@@ -153,14 +270,8 @@ def load_trigger_model(
     `strict`, any mismatch is an error.
     """
     directory = Path(directory)
-    try:
-        saved = TriggerModelConfig.from_dict(read_json(directory, "config.json")["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(
-            f"{directory / 'config.json'} does not describe a trigger model ({type(e).__name__}: {str(e)[:120]}): "
-            "the checkpoint is damaged or not vtm's"
-        ) from None
-    meta = read_json(directory, "meta.json")
+    saved = saved_model_config(directory)
+    meta = read_meta(directory)
     report = LoadReport()
     if settings is not None:
         trained_on, here = meta.get("features", {}), feature_signature(settings)
@@ -170,7 +281,7 @@ def load_trigger_model(
             if trained_on.get(k) != here[k]
         ]
     model = TriggerModel(config or saved)
-    state = _load_tensors(directory / "model.safetensors")
+    state = _load_tensors(directory / MODEL_FILE)
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     report.fresh = sorted(k for k in own if k not in fits)
@@ -203,7 +314,7 @@ def _weights_do_not_fit(directory: Path, own: dict, state: dict, fresh: list[str
     ]
     more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
     return (
-        f"{directory / 'model.safetensors'} does not fit the model described by {directory / 'config.json'}: "
+        f"{directory / MODEL_FILE} does not fit the model described by {directory / CONFIG_FILE}: "
         f"{'; '.join(problems[:5])}{more}. "
         "The checkpoint is damaged or was edited: restore its config.json, use another checkpoint or train again."
     )
@@ -235,7 +346,7 @@ def _save_training_state(directory: Path, state: dict) -> None:
 
 
 def load_training_state(directory: Path) -> dict:
-    directory = Path(directory) / "training_state"
+    directory = Path(directory) / TRAINING_STATE_DIR
     if not (directory / "state.json").is_file():
         raise CheckpointError(
             f"{directory.parent} has no training state to resume from (was it written by an older vtm?)"

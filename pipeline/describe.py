@@ -7,12 +7,12 @@
        batches mix windows of several videos) -> video summary (the same actors) -> JSON, WebVTT, timeline
        plot, thumbnails [, spoken summary] per video
 
-Outputs in OUT_DIR, per video: `<video path>.json` (the analysis, see `analysis_json`; with --objects each
-trigger's DETR detections), `<video path>.vtt`, `<video path>.timeline.png` (scores, threshold, triggers),
-`<video path>.frames/NN.jpg` (each window's key frame, objects drawn) and, with --audio, `<video path>.wav`
-(the summary, spoken); for the run: `descriptions.parquet` (every description of the run's settings, rebuilt at the
-end),
-`describe_manifest.json` (per video: status, error, fingerprint) and `describe_config.yaml`.
+Outputs in OUT_DIR (`vtm.pipeline.describe_output`), per video: `<video path>.json` (the analysis, see
+`analysis_json`; with --objects each trigger's DETR detections), `<video path>.vtt`, `<video path>.timeline.png`
+(scores, threshold, triggers), `<video path>.frames/NN.jpg` (each window's key frame, objects drawn) and, with
+--audio, `<video path>.wav` (the summary, spoken); for the run: `descriptions.parquet` (every description of the
+run's settings, rebuilt at the end), `describe_manifest.json` (per video: status, error, fingerprint) and
+`describe_config.yaml`.
 Every file is written atomically. A video's manifest entry is written after its files, so a re-run
 skips exactly the videos whose outputs are complete and were made with the same cache content, model,
 checkpoint and settings (the fingerprint); the rest are (re)described.
@@ -34,7 +34,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
-import torch
 
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
@@ -42,18 +41,25 @@ from vtm.cache.output_dir import owned_output_dir
 from vtm.cache.storage import StorageError, stat_object
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.cache.windows import read_model_inputs
-from vtm.models.llava_adapter import LanguageModelLoadError, language_model_kind
+from vtm.models.llava_adapter import LanguageModelLoadError
 from vtm.models.trigger_model import TriggerModel
-from vtm.pipeline.checkpoint import LLM_DIR, CheckpointError, adapter_llm_source, load_trigger_model, read_json
-from vtm.pipeline.config import Config, ConfigError, DescribeConfig, dump_config
+from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model
+from vtm.pipeline.config import Config, dump_config
+from vtm.pipeline.describe_output import (
+    CONFIG_FILE,
+    DESCRIPTIONS_FILE,
+    MANIFEST_FILE,
+    analysis_json,
+    webvtt,
+)
+from vtm.pipeline.describer import describe_stage, window_context
 from vtm.pipeline.discover import content_digest
 from vtm.pipeline.executor import ActorPool, Batching, Call, Executor, TaskPool
 from vtm.pipeline.ray_runner import cluster_gpus, get_plain, init_ray, stage_actors, stage_task
 from vtm.pipeline.rescore import ensure_change_scores
 from vtm.stages.base import Resources
-from vtm.stages.decode import DecodeStage
+from vtm.stages.decode import DecodeStage, decode_batch
 from vtm.stages.describe import DescribeStage, joined_summary
-from vtm.stages.detect import DetectObjectsStage
 from vtm.stages.select_windows import SelectWindowsStage
 from vtm.ui.plots import timeline_png
 from vtm.ui.speech import speak_to_wav
@@ -61,9 +67,6 @@ from vtm.ui.thumbnails import display_frame, draw_source_objects, jpeg_bytes, re
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "describe_manifest.json"
-DESCRIPTIONS_FILE = "descriptions.parquet"
-CONFIG_FILE = "describe_config.yaml"
 KEY_FRAMES_PER_DECODE = 32  # key frames per decode task (bounds a task's memory in --dense)
 
 DESCRIPTIONS_SCHEMA = pa.schema(
@@ -125,9 +128,6 @@ class DescribeSummary:
         }
 
 
-# --- pieces shared with `vtm infer` -------------------------------------------------------------------
-
-
 def pick_windows(select: SelectWindowsStage, timestamps: np.ndarray, score: np.ndarray, dense: bool = False) -> dict:
     """{trigger_index, trigger_time, trigger_score}: the selected triggers, or every sampled frame when dense."""
     if dense:
@@ -138,107 +138,6 @@ def pick_windows(select: SelectWindowsStage, timestamps: np.ndarray, score: np.n
             "trigger_score": np.asarray(score, np.float64),
         }
     return select({"timestamps": timestamps, "score": score})
-
-
-@torch.inference_mode()
-def window_context(
-    model: TriggerModel, features: np.ndarray, timestamps: np.ndarray, centers: np.ndarray, batch: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """The time-aware encoder's output (k, window, d_model) and mask (k, window) around each centre sample.
-
-    Each window is `model.config.window` samples with its centre in the middle (shifted to stay inside
-    the video), as the adapter saw events during training.
-    """
-    model.eval()
-    n, w = len(features), model.config.window
-    contexts, masks = [], []
-    for lo in range(0, len(centers), batch):
-        starts = [int(np.clip(int(c) - w // 2, 0, max(0, n - w))) for c in centers[lo : lo + batch]]
-        context, _, mask = model.forward_windows(features, timestamps, starts)
-        contexts.append(context.float().cpu().numpy())
-        masks.append(mask)
-    d = model.config.encoder.d_model
-    if not contexts:
-        return np.zeros((0, w, d), np.float32), np.zeros((0, w), bool)
-    return np.concatenate(contexts), np.concatenate(masks)
-
-
-def analysis_json(
-    video_path: str | None,
-    frames_analyzed: int,
-    times,
-    frame_index,
-    scores,
-    descriptions: list[str],
-    summary: str,
-    objects: list | None = None,
-) -> dict:
-    """The per-video analysis, in the format `vtm infer` and `vtm describe` both write.
-
-    With `objects` (one list per trigger, from the detector), each trigger holds its `objects`:
-    [{label, score, box: [x0, y0, x1, y1] in pixels of the source video}].
-    """
-    triggers = [
-        {
-            "timestamp": round(float(t), 3),
-            "frame_index": int(f),
-            "trigger_confidence": round(float(s), 4),
-            "analysis": d,
-        }
-        for t, f, s, d in zip(times, frame_index, scores, descriptions)
-    ]
-    if objects is not None:
-        for trigger, found in zip(triggers, objects):
-            trigger["objects"] = found
-    return {
-        "video_path": video_path,
-        "num_frames_analyzed": int(frames_analyzed),
-        "num_triggers_detected": len(descriptions),
-        "triggers": triggers,
-        "video_summary": summary,
-    }
-
-
-def _vtt_time(seconds: float) -> str:
-    ms = int(round(max(seconds, 0.0) * 1000))
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
-
-
-def _cue_text(text: str) -> str:
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    return text.replace("-->", "->") or "(empty description)"
-
-
-def moment_spans(
-    times: list[float], before_s: float, after_s: float, duration_s: float | None = None
-) -> list[tuple[float, float]]:
-    """(start, end) seconds of each trigger's moment: from before_s ahead of it to after_s after it.
-
-    Moments of near triggers are cut at the midpoint between them, so they never overlap and each still
-    holds its own trigger time. The subtitles, the chapters and every export use these spans.
-    """
-    spans = []
-    for k, t in enumerate(times):
-        start, end = t - before_s, t + after_s
-        if k > 0:
-            start = max(start, (times[k - 1] + t) / 2)
-        if k + 1 < len(times):
-            end = min(end, (t + times[k + 1]) / 2)
-        if duration_s:
-            end = min(end, max(duration_s, t + 0.001))
-        start = max(start, 0.0)
-        spans.append((start, max(end, start + 0.001)))
-    return spans
-
-
-def webvtt(
-    times: list[float], descriptions: list[str], before_s: float, after_s: float, duration_s: float | None = None
-) -> str:
-    """A WebVTT track: one cue per trigger over its moment (see `moment_spans`)."""
-    lines = ["WEBVTT", ""]
-    for k, ((start, end), d) in enumerate(zip(moment_spans(times, before_s, after_s, duration_s), descriptions)):
-        lines += [str(k + 1), f"{_vtt_time(start)} --> {_vtt_time(end)}", _cue_text(d), ""]
-    return "\n".join(lines)
 
 
 # --- the job --------------------------------------------------------------------------------------------
@@ -378,84 +277,6 @@ def _build_describer(cache: FeatureCache, config: Config, checkpoint: Path | Non
     return _Describer(stage, trigger_model, digest)
 
 
-def describe_stage(checkpoint: Path | None, dc: DescribeConfig) -> tuple[DescribeStage, str]:
-    """The describe stage for a checkpoint (its adapter, if it has one) and settings, and a digest of what it runs.
-
-    Checks what can be checked without loading the model: that it exists (locally or in the Hugging Face
-    cache), that it can see frames, and that it is the kind of model the adapter was trained with.
-    """
-    adapter, adapter_weights, kind, trained_with = None, None, "auto", None
-    h = hashlib.sha256()
-    if checkpoint is not None:
-        checkpoint = Path(checkpoint)
-        saved = read_json(checkpoint, "config.json").get("adapter")
-        if saved and (checkpoint / "adapter.safetensors").is_file():
-            adapter, adapter_weights, kind = saved, str(checkpoint / "adapter.safetensors"), saved["llm_kind"]
-            trained_with = adapter_llm_source(checkpoint)  # its own llm/ when the LLM was fine-tuned
-        for name in ("config.json", "model.safetensors", "adapter.safetensors"):
-            if (checkpoint / name).is_file():
-                h.update(name.encode() + (checkpoint / name).read_bytes())
-        if (checkpoint / LLM_DIR).is_dir():  # a fine-tuned LLM can be many GB: its files' sizes and times stand for it
-            h.update(
-                json.dumps(
-                    sorted(
-                        (str(f.relative_to(checkpoint)), f.stat().st_size, f.stat().st_mtime_ns)
-                        for f in (checkpoint / LLM_DIR).rglob("*")
-                        if f.is_file()
-                    )
-                ).encode()
-            )
-    model = dc.model or trained_with
-    if model is None:
-        raise ConfigError(
-            "describing needs a vision-language model: pass --model (a LLaVA checkpoint's local path or hub id), "
-            "or a --checkpoint trained with an adapter (train-from-cache --llm)"
-        )
-    found = language_model_kind(model)  # a path that is not there, or not cached offline, fails here
-    if adapter is None and found != "llava":
-        raise LanguageModelLoadError(
-            f"{model!r} is a text-only language model: it cannot see frames. Describe with a LLaVA model, "
-            "or with a checkpoint whose adapter was trained on this model."
-        )
-    if adapter is not None and model != trained_with:
-        if found != adapter["llm_kind"]:
-            raise CheckpointError(
-                f"the checkpoint's adapter was trained with the {adapter['llm_kind']} model {trained_with!r}; "
-                f"{model!r} is a {found} model. "
-                "Describe with the model it was trained with (leave out --model), or train an adapter for this one."
-            )
-        log.warning(
-            "the adapter was trained with %r; describing with %r, which must be the same model", trained_with, model
-        )
-    detector = (
-        DetectObjectsStage(model=dc.detector, threshold=dc.detector_threshold, max_batch=dc.batch_size)
-        if dc.objects
-        else None
-    )
-    h.update(
-        json.dumps(
-            {
-                "model": model,
-                "adapter": adapter is not None,
-                "detector": [dc.detector, dc.detector_threshold] if dc.objects else None,
-            }
-        ).encode()
-    )
-    stage = DescribeStage(
-        model=model,
-        model_kind=kind,
-        adapter=adapter,
-        adapter_weights=adapter_weights,
-        prompt=dc.prompt,
-        max_new_tokens=dc.max_new_tokens,
-        max_batch=dc.batch_size,
-        summary=dc.summary,
-        device=dc.device,
-        detector=detector,
-    )
-    return stage, h.hexdigest()[:16]
-
-
 def _video_fingerprint(describer_digest: str, cache: FeatureCache, config: Config, row: dict) -> str:
     """What a video's outputs depend on: its cached content, the models, the settings that change them."""
     dc = config.describe
@@ -541,12 +362,7 @@ class _Description:
             return
         for lo in range(0, v.n_windows, KEY_FRAMES_PER_DECODE):
             ks = list(range(lo, min(lo + KEY_FRAMES_PER_DECODE, v.n_windows)))
-            batch = {
-                "path": str(v.source),
-                "frame_index": v.frame_index[ks],
-                "rotation": v.row["rotation"] or 0,
-                "decoder": v.row["decoder"] or "decord",
-            }
+            batch = decode_batch(v.source, v.frame_index[ks], v.row["rotation"] or 0, v.row["decoder"] or "decord")
             self.decode.submit(Call(v, (batch,), partial(self._decoded, v, ks)))
 
     def _decoded(self, v: _Video, ks: list[int], out: dict) -> None:

@@ -12,7 +12,7 @@
     chapters  <video>.chapters.vtt: WebVTT chapters beside the describe run's subtitles
 
 A moment spans the trigger's window (triggers.before_s / after_s of the run, cut at the midpoint between
-near triggers: the same spans as the subtitles, see `vtm.pipeline.describe.moment_spans`). Timelines
+near triggers: the same spans as the subtitles, see `vtm.pipeline.describe_output.moment_spans`). Timelines
 count frames at the source's frame rate, rounded to the nearest frame. Sources are read where describe
 read them (local files or object-storage URLs). Every file is written atomically; a video whose source
 cannot be read fails alone, with its reason.
@@ -33,7 +33,7 @@ from tqdm import tqdm
 from vtm.cache.atomic import atomic_path, write_json
 from vtm.cache.storage import StorageError, is_url, open_video
 from vtm.pipeline.config import load_config
-from vtm.pipeline.describe import CONFIG_FILE, MANIFEST_FILE, moment_spans
+from vtm.pipeline.describe_output import CONFIG_FILE, MANIFEST_FILE, cue_text, moment_spans, vtt_time
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,6 @@ def write_csv(path: Path, moments: list[Moment]) -> Path:
 
 
 def write_chapters(path: Path, moments: list[Moment]) -> Path:
-    from vtm.pipeline.describe import _cue_text, _vtt_time
-
     lines = [
         "WEBVTT",
         "",
@@ -240,8 +238,8 @@ def write_chapters(path: Path, moments: list[Moment]) -> Path:
     for m in moments:
         lines += [
             f"chapter-{m.number}",
-            f"{_vtt_time(m.start)} --> {_vtt_time(m.end)}",
-            _cue_text(f"{m.number}. {m.title}"),
+            f"{vtt_time(m.start)} --> {vtt_time(m.end)}",
+            cue_text(f"{m.number}. {m.title}"),
             "",
         ]
     with atomic_path(path) as tmp:

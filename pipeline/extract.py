@@ -44,6 +44,7 @@ from vtm.stages.decode import (
     ProbeStage,
     VideoPlan,
     cuda_decoding_built,
+    decode_batch,
     partial_decode_warning,
 )
 from vtm.stages.encode import EncodeStage
@@ -403,16 +404,7 @@ class _Extraction:
         v.n_segments = len(starts)
         for seg, s in enumerate(starts):
             idx = v.plan.frame_index[s : s + self.segment_frames]
-            pts, pts_start = v.plan.pts_around(idx)
-            batch = {
-                "path": str(v.file.path),
-                "frame_index": idx,
-                "rotation": v.plan.rotation,
-                "decoder": v.plan.decoder,
-                "segment": seg,
-                "pts": pts,
-                "pts_start": pts_start,
-            }
+            batch = decode_batch(v.file.path, idx, v.plan.rotation, v.plan.decoder, v.plan.pts_around(idx))
             self.decode.submit(Call(v, (batch,), partial(self._decoded, v, seg)))
 
     def _decoded(self, v: _Video, seg: int, ref) -> None:

@@ -24,10 +24,11 @@ from vtm.cache.storage import is_url
 from vtm.cache.store import CacheSettings
 from vtm.cache.windows import frame_inputs
 from vtm.models.trigger_model import TriggerModel
-from vtm.pipeline.checkpoint import CheckpointError, LoadReport, load_trigger_model, read_json
+from vtm.pipeline.checkpoint import LoadReport, load_trigger_model, trained_features
 from vtm.pipeline.config import Config, resolve_device
-from vtm.pipeline.describe import analysis_json, describe_stage, window_context
-from vtm.stages.decode import DecodeStage, frame_statistics, partial_decode_warning, probe
+from vtm.pipeline.describe_output import analysis_json
+from vtm.pipeline.describer import describe_stage, window_context
+from vtm.stages.decode import DecodeStage, decode_batch, frame_statistics, partial_decode_warning, probe
 from vtm.stages.describe import DescribeStage, joined_summary
 from vtm.stages.encode import EncodeStage
 from vtm.ui.thumbnails import display_frame, draw_source_objects, rescale_boxes
@@ -93,12 +94,7 @@ class VideoTriggerModel:
         config = config or Config()
         describe = replace(config.describe, model=llm or config.describe.model)
         device = resolve_device(device or describe.device)
-        features = read_json(path, "meta.json").get("features")
-        if not isinstance(features, dict) or not all(k in features for k in ("encoder", "sample_fps", "image_size")):
-            raise CheckpointError(
-                f"{path / 'meta.json'} does not record the features it was trained on ('features' with encoder, "
-                "sample_fps, image_size); was it written by vtm train-from-cache?"
-            )
+        features = trained_features(path)
         encoder = EncodeStage(
             encoder=features["encoder"], weights=encoder_weights, device=device
         )  # other weights show in the digest check
@@ -265,7 +261,6 @@ class VideoTriggerModel:
         progress = progress or (lambda fraction, message: None)
         plan = probe(video_path if is_url(video_path) else Path(video_path), self.sample_fps)
         decode = DecodeStage(image_size=self.image_size, nearest_frames=True)  # the frames `vtm extract` samples
-        base = {"path": str(video_path), "rotation": plan.rotation, "decoder": plan.decoder}
         segments, sampled, decoded = [], [], []
         segment = self.config.extract.segment_frames  # sampled frames at a time: memory stays flat on long videos
         for s in range(0, len(plan.frame_index), segment):
@@ -275,8 +270,7 @@ class VideoTriggerModel:
                 f"{len(plan.frame_index)}",
             )
             idx = plan.frame_index[s : s + segment]
-            pts, pts_start = plan.pts_around(idx)
-            out = decode({**base, "frame_index": idx, "pts": pts, "pts_start": pts_start})
+            out = decode(decode_batch(video_path, idx, plan.rotation, plan.decoder, plan.pts_around(idx)))
             segments.append(self.model_inputs(out["frames"]))
             sampled.append(out["frame_index"])
             decoded.append(out["decoded"])
@@ -287,7 +281,10 @@ class VideoTriggerModel:
             log.info("%s: %s", video_path, warning)  # the caller shows it (vtm infer, the page): once, not twice
             inputs, frame_index, timestamps = inputs[decoded], frame_index[decoded], timestamps[decoded]
         key_decode = DecodeStage(image_size=key_frame_size or self.config.describe.image_size)
-        key_frames = lambda idx: key_decode({**base, "frame_index": frame_index[idx]})["frames"]  # noqa: E731
+
+        def key_frames(idx: np.ndarray) -> np.ndarray:
+            return key_decode(decode_batch(video_path, frame_index[idx], plan.rotation, plan.decoder))["frames"]
+
         analysis = self._analysis(
             inputs,
             timestamps,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -23,6 +24,18 @@ from vtm.stages.change_score import SCORE_VERSION, ChangeScoreStage
 
 CHANGE_SCORE_JSON = schema.CHANGE_SCORE_JSON
 _PARTS = ("change_score", "feature_change", "color_change", "local_change")
+
+
+def read_change_inputs(cache: FeatureCache, video_id: str) -> dict:
+    """One video's change-score inputs as stored in the cache."""
+    features, timestamps, _ = cache.read_features(video_id)
+    hist, grid = cache.read_color_stats(video_id)
+    return {
+        "features": features.astype(np.float32),
+        "hist": hist.astype(np.float32),
+        "grid": grid.astype(np.float32),
+        "timestamps": timestamps,
+    }
 
 
 def score_record(stage: ChangeScoreStage) -> dict:
@@ -40,8 +53,6 @@ def ensure_change_scores(cache: FeatureCache, stage: ChangeScoreStage, progress:
     record = score_record(stage)
     if scored_with(cache) == record:
         return 0
-    from vtm.pipeline.calibrate import read_change_inputs
-
     ids = cache.manifest().filter(pl.col("status") == schema.STATUS_OK)["video_id"].to_list()
     done = 0
     for video_id in tqdm(ids, desc="re-scoring the change score", unit="video", disable=not progress or not ids):

@@ -202,7 +202,7 @@ class TrainRecipe:
         self.cache = FeatureCache.open(self.cache_dir)
         resume_cfg = None
         if self.resume is not None:
-            resume_cfg = TriggerModelConfig.from_dict(ckpt.read_json(self.resume, "config.json")["model"])
+            resume_cfg = ckpt.saved_model_config(self.resume)
         self.annotations: Annotations = load_annotations(
             self.annotations_path, self.cache, resume_cfg.labels if resume_cfg else None
         )
@@ -372,15 +372,14 @@ class TrainRecipe:
     def _restore(self, directory: Path) -> None:
         model, _, _ = ckpt.load_trigger_model(directory, strict=True)
         self.model.load_state_dict(model.state_dict())
-        if self.adapter is not None and (Path(directory) / ckpt.LLM_DIR).is_dir():
+        if self.adapter is not None and ckpt.fine_tuned_llm(directory) is not None:
             from vtm.models.llava_adapter import load_language_model
 
-            tuned, _ = load_language_model(str(Path(directory) / ckpt.LLM_DIR), device=self.device)
+            tuned, _ = load_language_model(str(ckpt.fine_tuned_llm(directory)), device=self.device)
             self.adapter.language_model.load_state_dict(tuned.state_dict(), strict=False)
-        if self.adapter is not None and (Path(directory) / "adapter.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            self.adapter.load_trainable_state_dict(load_file(str(Path(directory) / "adapter.safetensors")))
+        adapter_state = ckpt.load_adapter_state(directory) if self.adapter is not None else None
+        if adapter_state is not None:
+            self.adapter.load_trainable_state_dict(adapter_state)
         state = ckpt.load_training_state(directory)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -437,13 +436,13 @@ class TrainRecipe:
                 )
                 stop = tc.patience > 0 and epoch - self.best["epoch"] >= tc.patience
                 if epoch % tc.save_every == 0 or epoch == tc.epochs or stop:
-                    self.save(self.out_dir / f"checkpoint-epoch-{epoch}", epoch, metrics)
+                    self.save(ckpt.epoch_checkpoint(self.out_dir, epoch), epoch, metrics)
             if self._all_agree(stop):
                 break
         bar.close()
         self._check_replicas_agree()
-        final = self.out_dir / "final"
-        if self.rank == 0 and (self.out_dir / f"checkpoint-epoch-{last}").is_dir() and self.best is not None:
+        final = ckpt.final_checkpoint(self.out_dir)
+        if self.rank == 0 and ckpt.epoch_checkpoint(self.out_dir, last).is_dir() and self.best is not None:
             self.save(final, last, self.best["metrics"], best=True)
         best_epoch = self.best["epoch"] if self.best else last
         return TrainResult(
@@ -675,17 +674,13 @@ def _run_distributed(cache_dir, annotations, out_dir, config: Config, resume) ->
         run_config=RunConfig(storage_path=str(out_dir / "ray_train"), name="train"),
     )
     trainer.fit()
-    meta = ckpt.read_json(out_dir / "final", "meta.json")
-    return TrainResult(out_dir, out_dir / "final", config.train.epochs, meta["metrics"])
+    final = ckpt.final_checkpoint(out_dir)
+    return TrainResult(out_dir, final, config.train.epochs, ckpt.read_meta(final)["metrics"])
 
 
 def _is_training_run(out_dir: Path) -> bool:
     """A training run written before runs were marked: its config.yaml beside a vtm checkpoint."""
-    return (out_dir / "config.yaml").is_file() and any(
-        (d / "meta.json").is_file() and (d / "model.safetensors").is_file()
-        for d in out_dir.iterdir()
-        if d.name == "final" or d.name.startswith("checkpoint-epoch-")
-    )
+    return (out_dir / "config.yaml").is_file() and bool(ckpt.run_checkpoints(out_dir))
 
 
 def run_train(

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vtm.stages.base import Resources
+from vtm.stages.base import Resources, Stage
 
 # Bump when what the score means changes: caches scored by another version are re-scored from
 # their features (pipeline/rescore.py), never decoded again.
@@ -107,7 +107,10 @@ def _local_change(delta: np.ndarray, radius: int, cells: int) -> np.ndarray:
 
 
 @dataclass
-class ChangeScoreStage:
+class ChangeScoreStage(Stage):
+    reads = ("timestamps", "features", "hist", "grid")
+    writes = ("change_score", *PARTS)
+
     window_s: float = 0.34  # seconds compared on each side of a boundary (one sample at 3 fps)
     slow_window_s: float = 1.0  # and again over this many (slow fades); 0: off
     baseline_s: float = 3.0  # seconds around a moment whose median and spread are "what this footage usually does"
@@ -119,9 +122,6 @@ class ChangeScoreStage:
     activity_weight: float = 1.5  # how much the footage's usual level of change raises the bar
     spread_weight: float = 3.0  # how much the footage's usual wobble raises the bar
     resources: Resources = Resources(cpus=1)
-
-    def setup(self) -> None:
-        pass
 
     def __call__(self, batch: dict) -> dict:
         parts = self.parts(batch)

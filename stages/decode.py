@@ -19,7 +19,7 @@ import numpy as np
 
 from vtm.cache.schema import COLOR_HIST_DIM, GRID, HIST_BINS
 from vtm.cache.storage import StorageError, is_url, open_video, read_ranges, stat_object
-from vtm.stages.base import Resources
+from vtm.stages.base import Resources, Stage
 
 HIST_BITS = HIST_BINS.bit_length() - 1  # bits kept of each 8-bit channel for the histogram
 CUDA_DOWNLOAD_FORMATS = (
@@ -566,15 +566,15 @@ def frame_statistics(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class ProbeStage:
+class ProbeStage(Stage):
     """Batch {path} -> the same batch with the video's plan (see `probe`). Raises DecodeError."""
+
+    reads = ("path",)
+    writes = ("plan", "timing")
 
     fps: float = 3.0
     max_frames: int | None = None
     resources: Resources = Resources(cpus=1)
-
-    def setup(self) -> None:
-        pass
 
     def __call__(self, batch: dict) -> dict:
         t0, cpu0 = time.perf_counter(), time.process_time()
@@ -586,10 +586,26 @@ class ProbeStage:
         }
 
 
+def decode_batch(
+    path: Path | str,
+    frame_index: np.ndarray,
+    rotation: int,
+    decoder: str,
+    pts_around: tuple[np.ndarray, int] | None = None,
+) -> dict:
+    """The batch `DecodeStage` reads: which frames of which video (a path or URL), its display rotation and the
+    decoder that opens it (as the probe found them); with `pts_around` (`VideoPlan.pts_around`), also the times
+    around the frames, so that a stage with `nearest_frames` may decode a neighbour in place of a wanted frame."""
+    batch = {"path": str(path), "frame_index": frame_index, "rotation": rotation, "decoder": decoder}
+    if pts_around is not None:
+        batch["pts"], batch["pts_start"] = pts_around
+    return batch
+
+
 @dataclass
-class DecodeStage:
-    """Batch {path, frame_index, rotation, decoder} -> frames resized to image_size² plus statistics, and
-    `decoded`: which frames decoded (the others are black; see `partial_decode_warning`).
+class DecodeStage(Stage):
+    """Batch {path, frame_index, rotation, decoder} (see `decode_batch`) -> frames resized to image_size² plus
+    statistics, and `decoded`: which frames decoded (the others are black; see `partial_decode_warning`).
 
     With `nearest_frames`, a batch that also carries `pts` and `pts_start` (`VideoPlan.pts_around`)
     may get a neighbour within one frame interval in place of a wanted frame, so that frames no sample
@@ -598,6 +614,11 @@ class DecodeStage:
     on the GPU where PyAV can (NVDEC); a stream or machine it cannot serve is decoded on the CPU.
     Every batch also reports how it was decoded (`decoded_with`) and its busy seconds (`timing`).
     """
+
+    reads = ("path", "frame_index", "rotation", "decoder")
+    optional = ("pts", "pts_start")
+    writes = ("frame_index", "frames", "hist", "grid", "decoded", "decoded_with", "timing")
+    drops = ("pts", "pts_start")
 
     image_size: int = 224
     nearest_frames: bool = False

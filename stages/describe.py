@@ -31,7 +31,7 @@ from vtm.models.llava_adapter import (
     VideoLanguageAdapter,
     load_language_model,
 )
-from vtm.stages.base import Resources
+from vtm.stages.base import Resources, Stage
 from vtm.stages.detect import DetectObjectsStage
 from vtm.stages.encode import pick_device
 
@@ -78,13 +78,18 @@ def _gpu_dtype() -> torch.dtype:
 
 
 @dataclass
-class DescribeStage:
+class DescribeStage(Stage):
     """Batch {frames (n, H, W, 3) uint8 key frames [, context (n, T, D), mask (n, T)]} -> + description (n strings)
     [+ objects (n lists, with a detector)].
 
     `context`/`mask` (the time-aware encoder's output for each window) are needed when the stage has
     an adapter and ignored otherwise. Other keys pass through; `vlm_seconds` is the generation time.
     """
+
+    reads = ("frames",)
+    optional = ("context", "mask", "objects")  # context and mask with an adapter; objects written with a detector
+    writes = ("description", "vlm_seconds")
+    drops = ("frames", "context", "mask")
 
     model: str  # LLaVA path or hub id (with an adapter: the language model it was trained with)
     model_kind: str = "auto"  # auto | llava | causal_lm

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vtm.stages.base import Resources
+from vtm.stages.base import Resources, Stage
 from vtm.stages.encode import pick_device
 
 DEFAULT_DETECTOR = "facebook/detr-resnet-50"
@@ -39,12 +39,15 @@ class ObjectDetectorLoadError(ValueError):
 
 
 @dataclass
-class DetectObjectsStage:
+class DetectObjectsStage(Stage):
     """Batch {frames (n, H, W, 3) uint8} -> + objects: per frame, a list of {label, score, box [x0, y0, x1, y1] px}.
 
     Each frame's objects are sorted by score, highest first, and hold at most `max_objects` with a
     score of at least `threshold`. Other keys, frames included, pass through.
     """
+
+    reads = ("frames",)
+    writes = ("objects",)
 
     model: str = DEFAULT_DETECTOR  # DETR checkpoint: local directory or hub id
     threshold: float = 0.7  # lowest score kept

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vtm.models.visual_encoder import DEFAULT_ENCODER, build_visual_encoder
-from vtm.stages.base import Resources
+from vtm.stages.base import Resources, Stage
 
 
 def pick_device(device: str = "auto") -> str:
@@ -22,8 +22,14 @@ def pick_device(device: str = "auto") -> str:
 
 
 @dataclass
-class EncodeStage:
-    """Batch with `frames` (n, S, S, 3) uint8 -> the same batch with `features` (n, D) float16, frames dropped."""
+class EncodeStage(Stage):
+    """Batch with `frames` (n, S, S, 3) uint8 -> the same batch with `features` (n, D) float16, frames dropped;
+    the encode's seconds join the batch's `timing` (the decode's, when it has one)."""
+
+    reads = ("frames",)
+    optional = ("timing",)
+    writes = ("features", "timing")
+    drops = ("frames",)
 
     encoder: str = DEFAULT_ENCODER
     weights: str | None = None

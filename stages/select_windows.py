@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vtm.stages.base import Resources
+from vtm.stages.base import Resources, Stage
 
 
 def find_peaks(score: np.ndarray, threshold: float) -> np.ndarray:
@@ -48,8 +48,11 @@ def suppress_near(times: np.ndarray, score: np.ndarray, peaks: np.ndarray, min_g
 
 
 @dataclass
-class SelectWindowsStage:
+class SelectWindowsStage(Stage):
     """Batch {timestamps, score} -> trigger indices/times/scores and merged windows [start, end] in s."""
+
+    reads = ("timestamps", "score")
+    writes = ("trigger_index", "trigger_time", "trigger_score", "windows")
 
     threshold: float = 0.5
     min_gap_s: float = 1.0
@@ -61,9 +64,6 @@ class SelectWindowsStage:
         0.1  # two peaks are separate events only if the score dips by this share of the lower one between them
     )
     resources: Resources = Resources(cpus=1)
-
-    def setup(self) -> None:
-        pass
 
     def __call__(self, batch: dict) -> dict:
         ts = np.asarray(batch["timestamps"], np.float64)

@@ -16,10 +16,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from vtm.cache.atomic import atomic_path
+from vtm.pipeline.describe_output import MANIFEST_FILE
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "describe_manifest.json"
 REPORT = "report.html"
 
 
@@ -46,7 +46,7 @@ def write_report(out_dir: Path) -> Path:
 
 
 def read_manifest(out_dir: Path) -> dict:
-    path = Path(out_dir) / MANIFEST
+    path = Path(out_dir) / MANIFEST_FILE
     hint = f"run `vtm describe ... {out_dir}` first, then `vtm report {out_dir}`"
     if not path.is_file():
         raise ReportError(f"{path} not found: {out_dir} is not the output of a describe run; {hint}")

@@ -29,6 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: man
 import gradio as gr  # noqa: E402
 
 from vtm.cache.atomic import write_json  # noqa: E402
+from vtm.pipeline.checkpoint import META_FILE, CheckpointError, checkpoints_under, decision_threshold  # noqa: E402
 from vtm.pipeline.config import Config, ConfigError  # noqa: E402
 from vtm.pipeline.discover import VIDEO_EXTENSIONS, discover_videos  # noqa: E402
 from vtm.ui.plots import format_mmss, timeline_png  # noqa: E402
@@ -76,11 +77,8 @@ def scan_checkpoints(root: Path) -> tuple[list[tuple[str, str]], list[str]]:
     meta.json cannot be read: one damaged run must not hide the others."""
     root = Path(root)
     found, skipped = [], []
-    for meta in sorted(root.rglob("meta.json")) if root.is_dir() else []:
-        d = meta.parent
-        if not (d / "model.safetensors").is_file():
-            continue
-        problem = _meta_problem(meta)
+    for d in checkpoints_under(root):
+        problem = _meta_problem(d / META_FILE)
         if problem is not None:
             skipped.append(f"{d.relative_to(root).as_posix()} ({problem})")
             log.warning("checkpoint list: skipped %s: %s", d, problem)
@@ -108,7 +106,7 @@ def checkpoint_label(directory: Path, root: Path) -> str:
     """ "red/final · 24 training videos · epoch 10 · event F1 0.74": the run and its event F1 on held-out videos."""
     name = directory.relative_to(root).as_posix()
     try:
-        meta = json.loads((directory / "meta.json").read_text())
+        meta = json.loads((directory / META_FILE).read_text())
     except (OSError, ValueError):
         return f"{name} (unreadable meta.json)"
     if not isinstance(meta, dict):
@@ -128,7 +126,7 @@ def checkpoint_label(directory: Path, root: Path) -> str:
 def trained_on(directory: Path) -> str:
     """ "efficientnet_lite0 features at 3 fps, describes with tiny-llava" from the checkpoint's meta.json."""
     try:
-        meta = json.loads((Path(directory) / "meta.json").read_text())
+        meta = json.loads((Path(directory) / META_FILE).read_text())
     except (OSError, ValueError):
         return ""
     features = meta.get("features") if isinstance(meta, dict) else None
@@ -145,8 +143,6 @@ def trained_on(directory: Path) -> str:
 
 def threshold_slider(checkpoint: str | None):
     """The threshold slider, set to the checkpoint's calibrated decision threshold when it has one."""
-    from vtm.pipeline.checkpoint import CheckpointError, decision_threshold
-
     try:
         return gr.Slider(value=decision_threshold(Path(checkpoint))) if checkpoint else gr.Slider()
     except (CheckpointError, KeyError, OSError, ValueError):
@@ -193,7 +189,6 @@ class Analyser:
             return self._loaded[1]
         from vtm.models.llava_adapter import LanguageModelLoadError
         from vtm.models.visual_encoder import EncoderLoadError
-        from vtm.pipeline.checkpoint import CheckpointError
         from vtm.pipeline.infer import VideoTriggerModel
         from vtm.stages.detect import ObjectDetectorLoadError
 

@@ -24,7 +24,9 @@ from vtm.models.tiny import make_tiny_causal_lm, make_tiny_llava
 from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model
 from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import ConfigError, DescribeConfig, load_config
-from vtm.pipeline.describe import describe_stage, run_describe, webvtt
+from vtm.pipeline.describe import run_describe
+from vtm.pipeline.describe_output import webvtt
+from vtm.pipeline.describer import describe_stage
 from vtm.pipeline.triggers import find_triggers, learned_scores
 
 ANALYSIS_KEYS = {"video_path", "num_frames_analyzed", "num_triggers_detected", "triggers", "video_summary"}

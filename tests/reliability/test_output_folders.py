@@ -13,7 +13,8 @@ from vtm.cache.store import CacheError, CacheSettings, FeatureCache
 from vtm.pipeline.annotations import AnnotationError
 from vtm.pipeline.cli import main
 from vtm.pipeline.config import load_config
-from vtm.pipeline.describe import MANIFEST_FILE, run_describe
+from vtm.pipeline.describe import run_describe
+from vtm.pipeline.describe_output import MANIFEST_FILE
 from vtm.pipeline.train import run_train
 
 SETTINGS = CacheSettings(
