@@ -213,9 +213,8 @@ class FeatureCache:
             "settings": dataclasses.asdict(settings),
             "dataset_root": _root_text(dataset_root) if dataset_root is not None else recorded_root,
         }
-        write_json(
-            root / schema.CACHE_JSON, meta
-        )  # first, so the folder is marked as a vtm cache before anything else lands in it
+        # first, so the folder is marked as a vtm cache before anything else lands in it
+        write_json(root / schema.CACHE_JSON, meta)
         for sub in (schema.SCORES_DIR, schema.FEATURES_DIR):
             (root / sub).mkdir(exist_ok=True)
         for folder, owns in _owned_names(root).items():

@@ -58,9 +58,8 @@ class Footage:
     height: int
     shots: list[tuple[float, Render]]  # (start_s, render), the first at 0
     objects: list[sd.SlidingObject] = field(default_factory=list)
-    dissolves: Mapping[int, float] = field(
-        default_factory=dict
-    )  # shot index -> seconds it fades in over, centred on its start
+    # shot index -> seconds it fades in over, centred on its start
+    dissolves: Mapping[int, float] = field(default_factory=dict)
     noise_sigma: float = 2.0
     gain: Callable[[float, np.ndarray], np.ndarray] | None = None  # (t, image) -> image
 

@@ -459,9 +459,8 @@ def cache_info(cache_dir):
     click.echo(f"fingerprint {s.fingerprint}")
     hours = (ok["duration_s"].sum() or 0) / 3600
     root = c.dataset_root
-    gone = (
-        [] if root is None or isinstance(root, str) else sorted(p for p in ok["path"] if not (root / p).exists())
-    )  # one stat per video
+    # one stat per video
+    gone = [] if root is None or isinstance(root, str) else sorted(p for p in ok["path"] if not (root / p).exists())
     click.echo(
         f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), "
         f"{len(failed)} failed"

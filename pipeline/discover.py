@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vtm.cache.storage import is_url, list_objects, read_ranges, stat_object
 
+# .m4a: often mislabelled video; if it has no video stream it is reported as such
 VIDEO_EXTENSIONS = (
     ".mp4",
     ".m4v",
@@ -28,7 +29,7 @@ VIDEO_EXTENSIONS = (
     ".ogv",
     ".mxf",
     ".m4a",
-)  # .m4a: often mislabelled video; if it has no video stream it is reported as such
+)
 DIGEST_CHUNK = 256 * 1024
 
 

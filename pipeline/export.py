@@ -273,9 +273,10 @@ def write_edl(path: Path, moments: list[Moment], rate: Fraction) -> Path:
             max(_frames(m.end, Fraction(fps)), _frames(m.start, Fraction(fps)) + 1),
         )
         rec_in, rec_out = record, record + (src_out - src_in)
+        # one line of text
         note = (
             "".join(ch if ch.isprintable() else " " for ch in " ".join(m.description.split())) or f"moment {m.number}"
-        )  # one line of text
+        )
         lines += [
             f"{m.number:03d}  AX       V     C        {_timecode(src_in, fps)} {_timecode(src_out, fps)} "
             f"{_timecode(rec_in, fps)} {_timecode(rec_out, fps)}",

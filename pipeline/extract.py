@@ -64,12 +64,10 @@ class ExtractSummary:
     frames: int = 0  # sampled frames encoded by this run
     seconds: float = 0.0
     pretrained: bool = True
-    busy_s: Counter = field(
-        default_factory=Counter
-    )  # seconds each stage worked, summed over its workers (probe_s, decode_s, ...)
-    decoded_with: Counter = field(
-        default_factory=Counter
-    )  # decode tasks by how they decoded (pyav-nonref, decord, ...)
+    # seconds each stage worked, summed over its workers (probe_s, decode_s, ...)
+    busy_s: Counter = field(default_factory=Counter)
+    # decode tasks by how they decoded (pyav-nonref, decord, ...)
+    decoded_with: Counter = field(default_factory=Counter)
     started_ray: bool = False  # False: everything was already in the cache, nothing was started
 
     @property
@@ -132,9 +130,8 @@ def _extract(
             "extract.decode_device is cuda, but the encoder runs on no GPU (no GPU in the Ray cluster, or "
             "extract.device is cpu)"
         )
-    gpu_decode = (
-        use_gpu and ec.decode_device != "cpu" and cuda_decoding_built()
-    )  # each decode task falls back to its CPU if its GPU fails
+    # each decode task falls back to its CPU if its GPU fails
+    gpu_decode = use_gpu and ec.decode_device != "cpu" and cuda_decoding_built()
     n_encoders = ec.num_encoders or (cluster_gpus() if use_gpu else 1)
     encode = EncodeStage(
         encoder=ec.encoder,

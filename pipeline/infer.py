@@ -95,9 +95,8 @@ class VideoTriggerModel:
         describe = replace(config.describe, model=llm or config.describe.model)
         device = resolve_device(device or describe.device)
         features = trained_features(path)
-        encoder = EncodeStage(
-            encoder=features["encoder"], weights=encoder_weights, device=device
-        )  # other weights show in the digest check
+        # other weights show in the digest check
+        encoder = EncodeStage(encoder=features["encoder"], weights=encoder_weights, device=device)
         encoder.setup()
         info = encoder.info
         settings = CacheSettings(

@@ -402,9 +402,8 @@ class TrainRecipe:
             dynamic_ncols=True,
         )
         last = self.start_epoch - 1
-        stopped = (
-            self.best is not None and tc.patience > 0 and last - self.best["epoch"] >= tc.patience
-        )  # resumed from where it stopped early
+        # resumed from where it stopped early
+        stopped = self.best is not None and tc.patience > 0 and last - self.best["epoch"] >= tc.patience
         for epoch in range(self.start_epoch, tc.epochs + 1 if not stopped else 0):
             last = epoch
             self.model.train()

@@ -22,11 +22,12 @@ from vtm.cache.storage import StorageError, is_url, open_video, read_ranges, sta
 from vtm.stages.base import Resources, Stage
 
 HIST_BITS = HIST_BINS.bit_length() - 1  # bits kept of each 8-bit channel for the histogram
+# what NVDEC frames are in memory; a CPU decoder gives yuv420p & co
 CUDA_DOWNLOAD_FORMATS = (
     "nv12",
     "p010le",
     "p016le",
-)  # what NVDEC frames are in memory; a CPU decoder gives yuv420p & co
+)
 
 
 class DecodeError(RuntimeError):

@@ -80,9 +80,8 @@ class DetectObjectsStage(Stage):
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         self.detector = model.to(self.device, self.dtype).eval()
         self.labels = model.config.id2label
-        self.preprocess_device = (
-            self.device
-        )  # resize and normalise where the model runs: on a GPU, 2.7x the frames/s (bench/)
+        # resize and normalise where the model runs: on a GPU, 2.7x the frames/s (bench/)
+        self.preprocess_device = self.device
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:

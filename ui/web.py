@@ -502,9 +502,10 @@ def build_app(settings: UiSettings) -> tuple[gr.Blocks, Analyser]:
 def launch(settings: UiSettings, block: bool = True) -> gr.Blocks:
     """Serve the page; with block=False return once it listens (tests, notebooks)."""
     app, analyser = build_app(settings)
+    # no web fonts: works offline
     theme = gr.themes.Soft(
         primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
-    )  # no web fonts: works offline
+    )
     app.queue(default_concurrency_limit=1).launch(
         server_name=settings.host,
         server_port=settings.port,
