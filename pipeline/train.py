@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from vtm.cache.atomic import atomic_path
@@ -164,6 +164,110 @@ class WindowDataset(Dataset):
         return feats, times, mask, lab
 
 
+class EpochWindows:
+    """The windows each epoch trains on: jittered windows around every event, as many without the event
+    (around change-score false alarms and at random), shuffled; the same for a given epoch, in any process.
+
+    It holds only the small state the windows depend on, so each DataLoader worker derives an epoch's list
+    itself and one set of worker processes serves the whole run."""
+
+    def __init__(
+        self,
+        train_ids: list[str],
+        frame_labels: dict[str, np.ndarray],
+        timestamps: dict[str, np.ndarray],
+        descriptions: dict[str, list[tuple[float, float, str]]],
+        hard_negatives: dict[str, np.ndarray],
+        config: TrainConfig,
+        window: int,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.train_ids, self.config, self.window, self.rank, self.world = train_ids, config, window, rank, world
+        self.frame_labels = {v: frame_labels[v] for v in train_ids}
+        self.timestamps = {v: timestamps[v] for v in train_ids}
+        self.descriptions = {v: descriptions[v] for v in train_ids}  # (start s, end s, text) of each described event
+        self.hard_negatives = {v: hard_negatives[v] for v in train_ids}
+        self._epoch, self._items = None, []  # the last epoch asked for: asked once per window in a worker
+
+    def __call__(self, epoch: int) -> list[Item]:
+        if epoch != self._epoch:
+            self._epoch, self._items = epoch, self._draw(epoch)
+        return self._items
+
+    def _draw(self, epoch: int) -> list[Item]:
+        tc = self.config
+        rng = np.random.default_rng([tc.seed, epoch])
+        w = self.window
+
+        def around(v: str, frame: int) -> int:
+            start = frame - int(rng.integers(w // 4, max(w // 4 + 1, 3 * w // 4)))
+            return int(np.clip(start, 0, max(0, len(self.frame_labels[v]) - w)))
+
+        runs = [(v, a, b) for v in self.train_ids for a, b in _event_runs(self.frame_labels[v])]
+        # A handful of videos holds few events: draw more windows per event so that an epoch has enough steps.
+        per_event = max(
+            tc.windows_per_event,
+            math.ceil(tc.min_windows_per_epoch / (1 + tc.negatives_per_positive) / max(1, len(runs))),
+        )
+        items: list[tuple[str, int, str]] = []
+        for v, a, b in runs:
+            centre = (a + b) // 2
+            t_mid = float(self.timestamps[v][centre])
+            desc = next(
+                (text for start, end, text in self.descriptions[v] if start - 0.5 <= t_mid <= end + 0.5 and text),
+                "",
+            )
+            items += [(v, around(v, int(rng.integers(a, b))), desc) for _ in range(per_event)]
+        n_neg = max(1, round(tc.negatives_per_positive * max(1, len(items))))
+        hard = [(v, int(f)) for v in self.train_ids for f in self.hard_negatives[v]]
+        n_hard = min(round(tc.hard_negative_share * n_neg), len(hard) * per_event) if hard else 0
+        for k in rng.integers(0, max(1, len(hard)), size=n_hard):
+            items.append((hard[k][0], around(hard[k][0], hard[k][1]), ""))
+        lengths = np.array([len(self.frame_labels[v]) for v in self.train_ids])
+        for i in rng.choice(len(self.train_ids), size=n_neg - n_hard, p=lengths / lengths.sum()):
+            items.append((self.train_ids[i], int(rng.integers(0, max(1, lengths[i] - w + 1))), ""))
+        seeds = rng.integers(0, 2**31, size=len(items))
+        order = rng.permutation(len(items))
+        return [(*items[i], int(seeds[i])) for i in order][self.rank :: self.world]
+
+
+class EpochSampler(Sampler):
+    """(epoch, i) for each window i of the epoch set by `set_epoch`: one DataLoader for the whole run."""
+
+    def __init__(self, windows: EpochWindows):
+        self.windows, self.epoch = windows, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.windows(self.epoch))
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, i) for i in range(len(self.windows(epoch))))
+
+
+class EpochWindowDataset(Dataset):
+    """(epoch, i) -> window i of that epoch's windows, as `WindowDataset` makes it."""
+
+    def __init__(
+        self, windows: EpochWindows, reader: WindowReader, labels: dict[str, np.ndarray], augment, sample_fps: float
+    ):
+        self.windows = windows
+        self.reader, self.labels, self.augment, self.sample_fps = reader, labels, augment, sample_fps
+        self._epoch, self._dataset = None, None  # the last epoch's WindowDataset
+
+    def __getitem__(self, index: tuple[int, int]) -> dict:
+        epoch, i = index
+        if epoch != self._epoch:
+            windows = self.windows(epoch)
+            self._dataset = WindowDataset(self.reader, self.labels, windows, self.augment, self.sample_fps)
+            self._epoch = epoch
+        return self._dataset[i]
+
+
 def _collate(items: list[dict]) -> dict:
     out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in ("features", "timestamps", "mask", "labels")}
     out["description"] = [it["description"] for it in items]
@@ -238,6 +342,17 @@ class TrainRecipe:
         interval = 1.0 / self.cache.settings.sample_fps
         self.frame_labels = {v: self.annotations.frame_labels(v, ts, interval) for v, ts in self.timestamps.items()}
         self.hard_negatives = {v: self._change_peaks_outside_events(v) for v in self.train_ids}
+        self.windows = EpochWindows(
+            self.train_ids,
+            self.frame_labels,
+            self.timestamps,
+            {v: [(e.start, e.end, e.description) for e in self.annotations.events[v]] for v in self.train_ids},
+            self.hard_negatives,
+            tc,
+            self.model_config.window,
+            self.rank,
+            self.world,
+        )
         self.class_weights = self._class_weights()
 
         self.model = TriggerModel(self.model_config).to(self.device)
@@ -251,7 +366,7 @@ class TrainRecipe:
         if not groups:
             raise ConfigError("every component is frozen: nothing to train (see the train.freeze_* settings)")
         self.optimizer = torch.optim.AdamW(groups, weight_decay=tc.weight_decay)
-        self.steps_per_epoch = math.ceil(len(self._epoch_items(0)) / tc.batch_size / tc.grad_accum)
+        self.steps_per_epoch = math.ceil(len(self.windows(0)) / tc.batch_size / tc.grad_accum)
         total = max(1, self.steps_per_epoch * tc.epochs)
         warm = min(tc.warmup_steps, total // 2)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -312,7 +427,7 @@ class TrainRecipe:
     def _class_weights(self) -> torch.Tensor:
         """Weight each event class by how much rarer it is than 'no event' in the windows trained on (capped)."""
         w = self.model_config.window
-        seen = [self.frame_labels[v][start : start + w] for v, start, _, _ in self._epoch_items(0)]
+        seen = [self.frame_labels[v][start : start + w] for v, start, _, _ in self.windows(0)]
         counts = np.bincount(np.concatenate(seen), minlength=self.model_config.detector.num_classes + 1)
         weights = np.clip(counts[0] / np.maximum(counts, 1), 1.0, 20.0)
         weights[0] = 1.0
@@ -326,48 +441,6 @@ class TrainRecipe:
             {"timestamps": rows["timestamp_s"].to_numpy(), "score": rows["change_score"].to_numpy()}
         )["trigger_index"]
         return np.asarray([i for i in peaks if self.frame_labels[video_id][i] == 0], np.int64)
-
-    def _epoch_items(self, epoch: int) -> list[Item]:
-        """Jittered windows around every event, as many without the event (around change-score false
-        alarms and at random); the same for a given epoch."""
-        tc = self.config.train
-        rng = np.random.default_rng([tc.seed, epoch])
-        w = self.model_config.window
-
-        def around(v: str, frame: int) -> int:
-            start = frame - int(rng.integers(w // 4, max(w // 4 + 1, 3 * w // 4)))
-            return int(np.clip(start, 0, max(0, len(self.frame_labels[v]) - w)))
-
-        runs = [(v, a, b) for v in self.train_ids for a, b in _event_runs(self.frame_labels[v])]
-        # A handful of videos holds few events: draw more windows per event so that an epoch has enough steps.
-        per_event = max(
-            tc.windows_per_event,
-            math.ceil(tc.min_windows_per_epoch / (1 + tc.negatives_per_positive) / max(1, len(runs))),
-        )
-        items: list[tuple[str, int, str]] = []
-        for v, a, b in runs:
-            centre = (a + b) // 2
-            t_mid = float(self.timestamps[v][centre])
-            desc = next(
-                (
-                    e.description
-                    for e in self.annotations.events[v]
-                    if e.start - 0.5 <= t_mid <= e.end + 0.5 and e.description
-                ),
-                "",
-            )
-            items += [(v, around(v, int(rng.integers(a, b))), desc) for _ in range(per_event)]
-        n_neg = max(1, round(tc.negatives_per_positive * max(1, len(items))))
-        hard = [(v, int(f)) for v in self.train_ids for f in self.hard_negatives[v]]
-        n_hard = min(round(tc.hard_negative_share * n_neg), len(hard) * per_event) if hard else 0
-        for k in rng.integers(0, max(1, len(hard)), size=n_hard):
-            items.append((hard[k][0], around(hard[k][0], hard[k][1]), ""))
-        lengths = np.array([len(self.frame_labels[v]) for v in self.train_ids])
-        for i in rng.choice(len(self.train_ids), size=n_neg - n_hard, p=lengths / lengths.sum()):
-            items.append((self.train_ids[i], int(rng.integers(0, max(1, lengths[i] - w + 1))), ""))
-        seeds = rng.integers(0, 2**31, size=len(items))
-        order = rng.permutation(len(items))
-        return [(*items[i], int(seeds[i])) for i in order][self.rank :: self.world]
 
     def _restore(self, directory: Path) -> None:
         model, _, _ = ckpt.load_trigger_model(directory, strict=True)
@@ -404,10 +477,15 @@ class TrainRecipe:
         last = self.start_epoch - 1
         # resumed from where it stopped early
         stopped = self.best is not None and tc.patience > 0 and last - self.best["epoch"] >= tc.patience
+        loader = self._loader()  # one for the run: its worker processes start once, not every epoch
         for epoch in range(self.start_epoch, tc.epochs + 1 if not stopped else 0):
             last = epoch
             self.model.train()
-            loader = self._loader(epoch)
+            loader.sampler.set_epoch(epoch)
+            if epoch > self.start_epoch and loader.persistent_workers:
+                # A new DataLoader iterator draws its workers' base seed from torch's RNG, a reused one does
+                # not: draw it anyway, so that dropout gets the same random numbers as with a loader per epoch.
+                torch.empty((), dtype=torch.int64).random_()
             self.optimizer.zero_grad(set_to_none=True)
             t_wait = time.perf_counter()
             for i, batch in enumerate(loader):
@@ -472,18 +550,16 @@ class TrainRecipe:
         dist.broadcast(flag, src=0)
         return bool(flag.item())
 
-    def _loader(self, epoch: int) -> DataLoader:
+    def _loader(self) -> DataLoader:
         tc = self.config.train
-        dataset = WindowDataset(
-            self.reader, self.frame_labels, self._epoch_items(epoch), tc, self.cache.settings.sample_fps
-        )
+        dataset = EpochWindowDataset(self.windows, self.reader, self.frame_labels, tc, self.cache.settings.sample_fps)
         return DataLoader(
             dataset,
             batch_size=tc.batch_size,
-            shuffle=False,  # _epoch_items already shuffled, seeded by epoch
+            sampler=EpochSampler(self.windows),  # in order: the windows are shuffled, seeded by epoch
             num_workers=tc.data_workers,
             collate_fn=_collate,
-            persistent_workers=False,
+            persistent_workers=tc.data_workers > 0,
             prefetch_factor=4 if tc.data_workers else None,
         )
 
