@@ -478,17 +478,20 @@ class TrainRecipe:
         # resumed from where it stopped early
         stopped = self.best is not None and tc.patience > 0 and last - self.best["epoch"] >= tc.patience
         loader = self._loader()  # one for the run: its worker processes start once, not every epoch
+        batches = None  # the next epoch's, when its workers already load it
         for epoch in range(self.start_epoch, tc.epochs + 1 if not stopped else 0):
             last = epoch
             self.model.train()
-            loader.sampler.set_epoch(epoch)
-            if epoch > self.start_epoch and loader.persistent_workers:
+            self.optimizer.zero_grad(set_to_none=True)
+            t_wait = time.perf_counter()
+            if batches is None:
+                loader.sampler.set_epoch(epoch)
+                batches = iter(loader)
+            else:
                 # A new DataLoader iterator draws its workers' base seed from torch's RNG, a reused one does
                 # not: draw it anyway, so that dropout gets the same random numbers as with a loader per epoch.
                 torch.empty((), dtype=torch.int64).random_()
-            self.optimizer.zero_grad(set_to_none=True)
-            t_wait = time.perf_counter()
-            for i, batch in enumerate(loader):
+            for i, batch in enumerate(batches):
                 t_got = time.perf_counter()
                 wait += t_got - t_wait
                 loss, parts = self._loss(batch)
@@ -502,6 +505,14 @@ class TrainRecipe:
                 samples += len(batch["description"])
                 t_wait = time.perf_counter()
                 busy += t_wait - t_got
+            batches = None
+            if loader.persistent_workers and epoch < tc.epochs:
+                # The workers load the next epoch's first batches while this one is validated and saved. Its
+                # iterator is reset now, which draws nothing from torch's RNG, so the saved RNG state is unchanged.
+                t_reset = time.perf_counter()
+                loader.sampler.set_epoch(epoch + 1)
+                batches = iter(loader)
+                wait += time.perf_counter() - t_reset
             stop = False
             if self.rank == 0:
                 metrics = self.validate(epoch)

@@ -287,3 +287,20 @@ def test_unfrozen_llm_is_fine_tuned_and_saved_whole(red, tmp_path):
 
 def torch_equal(a, b):
     return a.shape == b.shape and bool((a == b).all())
+
+
+def test_worker_processes_train_the_same_weights_and_resume_exactly(red, tmp_path):
+    """One DataLoader with persistent workers serves every epoch: the same batches and random numbers as reads
+    in the training process, and a run resumed from a checkpoint with workers ends on the same weights."""
+    data, annotations = red / "train_cache", red / "train_videos" / "annotations.jsonl"
+
+    def train(name: str, workers: int, resume=None) -> dict:
+        cfg = load_config(_config(tmp_path, epochs=3, save_every=1, data_workers=workers))
+        result = run_train(data, annotations, tmp_path / name, cfg, resume=resume, progress=False)
+        return load_file(str(result.final / "model.safetensors"))
+
+    in_process = train("in-process", 0)
+    workers = train("workers", 2)
+    resumed = train("resumed", 2, resume=tmp_path / "workers" / "checkpoint-epoch-1")
+    for other in (workers, resumed):
+        assert other.keys() == in_process.keys() and all(torch.equal(other[k], in_process[k]) for k in in_process)
