@@ -55,7 +55,7 @@ from vtm.pipeline.describe_output import (
 from vtm.pipeline.describer import describe_stage, window_context
 from vtm.pipeline.discover import content_digest
 from vtm.pipeline.executor import ActorPool, Batching, Call, Executor, TaskPool
-from vtm.pipeline.ray_runner import cluster_gpus, get_plain, init_ray, stage_actors, stage_task
+from vtm.pipeline.ray_runner import cluster_gpus, get_plain, init_ray, release, stage_actors, stage_task
 from vtm.pipeline.rescore import ensure_change_scores
 from vtm.stages.base import Resources
 from vtm.stages.decode import DecodeStage, decode_batch
@@ -247,11 +247,14 @@ def _describe(
             stage, device="cuda" if use_gpu else "cpu", resources=Resources(cpus=1, gpus=1 if use_gpu else 0)
         )
         actors = stage_actors(stage, dc.num_describers or (cluster_gpus() if use_gpu else 1))
-        info = get_plain(actors[0].invoke.remote("model_info"), LanguageModelLoadError)  # fails here, once
-        log.info("describing with %s", info)
-        _Description(cache, config, describer.trigger_model, stage, actors, out_dir, manifest, summary, progress).run(
-            todo
-        )
+        try:
+            info = get_plain(actors[0].invoke.remote("model_info"), LanguageModelLoadError)  # fails here, once
+            log.info("describing with %s", info)
+            _Description(
+                cache, config, describer.trigger_model, stage, actors, out_dir, manifest, summary, progress
+            ).run(todo)
+        finally:
+            release(actors)  # the actors hold CPUs/GPUs and a model: free them with the job, not when collected
     _write_descriptions_table(out_dir, manifest, current, stage.model)
     summary.seconds = time.perf_counter() - started
     manifest["last_run"] = {**summary.report(), "complete": True}

@@ -35,7 +35,7 @@ from vtm.models.visual_encoder import EncoderLoadError, weights_source
 from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.executor import ActorPool, Call, Executor, TaskPool
-from vtm.pipeline.ray_runner import cluster_gpus, get_plain, init_ray, stage_actors, stage_task
+from vtm.pipeline.ray_runner import cluster_gpus, get_plain, init_ray, release, stage_actors, stage_task
 from vtm.pipeline.rescore import ensure_change_scores, score_record, scored_with
 from vtm.stages.base import Resources
 from vtm.stages.decode import (
@@ -142,106 +142,113 @@ def _extract(
         resources=Resources(cpus=1, gpus=(0.5 if gpu_decode else 1) if use_gpu else 0),
     )
     encoders = stage_actors(encode, n_encoders)
-    info_ref = encoders[0].invoke.remote("encoder_info")
-    early_probes = {}
-    if ec.rebuild or not (Path(cache_dir) / schema.CACHE_JSON).is_file():
-        # A new cache skips nothing, so every video will be probed: start while the encoders load their model.
-        probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
-        early_probes = {
-            v.video_id: probe({"path": str(v.path)})
-            for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]
-        }
-    info = get_plain(info_ref, EncoderLoadError)  # a model that cannot load fails here, once
-    settings = _cache_settings(info, ec)
-    cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
-    with atomic_path(cache.root / schema.EXTRACT_CONFIG) as tmp:
-        tmp.write_text(dump_config(config))
-    if source is not None and _same_weights(source, info):
-        write_json(cache.root / schema.ENCODER_SOURCE_JSON, {"source": source, "encoder_info": info})
-
-    trigger_model = None
-    if ec.trigger_checkpoint:
-        from vtm.pipeline.checkpoint import load_trigger_model
-
-        trigger_model, _, report = load_trigger_model(Path(ec.trigger_checkpoint), settings)
-        for line in report.lines():
-            log.warning("trigger checkpoint %s", line)
-
-    # Videos already in the cache keep their features; their change scores follow this run's settings.
-    ensure_change_scores(cache, config.change_score, progress)
-    summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained, started_ray=True)
-    # Videos gone from disk keep their rows while they are ok (their features stay useful); a failure
-    # that no longer exists is forgotten.
-    found = {v.video_id for v in videos}
-    rows = {
-        r["video_id"]: r
-        for r in cache.manifest().to_dicts()
-        if r["status"] == schema.STATUS_OK or r["video_id"] in found
-    }
-    summary.gone = sum(1 for vid in rows if vid not in found)
-    todo = []
-    for v in videos:
-        if v.error is not None:  # found but unreadable (folder, broken link): recorded, never skipped
-            rows[v.video_id] = {
-                "video_id": v.video_id,
-                "path": v.relpath,
-                "size_bytes": 0,
-                "mtime_ns": 0,
-                "digest": "",
-                "fingerprint": settings.fingerprint,
-                "status": schema.STATUS_FAILED,
-                "error": v.error,
+    try:
+        info_ref = encoders[0].invoke.remote("encoder_info")
+        early_probes = {}
+        if ec.rebuild or not (Path(cache_dir) / schema.CACHE_JSON).is_file():
+            # A new cache skips nothing, so every video will be probed: start while the encoders load their model.
+            probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
+            early_probes = {
+                v.video_id: probe({"path": str(v.path)})
+                for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]
             }
-            summary.failed.append((v.relpath, v.error))
-            continue
-        prior = rows.get(v.video_id)
-        remote = {"url": v.path, "etag": v.etag} if is_url(v.path) else {}
-        try:
-            digest = _recorded_digest(prior, v)
-            if digest is None:
-                digest = content_digest(v.path)
-        except StorageError as e:  # this object cannot be read now: it fails alone
-            rows[v.video_id] = {
+        info = get_plain(info_ref, EncoderLoadError)  # a model that cannot load fails here, once
+        settings = _cache_settings(info, ec)
+        cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
+        with atomic_path(cache.root / schema.EXTRACT_CONFIG) as tmp:
+            tmp.write_text(dump_config(config))
+        if source is not None and _same_weights(source, info):
+            write_json(cache.root / schema.ENCODER_SOURCE_JSON, {"source": source, "encoder_info": info})
+
+        trigger_model = None
+        if ec.trigger_checkpoint:
+            from vtm.pipeline.checkpoint import load_trigger_model
+
+            trigger_model, _, report = load_trigger_model(Path(ec.trigger_checkpoint), settings)
+            for line in report.lines():
+                log.warning("trigger checkpoint %s", line)
+
+        # Videos already in the cache keep their features; their change scores follow this run's settings.
+        ensure_change_scores(cache, config.change_score, progress)
+        summary = ExtractSummary(cache.root, videos=len(videos), pretrained=settings.pretrained, started_ray=True)
+        # Videos gone from disk keep their rows while they are ok (their features stay useful); a failure
+        # that no longer exists is forgotten.
+        found = {v.video_id for v in videos}
+        rows = {
+            r["video_id"]: r
+            for r in cache.manifest().to_dicts()
+            if r["status"] == schema.STATUS_OK or r["video_id"] in found
+        }
+        summary.gone = sum(1 for vid in rows if vid not in found)
+        todo = []
+        for v in videos:
+            if v.error is not None:  # found but unreadable (folder, broken link): recorded, never skipped
+                rows[v.video_id] = {
+                    "video_id": v.video_id,
+                    "path": v.relpath,
+                    "size_bytes": 0,
+                    "mtime_ns": 0,
+                    "digest": "",
+                    "fingerprint": settings.fingerprint,
+                    "status": schema.STATUS_FAILED,
+                    "error": v.error,
+                }
+                summary.failed.append((v.relpath, v.error))
+                continue
+            prior = rows.get(v.video_id)
+            remote = {"url": v.path, "etag": v.etag} if is_url(v.path) else {}
+            try:
+                digest = _recorded_digest(prior, v)
+                if digest is None:
+                    digest = content_digest(v.path)
+            except StorageError as e:  # this object cannot be read now: it fails alone
+                rows[v.video_id] = {
+                    "video_id": v.video_id,
+                    "path": v.relpath,
+                    "size_bytes": v.size_bytes,
+                    "mtime_ns": v.mtime_ns,
+                    "digest": "",
+                    "fingerprint": settings.fingerprint,
+                    **remote,
+                    "status": schema.STATUS_FAILED,
+                    "error": str(e),
+                }
+                summary.failed.append((v.relpath, str(e)))
+                continue
+            if _already_extracted(prior, digest, settings.fingerprint, cache):
+                summary.skipped += 1
+                # touched, same content (or the same content under a new ETag): next time needs no digest
+                rows[v.video_id] = {**prior, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, **remote}
+                continue
+            base = {
                 "video_id": v.video_id,
                 "path": v.relpath,
                 "size_bytes": v.size_bytes,
                 "mtime_ns": v.mtime_ns,
-                "digest": "",
+                "digest": digest,
                 "fingerprint": settings.fingerprint,
                 **remote,
-                "status": schema.STATUS_FAILED,
-                "error": str(e),
             }
-            summary.failed.append((v.relpath, str(e)))
-            continue
-        if _already_extracted(prior, digest, settings.fingerprint, cache):
-            summary.skipped += 1
-            # touched, same content (or the same content under a new ETag): next time needs no digest
-            rows[v.video_id] = {**prior, "size_bytes": v.size_bytes, "mtime_ns": v.mtime_ns, **remote}
-            continue
-        base = {
-            "video_id": v.video_id,
-            "path": v.relpath,
-            "size_bytes": v.size_bytes,
-            "mtime_ns": v.mtime_ns,
-            "digest": digest,
-            "fingerprint": settings.fingerprint,
-            **remote,
-        }
-        todo.append(_Video(v, base))
+            todo.append(_Video(v, base))
 
-    if decode_stage is None:
-        decode_stage = DecodeStage(
-            image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu"
-        )
-        if gpu_decode:  # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave
-            gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
-            decode_stage = dataclasses.replace(
-                decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
+        if decode_stage is None:
+            decode_stage = DecodeStage(
+                image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu"
             )
-    _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo, early_probes)
-    summary.seconds = time.perf_counter() - started
-    return summary
+            if (
+                gpu_decode
+            ):  # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave
+                gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
+                decode_stage = dataclasses.replace(
+                    decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
+                )
+        _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(
+            todo, early_probes
+        )
+        summary.seconds = time.perf_counter() - started
+        return summary
+    finally:
+        release(encoders)  # the actors hold CPUs/GPUs and a model: free them with the job, not when collected
 
 
 def _cache_settings(info: dict, ec: ExtractConfig) -> CacheSettings:
