@@ -268,12 +268,13 @@ def test_a_port_in_use_gets_a_clear_message(tmp_path):
 
 
 def test_ui_listens_on_localhost_by_default():
-    import inspect
+    import click
 
-    from vtm.pipeline.cli import ui
+    from vtm.pipeline.cli import ui, ui_settings
 
-    assert inspect.signature(launch).parameters["host"].default == "127.0.0.1"
-    assert next(p for p in ui.params if p.name == "host").default == "127.0.0.1"
+    # No flag given: UiSettings decides, and it listens on this machine only.
+    assert next(p for p in ui.params if p.name == "host").default in (None, click.core.UNSET)
+    assert ui_settings(None, checkpoints_dir=Path("runs"), host=None).host == "127.0.0.1"
     assert os.environ.get("GRADIO_ANALYTICS_ENABLED") == "False"
 
 
