@@ -21,6 +21,8 @@ import dataclasses
 import hashlib
 import logging
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +93,12 @@ Item = tuple[str, int, str, int]  # (video_id, start frame, description, seed of
 
 
 class WindowDataset(Dataset):
-    """Items -> a dict of arrays for one window, augmented when `augment` is given (seeded per item,
-    so an epoch's batches are the same in every run, in any DataLoader worker)."""
+    """Items -> windows of model inputs, augmented when `augment` is given (seeded per item, so an epoch's
+    batches are the same in every run, in any DataLoader worker).
+
+    A batch is made in two steps (`__getitems__`, which the DataLoader calls with a batch's indices): each
+    window's random draws choose which cached rows it shows and which columns it hides, then the batch is
+    gathered and its columns hidden in a few whole-batch array operations instead of many per window."""
 
     def __init__(
         self,
@@ -103,9 +109,44 @@ class WindowDataset(Dataset):
         sample_fps: float = 1.0,
     ):
         self.reader, self.labels, self.items, self.augment, self.sample_fps = reader, labels, items, augment, sample_fps
+        self.parts = np.cumsum((0,) + reader.spec.input_parts)  # column ranges of the input parts
+        self.width = int(self.parts[-1])
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        self.items[i]  # IndexError past the end, which ends iteration over the dataset
+        batch = self.__getitems__([i])
+        return {k: v[0] for k, v in batch.items()}
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        n, length = len(indices), self.reader.length
+        batch = {
+            "features": np.empty((n, length, self.width), np.float32),
+            "timestamps": np.empty((n, length), np.float32),
+            "mask": np.empty((n, length), bool),
+            "labels": np.empty((n, length), np.int64),
+            "description": [],
+        }
+        kept = np.ones((n, self.width), bool)  # columns kept by feature dropout
+        hidden = np.zeros((n, self.width), bool)  # columns of the input parts hidden by group dropout
+        for b, i in enumerate(indices):
+            video_id, start, description, seed = self.items[i]
+            batch["description"].append(description)
+            if self.augment is None:
+                feats, times, mask, lab = self._window(video_id, start, length)
+                batch["features"][b] = feats
+            else:
+                rng = np.random.default_rng(seed)
+                times, mask, lab = self._augmented(batch["features"][b], kept[b], hidden[b], video_id, start, rng)
+            batch["timestamps"][b], batch["mask"][b], batch["labels"][b] = times, mask, lab
+        feats, mask = batch["features"], batch["mask"]
+        if self.augment is not None:
+            feats *= kept[:, None, :]
+        np.copyto(feats, 0.0, where=hidden[:, None, :] | ~mask[:, :, None])
+        batch["labels"][~mask] = 0
+        return batch
 
     def _window(self, video_id: str, start: int, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         feats, times, mask = self.reader.read(video_id, start, length)
@@ -114,54 +155,49 @@ class WindowDataset(Dataset):
         lab[: len(part)] = part
         return feats, times, mask, lab
 
-    def __getitem__(self, i: int) -> dict:
-        video_id, start, description, seed = self.items[i]
-        length = self.reader.length
-        if self.augment is None:
-            feats, times, mask, lab = self._window(video_id, start, length)
-        else:
-            feats, times, mask, lab = self._augmented(video_id, start, np.random.default_rng(seed))
-        return {
-            "features": feats,
-            "timestamps": times.astype(np.float32),
-            "mask": mask,
-            "labels": lab,
-            "description": description,
-        }
-
-    def _augmented(self, video_id: str, start: int, rng: np.random.Generator):
+    def _augmented(
+        self, out: np.ndarray, kept: np.ndarray, hidden: np.ndarray, video_id: str, start: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fill `out` (length, width) with one augmented window's rows and mark the columns it drops in `kept` and
+        `hidden`; return its timestamps, mask and labels. The batch zeroes the dropped columns and masked rows."""
         a, length = self.augment, self.reader.length
         rate = math.exp(rng.uniform(-1, 1) * math.log(a.time_scale)) if rng.random() < 0.5 else 1.0
         span = max(1, math.ceil(length * rate))
         feats, times, mask, lab = self._window(video_id, start, span)
+        rows = np.arange(length)  # the rows of `feats` the window shows, in order
         if rate != 1.0:  # every rate-th frame, shown at the sampling rate: the event plays faster or slower
-            pick = np.minimum(np.round(np.arange(length) * rate).astype(int), span - 1)
-            feats, mask, lab = feats[pick], mask[pick], lab[pick]
+            rows = np.minimum(np.round(rows * rate).astype(int), span - 1)
             times = times[0] + np.arange(length) / self.sample_fps
-        if (
-            rng.random() < a.mix_prob and len(self.items) > 1
-        ):  # the rest of the window from another one: a cut to elsewhere
+        mask, lab = mask[rows], lab[rows]
+        cut = length  # rows from here on come from another window: a cut to elsewhere
+        if rng.random() < a.mix_prob and len(self.items) > 1:
             other = self.items[int(rng.integers(len(self.items)))]
-            f2, _, m2, l2 = self._window(other[0], other[1], length)
+            other_feats, _, other_mask, other_lab = self._window(other[0], other[1], length)
             cut = int(rng.integers(length // 4, max(length // 4 + 1, 3 * length // 4)))
-            feats[cut:], mask[cut:], lab[cut:] = f2[cut:], m2[cut:], l2[cut:]
+            mask[cut:], lab[cut:] = other_mask[cut:], other_lab[cut:]
+        shift = 0
         if rng.random() < a.crop_prob:  # a window that ends early, as at a video's end; the late start shifts left
             keep = int(rng.integers(length // 2, length))
             shift = int(rng.integers(0, length - keep + 1))
-            feats, mask, lab = np.roll(feats, -shift, 0), np.roll(mask, -shift), np.roll(lab, -shift)
+            mask, lab = np.roll(mask, -shift), np.roll(lab, -shift)
             mask[keep:] = False
-        parts = np.cumsum((0,) + self.reader.spec.input_parts)
+        shown = (np.arange(length) + shift) % length  # window row j shows row shown[j] of the unshifted window
+        mixed = shown >= cut
+        if mixed.any():
+            out[~mixed] = feats[rows[shown[~mixed]]]
+            out[mixed] = other_feats[shown[mixed]]
+        else:
+            np.take(feats, rows[shown], axis=0, out=out)
+        parts = self.parts
         if len(parts) > 2 and a.group_dropout > 0:  # hide whole parts, so that none can carry the model alone
-            hidden = rng.random(len(parts) - 1) < a.group_dropout
-            hidden[int(rng.integers(len(hidden)))] = False
-            for k in np.flatnonzero(hidden):
-                feats[:, parts[k] : parts[k + 1]] = 0.0
+            hide = rng.random(len(parts) - 1) < a.group_dropout
+            hide[int(rng.integers(len(hide)))] = False
+            for k in np.flatnonzero(hide):
+                hidden[parts[k] : parts[k + 1]] = True
         if a.feature_dropout > 0:
             n_cols = parts[-2] if self.reader.spec.grid_size else parts[-1]  # the grid's colours are not dropped
-            feats[:, :n_cols] *= rng.random(n_cols) >= a.feature_dropout
-        feats[~mask] = 0.0
-        lab[~mask] = 0
-        return feats, times, mask, lab
+            kept[:n_cols] = rng.random(n_cols) >= a.feature_dropout
+        return times[:length], mask, lab
 
 
 class EpochWindows:
@@ -259,19 +295,74 @@ class EpochWindowDataset(Dataset):
         self.reader, self.labels, self.augment, self.sample_fps = reader, labels, augment, sample_fps
         self._epoch, self._dataset = None, None  # the last epoch's WindowDataset
 
-    def __getitem__(self, index: tuple[int, int]) -> dict:
-        epoch, i = index
+    def _of_epoch(self, epoch: int) -> WindowDataset:
         if epoch != self._epoch:
             windows = self.windows(epoch)
             self._dataset = WindowDataset(self.reader, self.labels, windows, self.augment, self.sample_fps)
             self._epoch = epoch
-        return self._dataset[i]
+        return self._dataset
+
+    def __getitem__(self, index: tuple[int, int]) -> dict:
+        epoch, i = index
+        return self._of_epoch(epoch)[i]
+
+    def __getitems__(self, indices: list[tuple[int, int]]) -> dict:
+        """One batch of (epoch, i) indices, all of one epoch (the sampler yields one epoch at a time)."""
+        return self._of_epoch(indices[0][0]).__getitems__([i for _, i in indices])
 
 
-def _collate(items: list[dict]) -> dict:
-    out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in ("features", "timestamps", "mask", "labels")}
-    out["description"] = [it["description"] for it in items]
-    return out
+def _collate(batch: dict) -> dict:
+    """A batch of arrays (`WindowDataset.__getitems__`) -> tensors sharing their memory."""
+    return {k: v if k == "description" else torch.from_numpy(v) for k, v in batch.items()}
+
+
+class Prefetched:
+    """A DataLoader iterator's batches, taken from it in a background thread: making a batch (no worker
+    processes) or receiving one from a worker process (a socket read and a shared-memory map per tensor)
+    then overlaps the training step instead of adding to it. Torch and numpy release the GIL in their
+    array work, so the step and the thread run side by side."""
+
+    _END = object()
+
+    def __init__(self, batches, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(batches,), daemon=True, name="vtm-prefetch")
+        self._thread.start()
+
+    def _fill(self, batches) -> None:
+        try:
+            for batch in batches:
+                if not self._put(batch):
+                    return
+        except BaseException as e:  # noqa: BLE001 - raised again in the training thread
+            self._put(e)
+            return
+        self._put(self._END)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _event_runs(labels: np.ndarray) -> list[tuple[int, int]]:
@@ -478,55 +569,54 @@ class TrainRecipe:
         # resumed from where it stopped early
         stopped = self.best is not None and tc.patience > 0 and last - self.best["epoch"] >= tc.patience
         loader = self._loader()  # one for the run: its worker processes start once, not every epoch
-        batches = None  # the next epoch's, when its workers already load it
-        for epoch in range(self.start_epoch, tc.epochs + 1 if not stopped else 0):
-            last = epoch
-            self.model.train()
-            self.optimizer.zero_grad(set_to_none=True)
-            t_wait = time.perf_counter()
-            if batches is None:
-                loader.sampler.set_epoch(epoch)
-                batches = iter(loader)
-            else:
-                # A new DataLoader iterator draws its workers' base seed from torch's RNG, a reused one does
-                # not: draw it anyway, so that dropout gets the same random numbers as with a loader per epoch.
-                torch.empty((), dtype=torch.int64).random_()
-            for i, batch in enumerate(batches):
-                t_got = time.perf_counter()
-                wait += t_got - t_wait
-                loss, parts = self._loss(batch)
-                self.scaler.scale(loss / tc.grad_accum).backward()
-                if (i + 1) % tc.grad_accum == 0 or i + 1 == len(loader):
-                    self._optimizer_step()
-                    if self.writer is not None:
-                        for name, value in parts.items():
-                            self.writer.add_scalar(f"train/{name}", value, self.step)
-                        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                samples += len(batch["description"])
+        batches = None  # the next epoch's, when they already load
+        try:
+            for epoch in range(self.start_epoch, tc.epochs + 1 if not stopped else 0):
+                last = epoch
+                self.model.train()
+                self.optimizer.zero_grad(set_to_none=True)
                 t_wait = time.perf_counter()
-                busy += t_wait - t_got
-            batches = None
-            if loader.persistent_workers and epoch < tc.epochs:
-                # The workers load the next epoch's first batches while this one is validated and saved. Its
-                # iterator is reset now, which draws nothing from torch's RNG, so the saved RNG state is unchanged.
-                t_reset = time.perf_counter()
-                loader.sampler.set_epoch(epoch + 1)
-                batches = iter(loader)
-                wait += time.perf_counter() - t_reset
-            stop = False
-            if self.rank == 0:
-                metrics = self.validate(epoch)
-                self._keep_if_best(epoch, metrics)
-                bar.update(1)
-                bar.set_postfix(
-                    {k: f"{v:.3f}" for k, v in metrics.items() if k in ("val/event_f1", "val/frame_ap")}
-                    | {"loss": f"{parts['loss']:.3f}"}
-                )
-                stop = tc.patience > 0 and epoch - self.best["epoch"] >= tc.patience
-                if epoch % tc.save_every == 0 or epoch == tc.epochs or stop:
-                    self.save(ckpt.epoch_checkpoint(self.out_dir, epoch), epoch, metrics)
-            if self._all_agree(stop):
-                break
+                if batches is None:
+                    batches = self._batches(loader, epoch)
+                # A DataLoader iterator per epoch drew its workers' base seed from torch's RNG here: draw it, so that
+                # dropout gets the same random numbers as then, and a resumed run the same as one never stopped.
+                torch.empty((), dtype=torch.int64).random_()
+                for i, batch in enumerate(batches):
+                    t_got = time.perf_counter()
+                    wait += t_got - t_wait
+                    loss, parts = self._loss(batch)
+                    self.scaler.scale(loss / tc.grad_accum).backward()
+                    if (i + 1) % tc.grad_accum == 0 or i + 1 == len(loader):
+                        self._optimizer_step()
+                        if self.writer is not None:
+                            for name, value in parts.items():
+                                self.writer.add_scalar(f"train/{name}", value, self.step)
+                            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                    samples += len(batch["description"])
+                    t_wait = time.perf_counter()
+                    busy += t_wait - t_got
+                batches = None
+                if epoch < tc.epochs:  # the next epoch's first batches load while this one is validated and saved
+                    t_start = time.perf_counter()
+                    batches = self._batches(loader, epoch + 1)
+                    wait += time.perf_counter() - t_start
+                stop = False
+                if self.rank == 0:
+                    metrics = self.validate(epoch)
+                    self._keep_if_best(epoch, metrics)
+                    bar.update(1)
+                    bar.set_postfix(
+                        {k: f"{v:.3f}" for k, v in metrics.items() if k in ("val/event_f1", "val/frame_ap")}
+                        | {"loss": f"{parts['loss']:.3f}"}
+                    )
+                    stop = tc.patience > 0 and epoch - self.best["epoch"] >= tc.patience
+                    if epoch % tc.save_every == 0 or epoch == tc.epochs or stop:
+                        self.save(ckpt.epoch_checkpoint(self.out_dir, epoch), epoch, metrics)
+                if self._all_agree(stop):
+                    break
+        finally:
+            if batches is not None:  # stopped early, or failed: end the next epoch's loading
+                batches.close()
         bar.close()
         self._check_replicas_agree()
         final = ckpt.final_checkpoint(self.out_dir)
@@ -560,6 +650,15 @@ class TrainRecipe:
         flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
         dist.broadcast(flag, src=0)
         return bool(flag.item())
+
+    def _batches(self, loader: DataLoader, epoch: int) -> Prefetched:
+        """The epoch's batches, loading in the background from now on. Starting a DataLoader iterator may draw from
+        torch's RNG; the state is put back, so that when loading starts changes no random number of the training."""
+        rng = torch.get_rng_state()
+        loader.sampler.set_epoch(epoch)
+        batches = Prefetched(iter(loader))
+        torch.set_rng_state(rng)
+        return batches
 
     def _loader(self) -> DataLoader:
         tc = self.config.train
