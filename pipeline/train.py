@@ -312,8 +312,10 @@ class EpochWindowDataset(Dataset):
 
 
 def _collate(batch: dict) -> dict:
-    """A batch of arrays (`WindowDataset.__getitems__`) -> tensors sharing their memory."""
-    return {k: v if k == "description" else torch.from_numpy(v) for k, v in batch.items()}
+    """A batch of arrays (`WindowDataset.__getitems__`) as the training step takes it. Only the features become a
+    tensor here: from a worker process each tensor travels as its own shared-memory file (a socket round trip to
+    receive), while the small arrays travel inside the message itself."""
+    return {**batch, "features": torch.from_numpy(batch["features"])}
 
 
 class Prefetched:
@@ -680,9 +682,7 @@ class TrainRecipe:
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         feats = batch["features"].to(self.device, non_blocking=True)
-        times = batch["timestamps"].to(self.device, non_blocking=True)
-        mask = batch["mask"].to(self.device, non_blocking=True)
-        labels = batch["labels"].to(self.device, non_blocking=True)
+        times, mask, labels = (torch.as_tensor(batch[k]).to(self.device) for k in ("timestamps", "mask", "labels"))
         with self._autocast():
             context, logits = self.model(feats, times, mask)
             ce = torch.nn.functional.cross_entropy(
