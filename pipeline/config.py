@@ -110,7 +110,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     workers: int = 1  # >1: data-parallel Ray Train workers (one GPU each when there are GPUs)
-    data_workers: int = 2  # DataLoader processes reading HDF5 windows
+    data_workers: int = 2  # processes making batches of windows (0: a thread of the training process)
 
     def __post_init__(self):
         if not self.freeze_visual_backbone:
