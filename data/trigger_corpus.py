@@ -594,6 +594,16 @@ BBB_SHOTS = {
     (539.3, 552.5): "test",
     (582.4, 594.9): "test",
 }  # (start, end) s -> part
+# Stretches with hard cuts (first frame of each new shot, in the film's seconds): the cuts both PySceneDetect
+# detectors report, each checked by eye on frames at 4 fps (12 fps around doubtful ones); stretches were chosen
+# without fades, bursts of cuts less than 1 s apart and characters entering or leaving a still shot.
+BBB_CUTS = {
+    (58.0, 79.5): ("tune", (60.667, 63.792, 69.417, 71.292, 73.458, 75.542)),
+    (312.0, 325.0): ("tune", (312.5, 314.417, 317.208, 319.208, 322.167, 323.708)),
+    (390.0, 398.8): ("tune", (390.792, 392.5, 394.5, 396.125)),
+    (155.0, 170.0): ("test", (156.0, 160.833, 162.292, 163.292, 166.208, 168.0, 169.542)),
+    (400.0, 418.0): ("test", (404.958, 408.125, 410.417, 412.125, 416.125, 417.333)),
+}  # (start, end) s -> (part, cuts)
 
 
 def fetch_big_buck_bunny(cache_dir: Path) -> Path:
@@ -638,15 +648,24 @@ def fetch_big_buck_bunny(cache_dir: Path) -> Path:
 
 
 def _add_bbb_shots(
-    source: Path, out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict, width: int = 320, height: int = 180
+    source: Path,
+    out_dir: Path,
+    part: str,
+    truth: sd.GroundTruth,
+    kinds: dict,
+    width: int = 320,
+    height: int = 180,
+    shots: Mapping[tuple[float, float], str] = BBB_SHOTS,
+    cuts: Mapping[tuple[float, float], tuple[str, tuple[float, ...]]] = BBB_CUTS,
 ) -> None:
-    """Write the BBB_SHOTS of `part` as small eventless mp4 clips."""
+    """Write the `shots` (eventless) and `cuts` stretches of the film `source` that belong to `part` as small mp4 clips,
+    cut times made relative to each."""
     import av
 
-    for (start, end), shot_part in BBB_SHOTS.items():
-        if shot_part != part:
-            continue
-        relative = f"bbb/shot_{start:05.1f}.mp4"
+    stretches = [(span, (), "real none", "shot") for span, shot_part in shots.items() if shot_part == part]
+    stretches += [(span, times, "film cuts", "cuts") for span, (p, times) in cuts.items() if p == part]
+    for (start, end), times, kind, name in stretches:
+        relative = f"bbb/{name}_{start:05.1f}.mp4"
         frames = []
         with av.open(str(source)) as container:
             stream = container.streams.video[0]
@@ -660,7 +679,7 @@ def _add_bbb_shots(
         dest = out_dir / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
         sd.write_video(dest, frames, fps=24)
-        truth.events[relative] = []
+        truth.events[relative] = [round(t - start, 3) for t in times]
         truth.videos[relative] = {
             "frames": len(frames),
             "fps": 24.0,
@@ -670,11 +689,11 @@ def _add_bbb_shots(
             "codec": "libx264",
             "vfr": False,
         }
-        kinds[relative] = "real none"
+        kinds[relative] = kind
 
 
 # ---- real footage fetched from a pinned Debian package: OpenCV's sample videos -------------------
-# Debian's opencv-doc (4.6.0+dfsg-12, in Debian 12 and 13) ships OpenCV's sample videos; its copyright file puts
+# Debian's opencv-doc (4.6.0+dfsg-12, Debian 12 "bookworm") ships OpenCV's sample videos; its copyright file puts
 # them under "Files: *" (Apache-2.0 AND BSD-3-Clause, OpenCV's own licence; Debian's repack removed the images it
 # judged non-free). Fetched with `apt-get download` (no install), never stored in this repository. Left out:
 # Megamind.avi (a clip of a commercial film; its licence is OpenCV's claim only). Events labelled by eye from frames
@@ -732,7 +751,7 @@ def fetch_debian_clips(cache_dir: Path) -> Path:
         except (OSError, subprocess.CalledProcessError) as e:
             raise RuntimeError(
                 f"could not fetch {name}={version} with apt-get ({e}): this needs Debian's package archive "
-                f"(Debian 12 or 13); or place {deb.name} in {cache_dir} by hand"
+                f"(Debian 12, bookworm); or place {deb.name} in {cache_dir} by hand"
             ) from e
     partial = target.with_name(name + ".part")
     shutil.rmtree(partial, ignore_errors=True)
