@@ -42,6 +42,8 @@ from vtm.data.trigger_corpus import (  # noqa: E402
     make_trigger_corpus,
 )
 from vtm.pipeline.calibrate import (  # noqa: E402
+    SEARCH,
+    THRESHOLDS,
     CalibrationVideo,
     evaluate,
     fit_change_score,
@@ -168,9 +170,9 @@ def report(data: Path, out: Path | None, settings: dict | None = None) -> dict:
 MAX_FALSE_PER_HOUR = 6.0
 
 
-def fit(data: Path) -> None:
+def fit(data: Path, with_threshold: bool = False) -> None:
     """Fit on the tune parts: the best event F1 with at most MAX_FALSE_PER_HOUR false triggers on the real eventless
-    tune clips (with so few minutes of them, that means none)."""
+    tune clips (with so few minutes of them, that means none); the threshold too if `with_threshold`."""
     videos, eventless = [], set()
     for corpus in ("tune", "real-tune"):
         root = prepare(data, corpus)
@@ -193,6 +195,7 @@ def fit(data: Path) -> None:
         videos,
         config.change_score,
         config.triggers,
+        search={"threshold": THRESHOLDS, **SEARCH} if with_threshold else SEARCH,
         progress=True,
         eventless=eventless,
         max_false_per_hour=MAX_FALSE_PER_HOUR,
@@ -205,11 +208,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("bench-data/triggers"))
     parser.add_argument("--fit", action="store_true", help="fit the change score on the tune part instead of reporting")
+    parser.add_argument("--fit-threshold", action="store_true", help="with --fit: search the threshold too")
     parser.add_argument("--out", type=Path, help="also write DIR/bench_triggers.json")
     parser.add_argument("--settings", type=json.loads, help="report at these settings (JSON, as --fit prints them)")
     args = parser.parse_args()
     if args.fit:
-        fit(args.data)
+        fit(args.data, args.fit_threshold)
     else:
         report(args.data, args.out, args.settings)
 
