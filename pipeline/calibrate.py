@@ -91,13 +91,42 @@ THRESHOLDS = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8]
 
 
 def evaluate(
-    videos: list[CalibrationVideo], parts: list[dict], stage: ChangeScoreStage, select: SelectWindowsStage
+    videos: list[CalibrationVideo],
+    parts: list[dict],
+    stage: ChangeScoreStage,
+    select: SelectWindowsStage,
+    eventless: frozenset[str] = frozenset(),
 ) -> dict:
-    """Event precision / recall / F1 of `stage` + `select` over videos whose parts are already computed."""
+    """Event precision / recall / F1 of `stage` + `select` over videos whose parts are already computed, and the
+    false triggers per hour on the videos named in `eventless` (paths of videos with no event)."""
     pred = {}
     for v, p in zip(videos, parts):
         pred[v.path] = select({"timestamps": v.inputs["timestamps"], "score": stage.score(p)})["trigger_time"].tolist()
-    return event_scores(pred, {v.path: v.events for v in videos}, TOLERANCE_S)
+    result = event_scores(pred, {v.path: v.events for v in videos}, TOLERANCE_S)
+    quiet = [v for v in videos if v.path in eventless]
+    seconds = sum(v.seconds for v in quiet)
+    false = sum(len(pred[v.path]) for v in quiet)
+    result["eventless"] = {
+        "videos": len(quiet),
+        "seconds": seconds,
+        "false_triggers": false,
+        "per_hour": 3600.0 * false / seconds if seconds else 0.0,
+    }
+    return result
+
+
+def _rank(result: dict, max_false_per_hour: float | None) -> tuple:
+    """Higher is better: any setting within the false-trigger limit beats every setting over it; within the limit the
+    higher F1 wins, over it the fewer false triggers (then the higher F1)."""
+    if max_false_per_hour is None:
+        return (1, round(result["f1"], 9))
+    rate = result["eventless"]["per_hour"]
+    f1 = round(result["f1"], 9)
+    return (1, f1) if rate <= max_false_per_hour + 1e-9 else (0, -rate, f1)
+
+
+def _eventless(result: dict) -> str:
+    return f"eventless: {result['eventless']['false_triggers']} false in {result['eventless']['seconds']:.0f} s"
 
 
 def fit_change_score(
@@ -107,12 +136,16 @@ def fit_change_score(
     search: dict | None = None,
     sweeps: int = 3,
     progress: bool = False,
+    eventless: frozenset[str] = frozenset(),
+    max_false_per_hour: float | None = None,
 ) -> dict:
-    """Search the change score's settings (and the threshold, if `search` names it) for the best event F1 over `videos`.
+    """Search the change score's settings (and the threshold, if `search` names it) for the best event F1 over `videos`,
+    subject to at most `max_false_per_hour` false triggers per hour on the `eventless` ones (paths of videos with no
+    event; None: no limit).
 
     Starts from `stage` and `select.threshold`; each sweep tries every value of one setting with the
-    others fixed and keeps the best (ties keep the current value). Returns the best settings and
-    their precision, recall and F1.
+    others fixed and keeps the best (ties keep the current value; see `_rank` for how the limit counts). Returns the
+    best settings, their precision, recall and F1, and the false triggers on the eventless videos.
     """
     search = search or SEARCH
     parts_by: dict[tuple, list[dict]] = {}  # the parts depend on these settings only among the searched ones
@@ -128,21 +161,33 @@ def fit_change_score(
             parts_by[key],
             candidate,
             dataclasses.replace(select, threshold=setting.get("threshold", select.threshold)),
+            eventless,
         )
 
     best = run(current)
+    # Over the limit, the first change of one setting that gets under it would win whatever it costs in F1: so, while
+    # over it, every single change is tried before the one ranked best is taken.
+    while _rank(best, max_false_per_hour)[0] == 0:
+        moves = [(name, value) for name, values in search.items() for value in values if value != current[name]]
+        trials = [(run({**current, name: value}), name, value) for name, value in moves]
+        trial, name, value = max(trials, key=lambda t: _rank(t[0], max_false_per_hour))
+        if _rank(trial, max_false_per_hour) <= _rank(best, max_false_per_hour):
+            break
+        best, current = trial, {**current, name: value}
+        if progress:
+            print(f"  over the limit: {name} = {value}: F1 {best['f1']:.3f}, {_eventless(best)}", flush=True)
     for sweep in range(sweeps):
         for name, values in search.items():
             for value in values:
                 if value == current[name]:
                     continue
                 trial = run({**current, name: value})
-                if trial["f1"] > best["f1"] + 1e-9:
+                if _rank(trial, max_false_per_hour) > _rank(best, max_false_per_hour):
                     best, current = trial, {**current, name: value}
             if progress:
                 print(
                     f"  sweep {sweep + 1}, {name} = {current[name]}: F1 {best['f1']:.3f} (P "
-                    f"{best['precision']:.3f}, R {best['recall']:.3f})",
+                    f"{best['precision']:.3f}, R {best['recall']:.3f}), {_eventless(best)}",
                     flush=True,
                 )
     return {**best, "settings": {"threshold": select.threshold, **current}}

@@ -68,3 +68,30 @@ def test_the_change_score_on_real_clips_of_the_test_part(tmp_path, ray_local):
     assert any(abs(t - cuts[-1]) <= 0.5 for t in found["real/bikes.mp4"]), "the cut 0.3 s before the end"
     assert found["real/carphone.mp4"] == [] and found["real/world.mp4"] == []
     assert all(t > 0.5 for ts in found.values() for t in ts), "the first frames are no evidence on their own"
+
+
+def test_film_stretches_are_apart_and_their_cuts_inside_them_and_relative_in_the_corpus(tmp_path):
+    """The Big Buck Bunny stretches (labelled by hand) never overlap, so no shot is in both parts; a stretch's cuts
+    become times relative to it."""
+    from vtm.data import sample_archive as sd
+    from vtm.data.trigger_corpus import BBB_CUTS, BBB_SHOTS, DEBIAN_CLIPS, _add_bbb_shots
+
+    spans = sorted([*BBB_SHOTS, *BBB_CUTS])
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+    for (start, end), (part, cuts) in BBB_CUTS.items():
+        assert part in ("tune", "test") and list(cuts) == sorted(cuts)
+        assert start < cuts[0] and cuts[-1] < end and np.all(np.diff(cuts) >= 1.0), (start, cuts)
+    assert {c.part for c in DEBIAN_CLIPS.values()} == {"tune", "test"}
+
+    film = tmp_path / "film.mp4"  # 4 s at 24 fps, a new colour every second
+    colours = np.random.default_rng(0).integers(0, 256, (4, 3))
+    sd.write_video(film, [np.full((36, 64, 3), colours[i // 24], np.uint8) for i in range(96)], fps=24)
+    truth, kinds = sd.GroundTruth(), {}
+    cuts = {(0.5, 3.5): ("test", (1.0, 2.0, 3.0)), (0.0, 1.0): ("tune", ())}
+    _add_bbb_shots(film, tmp_path / "out", "test", truth, kinds, 64, 36, shots={(3.5, 4.0): "test"}, cuts=cuts)
+    assert truth.events == {"bbb/cuts_000.5.mp4": [0.5, 1.5, 2.5], "bbb/shot_003.5.mp4": []}
+    assert kinds == {"bbb/cuts_000.5.mp4": "film cuts", "bbb/shot_003.5.mp4": "real none"}
+    assert truth.videos["bbb/cuts_000.5.mp4"]["frames"] == 72
+    with av.open(str(tmp_path / "out/bbb/cuts_000.5.mp4")) as container:
+        frames = [f.to_ndarray(format="rgb24")[18, 32].astype(int) for f in container.decode(video=0)]
+    assert np.abs(frames[11] - colours[0]).max() < 12 and np.abs(frames[12] - colours[1]).max() < 12  # cut at 0.5 s

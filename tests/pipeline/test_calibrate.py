@@ -53,3 +53,49 @@ def test_calibrate_names_a_bad_annotation_line(extracted, tmp_path):
         cli, ["calibrate", str(cache.root), "--annotations", str(bad), "--out", str(tmp_path / "c.yaml")]
     )
     assert result.exit_code == 2 and "bad.jsonl:1" in result.output and not (tmp_path / "c.yaml").exists()
+
+
+def _cut_video(path: str, magnitude: float, event: bool, seed: int):
+    """20 s at 3 fps of a still scene with a change of `magnitude` at 10 s: an event, or one the labels say is none."""
+    import numpy as np
+
+    from vtm.pipeline.calibrate import CalibrationVideo
+
+    rng = np.random.default_rng(seed)
+    n = 60
+    features = rng.normal(size=32) + rng.normal(0, 0.01, (n, 32))
+    features[30:] += magnitude * rng.normal(size=32)
+    inputs = {
+        "features": features,
+        "hist": np.full((n, 64), 1 / 64),
+        "grid": np.full((n, 16, 16, 3), 100.0),
+        "timestamps": np.arange(n) / 3.0,
+    }
+    return CalibrationVideo(path, "cuts", [10.0] if event else [], 20.0, inputs)
+
+
+def test_the_fit_keeps_false_triggers_on_eventless_footage_under_the_limit():
+    """A weak cut scores below a change in eventless footage: the best F1 takes both, the limit drops the weak cut."""
+    from vtm.pipeline.calibrate import fit_change_score
+    from vtm.stages.change_score import ChangeScoreStage
+    from vtm.stages.select_windows import SelectWindowsStage
+
+    stage = ChangeScoreStage()
+    videos = [
+        _cut_video("strong.mp4", 2.0, True, 0),
+        _cut_video("weak.mp4", 0.5, True, 1),
+        _cut_video("quiet.mp4", 0.7, False, 2),
+    ]
+    peak = {v.path: float(stage(v.inputs)["change_score"].max()) for v in videos}
+    assert peak["weak.mp4"] < peak["quiet.mp4"] < peak["strong.mp4"], peak
+    thresholds = [peak["weak.mp4"] - 0.01, (peak["weak.mp4"] + peak["quiet.mp4"]) / 2, peak["quiet.mp4"] + 0.01]
+    fit = lambda **limit: fit_change_score(  # noqa: E731
+        videos, stage, SelectWindowsStage(threshold=thresholds[1]), search={"threshold": thresholds}, **limit
+    )
+    free = fit()
+    assert free["settings"]["threshold"] == thresholds[0] and free["recall"] == 1.0
+    assert free["f1"] == 0.8  # the false trigger on quiet.mp4 costs less F1 than the weak cut gains
+    limited = fit(eventless=frozenset({"quiet.mp4"}), max_false_per_hour=6.0)
+    assert limited["settings"]["threshold"] == thresholds[2]
+    assert limited["eventless"] == {"videos": 1, "seconds": 20.0, "false_triggers": 0, "per_hour": 0.0}
+    assert limited["precision"] == 1.0 and limited["recall"] == 0.5

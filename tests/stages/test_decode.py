@@ -11,6 +11,7 @@ from vtm.stages.decode import (
     _pyav_first_frame,
     _pyav_timestamps,
     cuda_hwaccel,
+    decode_batch,
     frame_statistics,
     probe,
     sample_by_time,
@@ -300,3 +301,37 @@ def test_nvdec_decodes_what_the_cpu_decodes(sample_dir, rel):
     assert (
         np.abs(gpu["frames"].astype(int) - cpu["frames"].astype(int)).mean() < 2.0
     )  # NV12 vs YUV420P into the same scaler
+
+
+@pytest.mark.parametrize("n_frames, cut_at", [(75, 70), (77, 76)])  # last interval: a full one; one frame (0.04 s)
+def test_a_cut_in_the_last_sample_interval_is_found_by_every_decoder(tmp_path, n_frames, cut_at):
+    """The plan ends with the video's last frame, so a cut after the last regular sample (k/fps) is seen, however
+    short that last interval is, by every decoder extract and describe use; without the last frame it is missed."""
+    from vtm.stages.change_score import ChangeScoreStage
+    from vtm.stages.select_windows import SelectWindowsStage
+
+    rng = np.random.default_rng(0)
+    shots = [rng.integers(0, 256, (1, 1, 3)) + rng.integers(0, 40, (96, 128, 3)) for _ in range(2)]
+    frames = [
+        np.clip(shots[i >= cut_at] + rng.integers(0, 3, (96, 128, 3)), 0, 255).astype(np.uint8) for i in range(n_frames)
+    ]
+    path = tmp_path / "cut at the end.mp4"
+    write_video(path, frames, fps=25)
+    plan = probe(path, fps=3.0)
+    regular = plan.frame_index[plan.frame_index < n_frames - 1]
+    assert plan.frame_index[-1] == n_frames - 1 and regular[-1] < cut_at  # the cut comes after the last k/3 s
+
+    def triggers(frame_index, **decode) -> list[float]:
+        stage = DecodeStage(image_size=32, **decode)
+        out = stage(decode_batch(path, frame_index, 0, plan.decoder, plan.pts_around(frame_index)))
+        got = out["frame_index"]
+        assert got[-1] >= cut_at or frame_index[-1] < cut_at  # a neighbour standing in is still of the last shot
+        # the colour histogram stands in for the encoder's features: a cut changes both
+        score = ChangeScoreStage()({"timestamps": plan.pts[got], "features": out["hist"], **out})["change_score"]
+        return SelectWindowsStage()({"timestamps": plan.pts[got], "score": score})["trigger_time"].tolist()
+
+    for decode in ({}, {"nearest_frames": True}):  # decord (describe, infer) and PyAV skipping frames (extract)
+        assert triggers(plan.frame_index, **decode) == [pytest.approx(plan.pts[-1])]
+        assert triggers(regular, **decode) == []  # before: no sample ever showed the last shot
+    plain, decoded = _decode_pyav(path, plan.frame_index[-2:], 32, 0)  # the plain fallback decodes the last frame too
+    assert decoded.all() and np.abs(plain[1].astype(int) - plain[0].astype(int)).mean() > 20
