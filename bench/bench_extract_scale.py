@@ -1,12 +1,14 @@
 """`vtm extract` on a 720p archive against decoding every frame, on one machine: ratios, where the time goes, GPU use.
 
-    python bench/bench_extract_scale.py [--quick] [--videos N --seconds S] [--out DIR] [--keep-data]
+    python bench/bench_extract_scale.py [--quick] [--videos N --seconds S] [--x264-preset P] [--out DIR] [--keep-data]
 
 Every number is measured in this run, on this machine, and compared as a ratio:
 
 1. data         a 720p 30 fps H.264 archive written by vtm's `make_archive` (x264, B-frames): by default
                 144 x 30 s (72 minutes, the archive of issue 13); --quick 100 x 3 s. A few distinct clips
-                are generated, one process per core, and copied to fill the archive.
+                are generated, one process per core, and copied to fill the archive. --x264-preset medium
+                encodes them as x264 and ffmpeg's libx264 do by default (3 references, b-pyramid normal)
+                instead of make_archive's veryfast (1 reference).
 2. decode limit every frame decoded with PyAV, one single-threaded process per core, nothing converted:
                 what the CPUs can decode (the CPU limit of issue 13).
 3. decoders     extract's own decoder (probe, skipping unreferenced frames, resize) without Ray or the
@@ -70,10 +72,14 @@ def _warm(kind: str) -> int:
     return os.getpid()
 
 
-def _make_clip(out_dir: str, seconds: float, seed: int) -> str:
-    from vtm.data.sample_archive import make_archive
+def _make_clip(out_dir: str, seconds: float, seed: int, preset: str | None) -> str:
+    from vtm.data.sample_archive import H264, Encoding, make_archive
 
-    root = make_archive(Path(out_dir), 1, seconds=seconds, seed=seed, width=WIDTH, height=HEIGHT, fps=FPS)
+    # Only the preset changes: make_archive's keyframe interval and repeatable rate control stay.
+    encoding = H264 if preset is None else Encoding("libx264", options={**H264.options, "preset": preset})
+    root = make_archive(
+        Path(out_dir), 1, seconds=seconds, seed=seed, width=WIDTH, height=HEIGHT, fps=FPS, encoding=encoding
+    )
     return str(next(root.rglob("*.mp4")))
 
 
@@ -188,12 +194,12 @@ class GpuSampler:
 # --------------------------------------------------------------------------------------------
 
 
-def make_data(work: Path, n_videos: int, seconds: float, cores: int) -> dict:
+def make_data(work: Path, n_videos: int, seconds: float, cores: int, preset: str | None = None) -> dict:
     t = time.perf_counter()
     distinct = max(1, min(n_videos, cores))
     clips, _ = _pool_map(
         _make_clip_args,
-        [(str(work / "clips" / f"c{i}"), seconds, i) for i in range(distinct)],
+        [(str(work / "clips" / f"c{i}"), seconds, i, preset) for i in range(distinct)],
         "av",
         min(cores, distinct),
     )
@@ -213,6 +219,7 @@ def make_data(work: Path, n_videos: int, seconds: float, cores: int) -> dict:
         "videos": n_videos,
         "seconds_each": seconds,
         "distinct_clips": distinct,
+        "x264_preset": preset or "veryfast (make_archive's)",
         "hours": n_videos * seconds / 3600,
         "bytes": size,
         "generate_s": time.perf_counter() - t,
@@ -361,7 +368,8 @@ def summarise(r: dict) -> list[tuple[str, str]]:
         rows.append(
             (
                 "archive",
-                f"{data['videos']} x {data['seconds_each']:.0f} s 720p 30 fps H.264 = {hours * 60:.1f} min, "
+                f"{data['videos']} x {data['seconds_each']:.0f} s 720p 30 fps H.264 "
+                f"(x264 {data.get('x264_preset', 'veryfast')}) = {hours * 60:.1f} min, "
                 f"{data['bytes'] / 1e9:.2f} GB "
                 f"({data['distinct_clips']} distinct clips, generated in {data['generate_s']:.0f} s)",
             )
@@ -556,6 +564,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 x 3 s videos (for 2 cores)")
     parser.add_argument("--videos", type=int, help="videos in the archive [144; --quick 100]")
     parser.add_argument("--seconds", type=float, help="seconds per video [30; --quick 3]")
+    parser.add_argument(
+        "--x264-preset",
+        help="encode the archive with this x264 preset instead of make_archive's veryfast (medium: x264's default)",
+    )
     parser.add_argument("--out", type=Path, help="directory for bench_extract_scale.json (default: a new temp dir)")
     parser.add_argument("--keep-data", action="store_true", help="keep the generated videos and caches")
     parser.add_argument(
@@ -595,7 +607,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vtm-bench-scale-data-"))
     try:
         log(f"generating {n_videos} x {seconds:.0f} s 720p videos ...")
-        data = make_data(work, n_videos, seconds, cores)
+        data = make_data(work, n_videos, seconds, cores, args.x264_preset)
         result["data"] = data
         log(f"  {data['hours'] * 60:.1f} min of video in {data['generate_s']:.0f} s")
         save()

@@ -320,16 +320,25 @@ def cuda_hwaccel():
     return HWAccel("cuda", allow_software_fallback=True, options={"primary_ctx": "1"}) if _cuda_device else None
 
 
-def _x264_single_reference(container, stream) -> int | None:
-    """The NAL length size of an H.264 stream in which no frame a sample takes depends on a B-frame it does not
-    take, or on one that stood in a reference list beside it; None for any other stream.
+@dataclass(frozen=True)
+class X264Stream:
+    """What `_x264_stream` learned of a progressive x264 stream in AVCC packets."""
 
-    Known from the settings x264 writes as text into the first frame: with `ref=1` each reference list holds
-    the one nearest reference frame (x264's `reference_build_list` sorts by distance, then keeps `ref` of
-    them), and a B-frame lies between two I/P-frames in display order, so an I/P-frame never predicts from a
-    B-frame, and a reference B-frame (b-pyramid) predicts only from the I/P-frames beside it. Progressive
-    frames only, and AVCC packets (MP4, Matroska), whose NAL headers are read directly. Reads the first
-    packet: the caller seeks afterwards.
+    length_size: int  # bytes of each NAL unit's length prefix
+    single_reference: bool  # `ref=1`: no frame a sample takes depends on a B-frame it does not take
+
+
+def _x264_stream(container, stream) -> X264Stream | None:
+    """The NAL length size of a progressive x264 stream in AVCC packets (MP4, Matroska), whose NAL headers are read
+    directly, and whether no frame a sample takes depends on a B-frame it does not take, or on one that stood in a
+    reference list beside it; None for any other stream.
+
+    Known from the settings x264 writes as text into the first frame. x264 also writes the reorder delay into
+    the SPS, so such a stream decodes without FFmpeg's probing decode of its key frame (see
+    `_PROBE_WITHOUT_DECODING`). With `ref=1` each reference list holds the one nearest reference frame (x264's
+    `reference_build_list` sorts by distance, then keeps `ref` of them), and a B-frame lies between two
+    I/P-frames in display order, so an I/P-frame never predicts from a B-frame, and a reference B-frame
+    (b-pyramid) predicts only from the I/P-frames beside it. Reads the first packet: the caller seeks afterwards.
     """
     extradata = stream.codec_context.extradata or b""
     if stream.codec_context.name != "h264" or len(extradata) < 5 or extradata[0] != 1:
@@ -341,7 +350,9 @@ def _x264_single_reference(container, stream) -> int | None:
         return None
     end = data.find(b"\x00", start)
     settings = set(data[start : end if end > 0 else len(data)].split(b" options: ", 1)[-1].split())
-    return (extradata[4] & 3) + 1 if {b"ref=1", b"interlaced=0"} <= settings else None
+    if b"interlaced=0" not in settings:
+        return None
+    return X264Stream(length_size=(extradata[4] & 3) + 1, single_reference=b"ref=1" in settings)
 
 
 def _nal_ref_idc(data: bytes, length_size: int) -> int | None:
@@ -357,7 +368,7 @@ def _nal_ref_idc(data: bytes, length_size: int) -> int | None:
 
 
 def _b_frames_to_skip(packets: list, frame_of, slot: dict, length_size: int) -> tuple[set[int], set[int]]:
-    """In a stream `_x264_single_reference` accepts: the packets (positions in `packets`, decode order) whose
+    """In a stream with `X264Stream.single_reference`: the packets (positions in `packets`, decode order) whose
     B-frames no sample needs, and the frames that may then decode wrongly (no sample may take them).
 
     With non-reference frames skipped, a sample takes its decoded frame of best preference in `slot` (see
@@ -456,7 +467,7 @@ def _decode_nearest(
     The decoder skips non-reference frames (H.264/HEVC B-frames that no other frame predicts from:
     about half of all frames with x264's defaults), so a wanted frame that is one of them is replaced
     by its nearest decoded neighbour: the next frame, else the previous one. In x264 streams with one
-    reference per list (`_x264_single_reference`) the CPU decoder also skips the reference B-frames no
+    reference per list (`_x264_stream`) the CPU decoder also skips the reference B-frames no
     sample takes (`_b_frames_to_skip`): the same frames come back, with the same pixels, for less decoding
     ("pyav-bframes"). `pts` holds the presentation times of frames `pts_start`, `pts_start + 1`, ... (the
     plan's, see `VideoPlan.pts_around`). Returns (frames, frame indices decoded, how they were decoded), or
@@ -487,17 +498,18 @@ def _decode_nearest(
         return av.open(source, hwaccel=hwaccel, options=options)
 
     try:
-        length_size = None
+        x264 = None
         if hwaccel is None:
-            # The stream's reorder delay, which FFmpeg's probing decode would learn, is in x264's SPS.
+            # An x264 stream needs no probing decode (its key frame decoded twice: ~10 % of a 3 s 720p clip's
+            # decoding); any other stream is opened again with it.
             container = open_container(_PROBE_WITHOUT_DECODING)
             try:
                 if container.streams.video:
-                    length_size = _x264_single_reference(container, container.streams.video[0])
+                    x264 = _x264_stream(container, container.streams.video[0])
             finally:
-                if length_size is None:
+                if x264 is None:
                     container.close()
-        if length_size is None:
+        if x264 is None:
             container = open_container()
     except (av.FFmpegError, StorageError):  # the exact decoder says why
         return None
@@ -511,8 +523,10 @@ def _decode_nearest(
             container.seek(int(float(pts[0]) / tb), stream=stream, backward=True)
             packets = container.demux(stream)
             ahead, skip, untrusted = [], set(), set()
-            if length_size:  # read the packets up to the group after the last frame first, to see which are needed
-                ahead, skip, untrusted = _read_ahead_for_b_frames(packets, pts, pts_start, tb, slot, length_size)
+            # With one reference per list, read the packets up to the group after the last frame first, to see
+            # which are needed.
+            if x264 and x264.single_reference:
+                ahead, skip, untrusted = _read_ahead_for_b_frames(packets, pts, pts_start, tb, slot, x264.length_size)
             on_gpu = False
             for frame in _decode_packets(itertools.chain(ahead, packets), skip):
                 if frame.pts is None:
@@ -561,8 +575,9 @@ def frame_statistics(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hist[i] = np.bincount(codes[i].ravel(), minlength=COLOR_HIST_DIM)
     hist /= h * w
     gh, gw = h // GRID, w // GRID
-    cells = frames[:, : gh * GRID, : gw * GRID].reshape(n, GRID, gh, GRID, gw, 3)
-    grid = cells.sum(axis=(2, 4), dtype=np.uint32).astype(np.float32) / np.float32(gh * gw)
+    # The rows of each cell first, then its columns: the same integer sums as one sum over both axes, ~4x faster.
+    rows = frames[:, : gh * GRID, : gw * GRID].reshape(n, GRID, gh, GRID * gw, 3).sum(axis=2, dtype=np.uint32)
+    grid = rows.reshape(n, GRID, GRID, gw, 3).sum(axis=3).astype(np.float32) / np.float32(gh * gw)
     return hist, grid
 
 

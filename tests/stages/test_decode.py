@@ -7,9 +7,11 @@ from vtm.data.sample_archive import Encoding, write_video
 from vtm.stages.decode import (
     DecodeError,
     DecodeStage,
+    X264Stream,
     _decode_pyav,
     _pyav_first_frame,
     _pyav_timestamps,
+    _x264_stream,
     cuda_hwaccel,
     decode_batch,
     frame_statistics,
@@ -179,21 +181,29 @@ def test_skipping_unreferenced_frames_returns_neighbours_within_one_frame_decode
     assert set(out["timing"]) == {"decode_s", "decode_cpu_s", "stats_s"}
 
 
-@pytest.mark.parametrize("refs, how", [(1, "pyav-bframes"), (3, "pyav-nonref")])
+@pytest.mark.parametrize(
+    "params, how",
+    [
+        ("mbtree=0:ref=1", "pyav-bframes"),
+        ("mbtree=0:ref=3", "pyav-nonref"),
+        (None, "pyav-nonref"),  # x264's defaults, as ffmpeg's libx264 encodes: medium, ref=3, mbtree, keyint 250
+    ],
+)
 def test_skipping_b_frames_takes_the_frames_skipping_non_reference_ones_takes_and_decodes_them_exactly(
-    tmp_path, refs, how
+    tmp_path, params, how
 ):
     """x264 with b-pyramid (its reference B-frames) at the medium preset. With one reference per list, the
     B-frames no sample needs are skipped as well; the samples still get the frames a decoder skipping only
     non-reference frames gives them (the frame, else the next, else the previous decoded one), with the pixels
     of an exact decode. With three references an I/P-frame may predict from a B-frame: only non-reference
-    frames are skipped (skipping B-frames there changes pixels)."""
+    frames are skipped (skipping B-frames there changes pixels). Either way the stream is opened without
+    FFmpeg's probing decode, which must not change a frame."""
     import av
 
-    path = tmp_path / f"ref{refs}.mp4"
+    path = tmp_path / "x264.mp4"
     backdrop = np.random.default_rng(0).integers(0, 255, (80, 112, 3)).astype(np.uint8)
-    params = f"mbtree=0:ref={refs}"
-    encoding = Encoding("libx264", options={"preset": "medium", "g": "60", "x264-params": params})
+    options = {"preset": "medium"} if params is None else {"preset": "medium", "g": "60", "x264-params": params}
+    encoding = Encoding("libx264", options=options)
     write_video(path, (np.roll(backdrop, (2 * i, 3 * i), axis=(0, 1)) for i in range(150)), fps=30, encoding=encoding)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -213,6 +223,27 @@ def test_skipping_b_frames_takes_the_frames_skipping_non_reference_ones_takes_an
             exact, decoded = _decode_pyav(path, out["frame_index"], 32, 0)
             assert decoded.all() and np.array_equal(out["frames"], exact)
         assert how in labels and labels <= {how, "pyav-nonref"}  # a segment needing every B-frame skips none
+
+
+@pytest.mark.parametrize(
+    "encoding, expected",
+    [
+        (Encoding("libx264", options={"preset": "veryfast"}), X264Stream(length_size=4, single_reference=True)),
+        (Encoding("libx264", options={"preset": "medium"}), X264Stream(length_size=4, single_reference=False)),
+        (Encoding("libx264", options={"preset": "medium", "x264-params": "interlaced=1"}), None),
+        (Encoding("mpeg4"), None),
+    ],
+)
+def test_x264_streams_are_told_apart_by_the_settings_x264_writes(tmp_path, encoding, expected):
+    """Progressive x264 streams are opened without FFmpeg's probing decode; only those with one reference per
+    list have their unneeded B-frames skipped. Interlaced ones and other encoders get neither."""
+    import av
+
+    path = tmp_path / "v.mp4"
+    frames = np.random.default_rng(0).integers(0, 255, (12, 48, 64, 3)).astype(np.uint8)
+    write_video(path, frames, fps=30, encoding=encoding)
+    with av.open(str(path), options={"skip_frame": "all"}) as container:
+        assert _x264_stream(container, container.streams.video[0]) == expected
 
 
 def test_h264_with_b_frames_moves_some_samples_and_exact_mode_moves_none(sample_dir):
