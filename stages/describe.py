@@ -167,7 +167,8 @@ class DescribeStage(Stage):
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> dict:
-        frames = np.asarray(batch["frames"])
+        # A writable copy: arrays from Ray's object store are read-only, and torch warns about those on every run.
+        frames = np.array(batch["frames"])
         started = time.perf_counter()
         descriptions: list[str] = []
         for lo in range(0, len(frames), self.max_batch):
@@ -181,8 +182,8 @@ class DescribeStage(Stage):
                         "this describe stage has an adapter: each window needs its context (the time-aware "
                         "encoder's output)"
                     )
-                context = torch.as_tensor(np.asarray(batch["context"][lo:hi], np.float32))
-                mask = torch.as_tensor(np.asarray(batch["mask"][lo:hi], bool))
+                context = torch.tensor(np.asarray(batch["context"][lo:hi], np.float32))
+                mask = torch.tensor(np.asarray(batch["mask"][lo:hi], bool))
                 descriptions += [
                     clean_text(t)
                     for t in self.vlm.generate(
