@@ -46,6 +46,7 @@ from vtm.pipeline.calibrate import (  # noqa: E402
     THRESHOLDS,
     CalibrationVideo,
     evaluate,
+    false_triggers,
     fit_change_score,
     load_calibration_videos,
     predict,
@@ -111,18 +112,6 @@ def per_kind(videos: list[CalibrationVideo], predictions: dict[str, list[float]]
     return table
 
 
-def false_per_hour(videos: list[CalibrationVideo], predictions: dict[str, list[float]]) -> dict:
-    quiet = [v for v in videos if not v.events]
-    seconds = sum(v.seconds for v in quiet)
-    false = sum(len(predictions.get(v.path, [])) for v in quiet)
-    return {
-        "videos": len(quiet),
-        "seconds": round(seconds, 1),
-        "false_triggers": false,
-        "per_hour": round(3600 * false / seconds, 1) if seconds else None,
-    }
-
-
 def report(data: Path, out: Path | None, settings: dict | None = None) -> dict:
     config = Config()
     stage, threshold = config.change_score, config.triggers.threshold
@@ -143,7 +132,8 @@ def report(data: Path, out: Path | None, settings: dict | None = None) -> dict:
         detectors["content"] = pyscenedetect(root, "content")
         detectors["adaptive"] = pyscenedetect(root, "adaptive")
         tables = {name: per_kind(videos, pred) for name, pred in detectors.items()}
-        quiet = {name: false_per_hour(videos, pred) for name, pred in detectors.items()}
+        eventless = [v for v in videos if not v.events]
+        quiet = {name: false_triggers(eventless, pred) for name, pred in detectors.items()}
         results[corpus] = {"per_kind": tables, "eventless": quiet, "rescore_s": round(vtm_s, 2)}
         print(
             f"\n== {corpus} part: {len(videos)} videos, {sum(v.seconds for v in videos) / 60:.1f} min; vtm "
@@ -157,8 +147,8 @@ def report(data: Path, out: Path | None, settings: dict | None = None) -> dict:
             print(f"{kind:<14}{tables['vtm'][kind]['videos']:>7}  {cells}")
         for name, q in quiet.items():
             print(
-                f"eventless, {name:<9}: {q['false_triggers']} false triggers in {q['seconds']} s of {q['videos']} "
-                f"videos = {q['per_hour']} per hour"
+                f"eventless, {name:<9}: {q['false_triggers']} false triggers in {q['seconds']:.1f} s of {q['videos']} "
+                f"videos = {q['per_hour']:.1f} per hour"
             )
     if out:
         out.mkdir(parents=True, exist_ok=True)

@@ -103,16 +103,20 @@ def evaluate(
     for v, p in zip(videos, parts):
         pred[v.path] = select({"timestamps": v.inputs["timestamps"], "score": stage.score(p)})["trigger_time"].tolist()
     result = event_scores(pred, {v.path: v.events for v in videos}, TOLERANCE_S)
-    quiet = [v for v in videos if v.path in eventless]
+    result["eventless"] = false_triggers([v for v in videos if v.path in eventless], pred)
+    return result
+
+
+def false_triggers(quiet: list[CalibrationVideo], predictions: dict[str, list[float]]) -> dict:
+    """Triggers on videos with no event (every one is false), and how many that makes per hour of them."""
     seconds = sum(v.seconds for v in quiet)
-    false = sum(len(pred[v.path]) for v in quiet)
-    result["eventless"] = {
+    false = sum(len(predictions.get(v.path, [])) for v in quiet)
+    return {
         "videos": len(quiet),
         "seconds": seconds,
         "false_triggers": false,
         "per_hour": 3600.0 * false / seconds if seconds else 0.0,
     }
-    return result
 
 
 def _rank(result: dict, max_false_per_hour: float | None) -> tuple:
