@@ -197,7 +197,7 @@ class WindowDataset(Dataset):
         if a.feature_dropout > 0:
             n_cols = parts[-2] if self.reader.spec.grid_size else parts[-1]  # the grid's colours are not dropped
             kept[:n_cols] = rng.random(n_cols) >= a.feature_dropout
-        return times[:length], mask, lab
+        return times, mask, lab
 
 
 class EpochWindows:
