@@ -100,9 +100,8 @@ def run_extract(
     cache is locked for the whole run: a second writer is refused with who holds it.
     """
     weights = config.extract.weights
-    if (
-        weights and not Path(weights).expanduser().is_file()
-    ):  # a usage error: said before Ray starts or a cache folder is made
+    # A usage error: said before Ray starts or a cache folder is made.
+    if weights and not Path(weights).expanduser().is_file():
         raise EncoderLoadError(
             f"weights file {weights} not found; --weights (extract.weights) takes a local .pth or .safetensors file"
         )
@@ -235,9 +234,8 @@ def _extract(
             decode_stage = DecodeStage(
                 image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu"
             )
-            if (
-                gpu_decode
-            ):  # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave
+            # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave.
+            if gpu_decode:
                 gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
                 decode_stage = dataclasses.replace(
                     decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
