@@ -8,6 +8,9 @@
    - local_change: the largest changes of mean colour among cells of a 16x16 grid that the cells
      around them did not share: light (a headlight's pool, a lamp, exposure) changes a broad region
      smoothly, while a small object entering or leaving a still scene changes its own few cells a lot.
+     A moving camera (a shake, a pan) changes every textured cell, so the grid before the boundary is
+     first moved by the global shift that best explains the change, and the smaller of the two
+     changes counts: the camera's motion explains change away only where it does.
 
    At 3 fps the default window is one sample: consecutive samples, so a cut stands out from motion
    as sharply as possible. A second, slower window (`slow_window_s`) catches slow cross-fades, whose
@@ -17,7 +20,8 @@
 2. Against the video's own recent variability. Each part, at each window, is set against its own
    median and median absolute deviation (MAD) over the `baseline_s` seconds around the moment,
    clipped at the ends of the video (half a window is still evidence) and leaving out the moment's
-   own neighbourhood (its own peak must not raise its own bar). Its standing is its excess over the
+   own neighbourhood, `guard_s` each side (its own peak, and an object's slide into view that lasts
+   most of a second, must not raise its own bar). Its standing is its excess over the
    median in units of
 
        1 + activity_weight * median + spread_weight * MAD
@@ -46,12 +50,13 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from vtm.stages.base import Resources, Stage
 
 # Bump when what the score means changes: caches scored by another version are re-scored from
 # their features (pipeline/rescore.py), never decoded again.
-SCORE_VERSION = 2
+SCORE_VERSION = 3
 PARTS = ("feature_change", "color_change", "local_change")
 
 
@@ -96,14 +101,50 @@ def _local_change(delta: np.ndarray, radius: int, cells: int) -> np.ndarray:
     changes that the cells around them did not share. Light (a lamp, a headlight's pool, exposure)
     changes a broad region smoothly, so its neighbourhood shares it; an object entering changes its
     own few cells."""
-    r = radius
-    padded = np.pad(delta, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
-    around = np.median(
-        np.lib.stride_tricks.sliding_window_view(padded, (2 * r + 1, 2 * r + 1), axis=(1, 2)), axis=(-2, -1)
-    )
+    side = 2 * radius + 1
+    around = ndimage.median_filter(delta, size=(1, side, side, 1), mode="nearest")  # edge cells repeat outwards
     own = np.abs(delta - around).mean(-1).reshape(len(delta), -1)
     k = min(cells, own.shape[1])
     return np.sort(own, axis=1)[:, -k:].mean(1)
+
+
+def _shifted(grid: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """(n, side, side, 3) grids moved by (dy, dx) cells each (fractions interpolate linearly; edges repeat)."""
+    n, side = grid.shape[:2]
+    cells = np.arange(side, dtype=np.float64)
+
+    def along(a: np.ndarray, d: np.ndarray, axis: int) -> np.ndarray:
+        pos = np.clip(cells[None, :] - d[:, None], 0, side - 1)
+        lo = np.floor(pos).astype(int)
+        hi, frac = np.minimum(lo + 1, side - 1), pos - lo
+        shape = (n, side, 1, 1) if axis == 1 else (n, 1, side, 1)
+        pick = lambda i: np.take_along_axis(a, i.reshape(shape), axis)  # noqa: E731
+        return pick(lo) * (1 - frac.reshape(shape)) + pick(hi) * frac.reshape(shape)
+
+    return along(along(grid, dy, 1), dx, 2)
+
+
+def _aligned(before: np.ndarray, after: np.ndarray, steps: int = 4, reach: float = 1.5) -> np.ndarray:
+    """`before` grids moved by the camera's motion towards `after` (a shake, a pan): the global shift of up to `reach`
+    cells that best explains the change, by Gauss-Newton steps on the cells' mean colours (Lucas-Kanade on a 16x16
+    image). Cells that change a lot count less, so an object entering does not pull the shift towards itself."""
+    n = len(before)
+    dy, dx = np.zeros(n), np.zeros(n)
+    inner = (slice(None), slice(1, -1), slice(1, -1))  # edge cells: what moved in from outside is unknown
+    for _ in range(steps):
+        moved = _shifted(before, dy, dx)
+        gy, gx = (g[inner] for g in np.gradient(moved, axis=(1, 2)))
+        residual = (after - moved)[inner]  # ~ -(gx * step_x + gy * step_y) for the step still to take
+        weight = 1.0 / np.maximum(np.abs(residual), 0.02)
+        xx, xy, yy, xr, yr = (
+            (weight * a).sum(axis=(1, 2, 3)) for a in (gx * gx, gx * gy, gy * gy, gx * residual, gy * residual)
+        )
+        det = xx * yy - xy * xy
+        ok = det > 1e-12  # a flat picture: no motion to see
+        safe = np.where(ok, det, 1.0)
+        dx = np.clip(dx - np.where(ok, (yy * xr - xy * yr) / safe, 0.0), -reach, reach)
+        dy = np.clip(dy - np.where(ok, (xx * yr - xy * xr) / safe, 0.0), -reach, reach)
+    return _shifted(before, dy, dx)
 
 
 @dataclass
@@ -114,6 +155,7 @@ class ChangeScoreStage(Stage):
     window_s: float = 0.34  # seconds compared on each side of a boundary (one sample at 3 fps)
     slow_window_s: float = 1.0  # and again over this many (slow fades); 0: off
     baseline_s: float = 3.0  # seconds around a moment whose median and spread are "what this footage usually does"
+    guard_s: float = 0.67  # seconds each side of a moment left out of its baseline (an object slides in for ~1 s)
     feature_scale: float = 0.16  # cosine distance that counts as a clear change on a still scene
     color_scale: float = 0.15  # histogram total-variation distance that counts as a clear change
     local_scale: float = 0.10  # unshared mean-colour change of a grid cell (fraction of 255) that counts as clear
@@ -153,11 +195,11 @@ class ChangeScoreStage(Stage):
             cos = (fb * fa).sum(1) / np.maximum(np.linalg.norm(fb, axis=1) * np.linalg.norm(fa, axis=1), 1e-9)
             hb, ha, _, _ = _window_means(hist, w)
             gb, ga, _, _ = _window_means(grid, w)
-            scale = {
-                "feature_change": 1.0 - cos,
-                "color_change": 0.5 * np.abs(hb - ha).sum(1),
-                "local_change": _local_change(ga - gb, self.local_radius, self.local_cells),
-            }
+            local = _local_change(ga - gb, self.local_radius, self.local_cells)
+            if not scales:  # the fast scale: a slow window's means already average a shake out
+                # The camera's own motion explains change away only where it does: the smaller of the two.
+                local = np.minimum(local, _local_change(ga - _aligned(gb, ga), self.local_radius, self.local_cells))
+            scale = {"feature_change": 1.0 - cos, "color_change": 0.5 * np.abs(hb - ha).sum(1), "local_change": local}
             for part in scale.values():
                 part[0] = 0.0  # nothing before the first frame to compare with
             scales.append({**scale, "n_before": n_before, "n_after": n_after, "w": w, "dt": dt})
@@ -184,9 +226,10 @@ class ChangeScoreStage(Stage):
         """Evidence (clear-change units) at one time scale -> how far it stands above this video's own recent
         variability, in units."""
         n_before, n_after, w, dt = at["n_before"], at["n_after"], at["w"], at["dt"]
-        half = max(3 * w, int(round(self.baseline_s / 2 / dt)))
+        guard = max(w, int(round(self.guard_s / dt)))
+        half = max(3 * w, guard + 3, int(round(self.baseline_s / 2 / dt)))
         valid = (n_before >= max(1, w // 2)) & (n_after >= max(1, w // 2))  # half a window on each side is evidence
-        level, wobble = rolling_median_and_mad(evidence, half, guard=w, valid=valid)
+        level, wobble = rolling_median_and_mad(evidence, half, guard=guard, valid=valid)
         unit = 1.0 + self.activity_weight * level + self.spread_weight * wobble
         # Fewer samples in a window (the ends of the video) make its mean noisier by this much.
         noisier = np.sqrt((1.0 / np.maximum(n_before, 1) + 1.0 / np.maximum(n_after, 1)) / (2.0 / w))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from vtm.stages.change_score import ChangeScoreStage
+from vtm.stages.change_score import ChangeScoreStage, _aligned
 from vtm.stages.select_windows import SelectWindowsStage
 
 FPS = 3.0
@@ -63,6 +63,51 @@ def test_small_object_entering_a_still_scene_is_found_and_light_drift_is_not():
     assert out["local_change"][30] > 0.3
     assert out["local_change"][5:25].max() < 0.02  # the drift is shared by all cells: not local
     np.testing.assert_allclose(_peaks(out), [10.0])
+
+
+def _grid(frame: np.ndarray, side: int = 16) -> np.ndarray:
+    h, w = frame.shape[:2]
+    return frame.reshape(side, h // side, side, w // side, 3).mean(axis=(1, 3))
+
+
+def test_alignment_takes_the_camera_motion_out_of_the_grid():
+    rng = np.random.default_rng(2)
+    scene = np.kron(rng.uniform(0, 1, (14, 14, 3)), np.ones((32, 32, 1)))
+    for _ in range(4):
+        for axis in (0, 1):
+            scene = (scene + np.roll(scene, 2, axis) + np.roll(scene, -2, axis)) / 3
+    view = lambda dy, dx: _grid(scene[64 + dy : 384 + dy, 64 + dx : 384 + dx])  # noqa: E731
+    moves = [(6, -8), (-12, 4), (0, 10), (9, 9)]  # pixels; a cell is 20
+    before = np.stack([view(0, 0)] * len(moves))
+    after = np.stack([view(dy, dx) for dy, dx in moves])
+    moved = _aligned(before, after)
+    inner = (slice(None), slice(1, -1), slice(1, -1))  # what moved in at the edges cannot be known
+    left = np.abs(after - moved)[inner].mean(axis=(1, 2, 3))
+    assert np.all(left < 0.7 * np.abs(after - before)[inner].mean(axis=(1, 2, 3)))  # cell means: about half is left
+    still = _aligned(before[:1], before[:1])
+    np.testing.assert_allclose(still, before[:1], atol=1e-9)  # nothing moved: nothing to take out
+
+
+def test_a_shaking_camera_is_no_event_but_an_object_entering_its_view_is():
+    """A hand-held camera moves the whole picture by up to 12 px (0.6 of a grid cell) between samples: every textured
+    cell changes. An object entering the scene changes only its own cells, which stand out once the shake is aligned
+    away."""
+    rng = np.random.default_rng(0)
+    coarse = rng.uniform(40, 220, (14, 14, 3))
+    scene = np.kron(coarse, np.ones((32, 32, 1)))  # 448 x 448: blocks of 32 px, an edge in most 20 px cells
+    for _ in range(4):  # soften the edges, as a lens does
+        for axis in (0, 1):
+            scene = (scene + np.roll(scene, 2, axis) + np.roll(scene, -2, axis)) / 3
+    margin, size = 64, 320
+    grids = []
+    for k in range(N):
+        dy, dx = rng.integers(-12, 13, 2)
+        if k == 30:  # a red object enters the scene, about 9 of the view's 256 cells
+            scene[margin + 100 : margin + 160, margin + 60 : margin + 120] = (255.0, 20.0, 20.0)
+        grids.append(_grid(scene[margin + dy : margin + dy + size, margin + dx : margin + dx + size]))
+    out = ChangeScoreStage()(_batch(_still_features(rng), grid=np.stack(grids)))
+    assert out["local_change"][30] > 2.5 * np.median(out["local_change"][2:28])  # unaligned: 1.8 times
+    assert all(t >= 29 / FPS for t in _peaks(out))  # the shake alone triggers nothing
 
 
 def test_steady_motion_is_a_baseline_not_a_trigger():
