@@ -17,7 +17,7 @@ from vtm.cache import schema
 from vtm.cache.store import FeatureCache
 from vtm.pipeline.evaluation import event_scores
 from vtm.pipeline.rescore import read_change_inputs
-from vtm.stages.change_score import ChangeScoreStage
+from vtm.stages.change_score import PARTS_SETTINGS, ChangeScoreStage
 from vtm.stages.select_windows import SelectWindowsStage
 
 TOLERANCE_S = 1.0
@@ -87,6 +87,7 @@ SEARCH = {
     "window_s": [0.34, 0.67, 1.0],
     "slow_window_s": [0.0, 1.0, 1.5, 2.0],
     "local_radius": [2, 3, 5],
+    "light_from": [0.7, 0.8, 0.9, 1.0],
 }
 THRESHOLDS = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8]
 
@@ -153,12 +154,12 @@ def fit_change_score(
     best settings, their precision, recall and F1, and the false triggers on the eventless videos.
     """
     search = search or SEARCH
-    parts_by: dict[tuple, list[dict]] = {}  # the parts depend on these settings only among the searched ones
+    parts_by: dict[tuple, list[dict]] = {}  # by the settings the parts depend on (the rest only weigh them)
     current = {name: (select.threshold if name == "threshold" else getattr(stage, name)) for name in search}
 
     def run(setting: dict) -> dict:
         candidate = dataclasses.replace(stage, **{k: v for k, v in setting.items() if k != "threshold"})
-        key = (candidate.window_s, candidate.slow_window_s, candidate.local_radius)
+        key = tuple(getattr(candidate, name) for name in PARTS_SETTINGS)
         if key not in parts_by:
             parts_by[key] = [candidate.parts(v.inputs) for v in videos]
         return evaluate(

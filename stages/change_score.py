@@ -12,6 +12,11 @@
      first moved by the global shift that best explains the change, and the smaller of the two
      changes counts: the camera's motion explains change away only where it does.
 
+   Light is no event by itself: where most of a moment's change is a smooth field of brightness
+   (a headlight's pool sweeping the street, flicker, exposure: the change of log brightness is its
+   own neighbourhood median), every part counts only the share that light does not explain, from
+   `light_from` on. What the light reveals (an object stepping into its pool) is not smooth, and stays.
+
    At 3 fps the default window is one sample: consecutive samples, so a cut stands out from motion
    as sharply as possible. A second, slower window (`slow_window_s`) catches slow cross-fades, whose
    every step is small. Each part is divided by the value that counts as a clear change on a still
@@ -58,6 +63,8 @@ from vtm.stages.base import Resources, Stage
 # their features (pipeline/rescore.py), never decoded again.
 SCORE_VERSION = 3
 PARTS = ("feature_change", "color_change", "local_change")
+# The settings `ChangeScoreStage.parts` depends on; the others only weigh the parts (`score`).
+PARTS_SETTINGS = ("window_s", "slow_window_s", "local_cells", "local_radius", "light_from")
 
 
 def _window_means(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -106,6 +113,18 @@ def _local_change(delta: np.ndarray, radius: int, cells: int) -> np.ndarray:
     own = np.abs(delta - around).mean(-1).reshape(len(delta), -1)
     k = min(cells, own.shape[1])
     return np.sort(own, axis=1)[:, -k:].mean(1)
+
+
+def _light_share(before: np.ndarray, after: np.ndarray, radius: int) -> np.ndarray:
+    """(n,) how much of the change from `before` to `after` grids is a smooth field of brightness: light (a headlight's
+    pool, flicker, exposure) multiplies a broad region by a smoothly varying gain, so the change of log brightness is
+    its own neighbourhood median; a cut, a dissolve or an object entering is not."""
+    eps = 8 / 255  # dark cells: noise, not light
+    gain = (np.log(after + eps) - np.log(before + eps)).mean(-1)
+    side = 2 * radius + 1
+    smooth = ndimage.median_filter(gain, size=(1, side, side), mode="nearest")
+    change, unexplained = np.abs(gain).mean(axis=(1, 2)), np.abs(gain - smooth).mean(axis=(1, 2))
+    return (change - unexplained) / np.maximum(change, 0.02)  # a change of brightness under 2 %: no light to speak of
 
 
 def _shifted(grid: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
@@ -161,6 +180,7 @@ class ChangeScoreStage(Stage):
     local_scale: float = 0.10  # unshared mean-colour change of a grid cell (fraction of 255) that counts as clear
     local_cells: int = 4  # the local change is the mean of this many most-changed cells
     local_radius: int = 2  # cells each way whose median change counts as shared (light, not an object)
+    light_from: float = 0.8  # share of a moment's change that is smooth light above which it counts less; 1: never
     activity_weight: float = 1.5  # how much the footage's usual level of change raises the bar
     spread_weight: float = 3.0  # how much the footage's usual wobble raises the bar
     resources: Resources = Resources(cpus=1)
@@ -200,6 +220,9 @@ class ChangeScoreStage(Stage):
                 # The camera's own motion explains change away only where it does: the smaller of the two.
                 local = np.minimum(local, _local_change(ga - _aligned(gb, ga), self.local_radius, self.local_cells))
             scale = {"feature_change": 1.0 - cos, "color_change": 0.5 * np.abs(hb - ha).sum(1), "local_change": local}
+            if self.light_from < 1:  # light is no event by itself: only the change it does not explain counts
+                light = (_light_share(gb, ga, self.local_radius) - self.light_from) / (1 - self.light_from)
+                scale = {name: part * (1 - np.clip(light, 0, 1)) for name, part in scale.items()}
             for part in scale.values():
                 part[0] = 0.0  # nothing before the first frame to compare with
             scales.append({**scale, "n_before": n_before, "n_after": n_after, "w": w, "dt": dt})

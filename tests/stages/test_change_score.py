@@ -1,6 +1,6 @@
 import numpy as np
 
-from vtm.stages.change_score import ChangeScoreStage, _aligned
+from vtm.stages.change_score import ChangeScoreStage, _aligned, _light_share
 from vtm.stages.select_windows import SelectWindowsStage
 
 FPS = 3.0
@@ -108,6 +108,44 @@ def test_a_shaking_camera_is_no_event_but_an_object_entering_its_view_is():
     out = ChangeScoreStage()(_batch(_still_features(rng), grid=np.stack(grids)))
     assert out["local_change"][30] > 2.5 * np.median(out["local_change"][2:28])  # unaligned: 1.8 times
     assert all(t >= 29 / FPS for t in _peaks(out))  # the shake alone triggers nothing
+
+
+def _smooth_scene(rng, blocks: int = 14, block: int = 32) -> np.ndarray:
+    scene = np.kron(rng.uniform(40, 200, (blocks, blocks, 3)), np.ones((block, block, 1)))
+    for _ in range(4):  # soften the edges, as a lens does
+        for axis in (0, 1):
+            scene = (scene + np.roll(scene, 2, axis) + np.roll(scene, -2, axis)) / 3
+    return scene
+
+
+def _histogram(grid: np.ndarray) -> np.ndarray:
+    counts, _ = np.histogram(grid.mean(-1), bins=64, range=(0, 255))
+    return counts / counts.sum()
+
+
+def test_light_is_no_event_but_what_it_does_not_explain_is():
+    """A car's headlights sweep a pool of light across a dark street now and then: the picture's colours change a lot,
+    smoothly. An object entering under the same light is still found."""
+    rng = np.random.default_rng(3)
+    scene = _smooth_scene(rng)[:320, :320] * 0.4
+    y, x = np.mgrid[0:320, 0:320]
+    grids = []
+    for k in range(N):
+        if k == 30:  # an object steps into the street, about 9 of 256 cells
+            scene[100:160, 200:260] = (90.0, 90.0, 25.0)
+        frame = scene.copy()
+        for start in (6, 42):  # two cars pass, 2 s each
+            if start <= k < start + 6:
+                centre = 320 * ((k - start) / 5 * 1.6 - 0.3)
+                frame *= 1 + 2.5 * np.exp(-(((x - centre) / 110) ** 2) - ((y - 240) / 130) ** 2)[..., None]
+        grids.append(_grid(np.clip(frame, 0, 255)))
+    grid = np.stack(grids)
+    batch = {**_batch(_still_features(rng), grid=grid), "hist": np.stack([_histogram(g) for g in grid])}
+    np.testing.assert_allclose(_peaks(ChangeScoreStage()(batch)), [10.0])
+    assert len(_peaks(ChangeScoreStage(light_from=1.0)(batch))) > 1  # counted as change, the light fires too
+    cut = np.stack([_grid(_smooth_scene(rng)[:320, :320]) for _ in range(2)]) / 255
+    assert _light_share(cut[:1], cut[1:], 2)[0] < 0.5  # another scene is not a change of light
+    assert _light_share(cut[:1], cut[:1], 2)[0] == 0.0  # nothing changed: no light either
 
 
 def test_steady_motion_is_a_baseline_not_a_trigger():
