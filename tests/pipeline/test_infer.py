@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -162,8 +163,13 @@ def test_cuda_without_a_gpu_says_so(adapter_checkpoint):
         VideoTriggerModel.from_checkpoint(adapter_checkpoint, device="cuda")
 
 
-def test_analyze_reports_progress_keeps_the_strongest_moments_and_returns_what_a_page_shows(model, red_cache):
+def test_analyze_reports_progress_keeps_the_strongest_moments_and_returns_what_a_page_shows(
+    model, red_cache, monkeypatch
+):
     videos, _ = red_cache
+    # Every local peak of the smoke-test model's score counts: its scores are not what this test is about.
+    triggers = dataclasses.replace(model.config.triggers, min_dip=0.0)
+    monkeypatch.setattr(model, "config", dataclasses.replace(model.config, triggers=triggers))
     steps = []
     full = model.analyze(
         videos / VIDEO, threshold=THRESHOLD, progress=lambda fraction, message: steps.append((fraction, message))
