@@ -620,11 +620,11 @@ BBB_SHOTS = {
     (360.8, 369.6): "tune",  # the rabbit standing over a rodent, after he walked in
     (436.7, 440.0): "tune",  # a flying squirrel gliding, the camera following it
     (562.0, 570.0): "tune",  # credits scrolling, between a squirrel leaving and a butterfly coming in
-    (81.5, 88.2): "test",
     (266.7, 269.8): "test",  # the rabbit in the forest, close up
     (270.9, 275.4): "test",  # the rabbit with a vine, in the forest
     (453.3, 456.7): "test",  # the rabbit and a squirrel, before the rabbit lunges
-    (539.3, 552.5): "test",
+    (539.3, 542.5): "test",  # credits scrolling, before a chinchilla peeks in at the left edge (542.75 s)
+    (546.5, 551.9): "test",  # credits scrolling, after it left and before a squirrel comes in (552.0 s)
     (582.4, 594.9): "test",
 }  # (start, end) s -> part
 # Stretches with hard cuts (first frame of each new shot, in the film's seconds): the cuts both PySceneDetect
@@ -637,6 +637,10 @@ BBB_CUTS = {
     (155.0, 170.0): ("test", (156.0, 160.833, 162.292, 163.292, 166.208, 168.0, 169.542)),
     (400.0, 418.0): ("test", (404.958, 408.125, 410.417, 412.125, 416.125, 417.333)),
 }  # (start, end) s -> (part, cuts)
+# Stretches with an object entering a still shot (the first frame it is in view, checked at 12 fps).
+BBB_OBJECTS = {
+    (81.5, 88.2): ("test", (83.667,)),  # an apple drops in front of the rabbit, a butterfly about him
+}  # (start, end) s -> (part, times)
 
 
 def fetch_big_buck_bunny(cache_dir: Path) -> Path:
@@ -690,11 +694,13 @@ def _add_bbb_shots(
     height: int = 180,
     shots: Mapping[tuple[float, float], str] = BBB_SHOTS,
     cuts: Mapping[tuple[float, float], tuple[str, tuple[float, ...]]] = BBB_CUTS,
+    objects: Mapping[tuple[float, float], tuple[str, tuple[float, ...]]] = BBB_OBJECTS,
 ) -> None:
-    """Write the `shots` (eventless) and `cuts` stretches of the film `source` that belong to `part` as small mp4 clips,
-    cut times made relative to each."""
+    """Write the `shots` (eventless), `cuts` and `objects` stretches of the film `source` that belong to `part` as
+    small mp4 clips, event times made relative to each."""
     stretches = [(span, (), "real none", "shot") for span, shot_part in shots.items() if shot_part == part]
     stretches += [(span, times, "film cuts", "cuts") for span, (p, times) in cuts.items() if p == part]
+    stretches += [(span, times, "real object", "object") for span, (p, times) in objects.items() if p == part]
     for (start, end), times, kind, name in stretches:
         relative = f"bbb/{name}_{start:05.1f}.mp4"
         dest = out_dir / relative

@@ -74,9 +74,9 @@ def test_film_stretches_are_apart_and_their_cuts_inside_them_and_relative_in_the
     """The Big Buck Bunny stretches (labelled by hand) never overlap, so no shot is in both parts; a stretch's cuts
     become times relative to it."""
     from vtm.data import sample_archive as sd
-    from vtm.data.trigger_corpus import BBB_CUTS, BBB_SHOTS, DEBIAN_CLIPS, _add_bbb_shots
+    from vtm.data.trigger_corpus import BBB_CUTS, BBB_OBJECTS, BBB_SHOTS, DEBIAN_CLIPS, _add_bbb_shots
 
-    spans = sorted([*BBB_SHOTS, *BBB_CUTS])
+    spans = sorted([*BBB_SHOTS, *BBB_CUTS, *BBB_OBJECTS])
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
     for (start, end), (part, cuts) in BBB_CUTS.items():
         assert part in ("tune", "test") and list(cuts) == sorted(cuts)
@@ -88,9 +88,19 @@ def test_film_stretches_are_apart_and_their_cuts_inside_them_and_relative_in_the
     sd.write_video(film, [np.full((36, 64, 3), colours[i // 24], np.uint8) for i in range(96)], fps=24)
     truth, kinds = sd.GroundTruth(), {}
     cuts = {(0.5, 3.5): ("test", (1.0, 2.0, 3.0)), (0.0, 1.0): ("tune", ())}
-    _add_bbb_shots(film, tmp_path / "out", "test", truth, kinds, 64, 36, shots={(3.5, 4.0): "test"}, cuts=cuts)
-    assert truth.events == {"bbb/cuts_000.5.mp4": [0.5, 1.5, 2.5], "bbb/shot_003.5.mp4": []}
-    assert kinds == {"bbb/cuts_000.5.mp4": "film cuts", "bbb/shot_003.5.mp4": "real none"}
+    objects = {(2.5, 3.5): ("test", (3.0,))}
+    shots = {(3.5, 4.0): "test"}
+    _add_bbb_shots(film, tmp_path / "out", "test", truth, kinds, 64, 36, shots=shots, cuts=cuts, objects=objects)
+    assert truth.events == {
+        "bbb/cuts_000.5.mp4": [0.5, 1.5, 2.5],
+        "bbb/shot_003.5.mp4": [],
+        "bbb/object_002.5.mp4": [0.5],
+    }
+    assert kinds == {
+        "bbb/cuts_000.5.mp4": "film cuts",
+        "bbb/shot_003.5.mp4": "real none",
+        "bbb/object_002.5.mp4": "real object",
+    }
     assert truth.videos["bbb/cuts_000.5.mp4"]["frames"] == 72
     with av.open(str(tmp_path / "out/bbb/cuts_000.5.mp4")) as container:
         frames = [f.to_ndarray(format="rgb24")[18, 32].astype(int) for f in container.decode(video=0)]
