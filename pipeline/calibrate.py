@@ -15,6 +15,7 @@ import polars as pl
 
 from vtm.cache import schema
 from vtm.cache.store import FeatureCache
+from vtm.pipeline.config import ConfigError
 from vtm.pipeline.evaluation import event_scores
 from vtm.pipeline.rescore import read_change_inputs
 from vtm.stages.change_score import PARTS_SETTINGS, ChangeScoreStage
@@ -199,22 +200,38 @@ def fit_change_score(
     return {**best, "settings": {"threshold": select.threshold, **current}}
 
 
-def calibrate_archive(cache_dir: Path, annotations_path: Path, config, progress: bool = False) -> tuple:
-    """Fit `config`'s change score and trigger threshold to an annotated archive's cache.
+def calibrate_archive(
+    cache_dir: Path, annotations_path: Path, config, progress: bool = False, max_false_per_hour: float | None = None
+) -> tuple:
+    """Fit `config`'s change score and trigger threshold to an annotated archive's cache, with at most
+    `max_false_per_hour` false triggers per hour on its annotated videos with no event (None: no limit).
 
-    Returns (the config with the fitted change_score and triggers.threshold, F1 before, F1 after).
-    Both F1 figures are on the annotated videos the fit saw: check the result on videos it did not see.
+    Returns (the config with the fitted change_score and triggers.threshold, result before, result after): each with
+    precision, recall, F1 and the false triggers on the videos with no event. Both are on the annotated videos the fit
+    saw: check the result on videos it did not see.
     """
     from vtm.pipeline.annotations import load_annotations
 
     cache = FeatureCache.open(cache_dir)
     events = load_annotations(annotations_path, cache).event_times()
+    eventless = frozenset(path for path, times in events.items() if not times)
+    if max_false_per_hour is not None and not eventless:
+        raise ConfigError(
+            f"a limit on false triggers needs annotated videos where nothing happens: add a line "
+            f'{{"video": "PATH"}} to {annotations_path} for each of them'
+        )
     videos = load_calibration_videos(cache_dir, events=events)
     before = evaluate(
-        videos, [config.change_score.parts(v.inputs) for v in videos], config.change_score, config.triggers
+        videos, [config.change_score.parts(v.inputs) for v in videos], config.change_score, config.triggers, eventless
     )
     best = fit_change_score(
-        videos, config.change_score, config.triggers, search={"threshold": THRESHOLDS, **SEARCH}, progress=progress
+        videos,
+        config.change_score,
+        config.triggers,
+        search={"threshold": THRESHOLDS, **SEARCH},
+        progress=progress,
+        eventless=eventless,
+        max_false_per_hour=max_false_per_hour,
     )
     settings = dict(best["settings"])
     threshold = settings.pop("threshold")

@@ -248,14 +248,23 @@ def _warn_report(report) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Config file to write (YAML): pass it to vtm with --config.",
 )
+@click.option(
+    "--max-false-per-hour",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="At most this many false triggers per hour on the annotated videos with no event (lines with only "
+    '{"video": PATH}); 6 = one per 10 minutes. Default: no limit.',
+)
 @CONFIG_OPTION
-def calibrate(cache_dir, annotations_path, out_path, config_path):
+def calibrate(cache_dir, annotations_path, out_path, max_false_per_hour, config_path):
     """Fit the change score's scales and the trigger threshold to annotated videos of a cache (no decoding)."""
     from vtm.pipeline.annotations import AnnotationError
     from vtm.pipeline.calibrate import calibrate_archive
 
     try:
-        fitted, before, after = calibrate_archive(cache_dir, annotations_path, load_config(config_path), progress=True)
+        fitted, before, after = calibrate_archive(
+            cache_dir, annotations_path, load_config(config_path), progress=True, max_false_per_hour=max_false_per_hour
+        )
     except (ConfigError, CacheError, AnnotationError) as e:
         _fail(str(e))
     from vtm.cache.atomic import atomic_path
@@ -267,6 +276,13 @@ def calibrate(cache_dir, annotations_path, out_path, config_path):
         f"event F1 on the annotated videos: {before['f1']:.3f} before, {after['f1']:.3f} after (P "
         f"{after['precision']:.3f}, R {after['recall']:.3f})"
     )
+    quiet_before, quiet_after = before["eventless"], after["eventless"]
+    if quiet_after["videos"]:
+        click.echo(
+            f"false triggers on the {quiet_after['videos']} annotated videos with no event "
+            f"({quiet_after['seconds'] / 60:.1f} min): {quiet_before['false_triggers']} before, "
+            f"{quiet_after['false_triggers']} after ({quiet_after['per_hour']:.1f} per hour)"
+        )
     click.echo(
         f"wrote {out_path}; use it with `vtm triggers {cache_dir} --config {out_path}` (re-scores from the cache), "
         "and check it on videos it was not fitted on"

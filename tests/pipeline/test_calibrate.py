@@ -27,13 +27,15 @@ def test_calibrate_writes_a_config_that_triggers_uses_without_decoding(extracted
     annotations.write_text("\n".join(lines) + "\n")
     out = tmp_path / "calibrated.yaml"
 
-    result = CliRunner().invoke(
-        cli, ["calibrate", str(cache_dir), "--annotations", str(annotations), "--out", str(out)]
-    )
+    args = ["calibrate", str(cache_dir), "--annotations", str(annotations), "--out", str(out)]
+    result = CliRunner().invoke(cli, args + ["--max-false-per-hour", "0"])
     assert result.exit_code == 0, result.output
-    before, after = (
-        float(x.split()[0]) for x in result.output.split("event F1 on the annotated videos: ")[1].split(" before, ")
-    )
+    line = lambda start: next(x for x in result.output.splitlines() if x.startswith(start))  # noqa: E731
+    quiet = [path for path, times in ground_truth["events"].items() if not times]
+    no_event = line(f"false triggers on the {len(quiet)} annotated videos with no event")
+    assert no_event.split(" after")[0].endswith(", 0"), result.output  # none left on them
+    f1 = line("event F1 on the annotated videos: ").split(": ")[1]
+    before, after = (float(x.split()[0]) for x in f1.split(" before, "))
     assert after >= before
     calibrated = load_config(out)
     assert calibrated.extract == Config().extract  # only the change score and the threshold move
@@ -53,6 +55,17 @@ def test_calibrate_names_a_bad_annotation_line(extracted, tmp_path):
         cli, ["calibrate", str(cache.root), "--annotations", str(bad), "--out", str(tmp_path / "c.yaml")]
     )
     assert result.exit_code == 2 and "bad.jsonl:1" in result.output and not (tmp_path / "c.yaml").exists()
+
+
+def test_a_false_trigger_limit_needs_videos_annotated_with_no_event(extracted, ground_truth, tmp_path):
+    _, cache = extracted
+    path, times = next((p, t) for p, t in ground_truth["events"].items() if t)
+    events_only = tmp_path / "events.jsonl"
+    events_only.write_text(json.dumps({"video": path, "start": times[0], "end": times[0]}) + "\n")
+    args = ["calibrate", str(cache.root), "--annotations", str(events_only), "--out", str(tmp_path / "c.yaml")]
+    result = CliRunner().invoke(cli, args + ["--max-false-per-hour", "6"])
+    assert result.exit_code == 2 and '{"video": "PATH"}' in result.output and "events.jsonl" in result.output
+    assert not (tmp_path / "c.yaml").exists()
 
 
 def _cut_video(path: str, magnitude: float, event: bool, seed: int):
