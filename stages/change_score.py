@@ -13,9 +13,9 @@
      changes counts: the camera's motion explains change away only where it does.
 
    Light is no event by itself: where most of a moment's change is a smooth field of brightness
-   (a headlight's pool sweeping the street, flicker, exposure: the change of log brightness is its
-   own neighbourhood median), every part counts only the share that light does not explain, from
-   `light_from` on. What the light reveals (an object stepping into its pool) is not smooth, and stays.
+   alike in the three colour channels (a headlight's pool sweeping the street, flicker, exposure:
+   each channel's change of log brightness is the neighbourhood median of their mean), every part
+   counts only the share that light does not explain, from `light_from` on. What the light reveals (an object stepping into its pool) is not smooth, and stays.
 
    At 3 fps the default window is one sample: consecutive samples, so a cut stands out from motion
    as sharply as possible. A second, slower window (`slow_window_s`) catches slow cross-fades, whose
@@ -116,14 +116,15 @@ def _local_change(delta: np.ndarray, radius: int, cells: int) -> np.ndarray:
 
 
 def _light_share(before: np.ndarray, after: np.ndarray, radius: int) -> np.ndarray:
-    """(n,) how much of the change from `before` to `after` grids is a smooth field of brightness: light (a headlight's
-    pool, flicker, exposure) multiplies a broad region by a smoothly varying gain, so the change of log brightness is
-    its own neighbourhood median; a cut, a dissolve or an object entering is not."""
+    """(n,) how much of the change from `before` to `after` grids is light: a gain that varies smoothly across the
+    picture (a headlight's pool, flicker, exposure) and is alike in the three colour channels, so each channel's change
+    of log brightness is the neighbourhood median of their mean. A cut, a dissolve or an object entering is not smooth,
+    and a cut to a scene of another colour changes the channels unalike."""
     eps = 8 / 255  # dark cells: noise, not light
-    gain = (np.log(after + eps) - np.log(before + eps)).mean(-1)
+    gain = np.log(after + eps) - np.log(before + eps)  # (n, side, side, 3)
     side = 2 * radius + 1
-    smooth = ndimage.median_filter(gain, size=(1, side, side), mode="nearest")
-    change, unexplained = np.abs(gain).mean(axis=(1, 2)), np.abs(gain - smooth).mean(axis=(1, 2))
+    smooth = ndimage.median_filter(gain.mean(-1), size=(1, side, side), mode="nearest")[..., None]
+    change, unexplained = np.abs(gain).mean(axis=(1, 2, 3)), np.abs(gain - smooth).mean(axis=(1, 2, 3))
     return (change - unexplained) / np.maximum(change, 0.02)  # a change of brightness under 2 %: no light to speak of
 
 
@@ -180,7 +181,7 @@ class ChangeScoreStage(Stage):
     local_scale: float = 0.10  # unshared mean-colour change of a grid cell (fraction of 255) that counts as clear
     local_cells: int = 4  # the local change is the mean of this many most-changed cells
     local_radius: int = 2  # cells each way whose median change counts as shared (light, not an object)
-    light_from: float = 0.8  # share of a moment's change that is smooth light above which it counts less; 1: never
+    light_from: float = 0.75  # share of a moment's change that is smooth light above which it counts less; 1: never
     activity_weight: float = 1.5  # how much the footage's usual level of change raises the bar
     spread_weight: float = 3.0  # how much the footage's usual wobble raises the bar
     resources: Resources = Resources(cpus=1)
