@@ -193,3 +193,26 @@ def test_two_frames_is_enough_and_one_is_all_zero():
         out = ChangeScoreStage()(_batch(rng.normal(size=(n, 8))))
         assert out["change_score"].shape == (n,)
         assert out["change_score"][0] == 0.0
+
+
+def test_the_parts_depend_only_on_the_settings_that_say_so():
+    """The fit (pipeline/calibrate.py) computes the parts once per value of PARTS_SETTINGS and re-weighs them for the
+    other settings: a setting that changed the parts without being listed would be fitted on stale parts."""
+    import dataclasses
+
+    from vtm.stages.change_score import PARTS, PARTS_SETTINGS
+
+    rng = np.random.default_rng(4)
+    flicker = rng.uniform(0.7, 1.3, (N, 1, 1, 1))  # light that the light share sees, and noise that it does not
+    grid = _grid(_smooth_scene(rng)[:320, :320]) * flicker + rng.normal(0, 8, (N, 16, 16, 3))
+    batch = _batch(_still_features(rng), grid=np.clip(grid, 0, 255))
+    base = ChangeScoreStage().parts(batch)
+    for field in dataclasses.fields(ChangeScoreStage):
+        if field.name in PARTS_SETTINGS or field.name == "resources":
+            continue
+        value = getattr(ChangeScoreStage(), field.name)
+        other = ChangeScoreStage(**{field.name: type(value)(value * 2 + 1)}).parts(batch)
+        for name in PARTS:
+            np.testing.assert_array_equal(other[name], base[name], err_msg=field.name)
+    changed = ChangeScoreStage(local_radius=3).parts(batch)  # and a listed one does change them
+    assert not np.array_equal(changed["local_change"], base["local_change"])
