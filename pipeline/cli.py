@@ -283,6 +283,13 @@ def calibrate(cache_dir, annotations_path, out_path, max_false_per_hour, config_
             f"({quiet_after['seconds'] / 60:.1f} min): {quiet_before['false_triggers']} before, "
             f"{quiet_after['false_triggers']} after ({quiet_after['per_hour']:.1f} per hour)"
         )
+    if max_false_per_hour is not None and quiet_after["per_hour"] > max_false_per_hour + 1e-9:
+        click.secho(
+            f"warning: no setting tried stays under {max_false_per_hour:g} false triggers per hour on them; the config "
+            "has the fewest found. Check that those videos really have no event, or annotate the events they have",
+            fg="yellow",
+            err=True,
+        )
     click.echo(
         f"wrote {out_path}; use it with `vtm triggers {cache_dir} --config {out_path}` (re-scores from the cache), "
         "and check it on videos it was not fitted on"

@@ -226,6 +226,11 @@ class Config:
         for name in ("window_s", "baseline_s", "feature_scale", "color_scale", "local_scale", "local_cells"):
             if getattr(c, name, 1) <= 0:
                 raise ConfigError(f"change_score.{name} must be > 0, got {getattr(c, name)}")
+        for name in ("slow_window_s", "guard_s", "activity_weight", "spread_weight", "local_radius"):
+            if getattr(c, name, 0) < 0:
+                raise ConfigError(f"change_score.{name} must be >= 0, got {getattr(c, name)}")
+        if not 0 <= getattr(c, "light_from", 1) <= 1:
+            raise ConfigError(f"change_score.light_from must be within 0..1 (1: light is change), got {c.light_from}")
         if self.model.grid is not None and GRID % self.model.grid.size:
             raise ConfigError(
                 f"model.grid.size must divide the cache's {GRID}x{GRID} colour grid ({', '.join(_divisors(GRID))}), "

@@ -15,8 +15,9 @@
    Light is no event by itself: where most of a moment's change is a smooth field of brightness
    alike in the three colour channels (a headlight's pool sweeping the street, flicker, exposure:
    each channel's change of log brightness is the neighbourhood median of their mean), every part
-   counts only the share that light does not explain, from `light_from` on. What the light
-   reveals (an object stepping into its pool) is not smooth, and stays.
+   counts less: fully up to a light share of `light_from`, then less in proportion, and not at all
+   when light explains all of it. What the light reveals (an object stepping into its pool) is not
+   smooth, and stays.
 
    At 3 fps the default window is one sample: consecutive samples, so a cut stands out from motion
    as sharply as possible. A second, slower window (`slow_window_s`) catches slow cross-fades, whose

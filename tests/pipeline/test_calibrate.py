@@ -68,6 +68,21 @@ def test_a_false_trigger_limit_needs_videos_annotated_with_no_event(extracted, g
     assert not (tmp_path / "c.yaml").exists()
 
 
+def test_calibrate_says_when_no_setting_meets_the_false_trigger_limit(extracted, tmp_path, monkeypatch):
+    from vtm.pipeline import calibrate
+
+    quiet = {"videos": 1, "seconds": 60.0, "false_triggers": 1, "per_hour": 60.0}
+    result = {"f1": 1.0, "precision": 1.0, "recall": 1.0, "eventless": quiet}
+    monkeypatch.setattr(calibrate, "calibrate_archive", lambda *a, **k: (Config(), result, result))
+    _, cache = extracted
+    annotations = tmp_path / "a.jsonl"
+    annotations.write_text("{}\n")
+    args = ["calibrate", str(cache.root), "--annotations", str(annotations), "--out", str(tmp_path / "c.yaml")]
+    limited = CliRunner().invoke(cli, args + ["--max-false-per-hour", "6"])
+    assert limited.exit_code == 0 and "no setting tried stays under 6 false triggers per hour" in limited.output
+    assert "no setting tried" not in CliRunner().invoke(cli, args + ["--max-false-per-hour", "60"]).output
+
+
 def _cut_video(path: str, magnitude: float, event: bool, seed: int):
     """20 s at 3 fps of a still scene with a change of `magnitude` at 10 s: an event, or one the labels say is none."""
     import numpy as np
