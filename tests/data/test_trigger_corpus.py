@@ -9,7 +9,14 @@ import av
 import numpy as np
 import pytest
 
-from vtm.data.trigger_corpus import KINDS, REAL_CLIPS, copy_real_clips, make_trigger_corpus
+from vtm.data.trigger_corpus import (
+    KINDS,
+    REAL_CLIPS,
+    copy_real_clips,
+    make_real_corpus,
+    make_trigger_corpus,
+    real_corpus_definition,
+)
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +158,13 @@ def test_a_clip_with_a_span_is_cut_out_and_re_encoded_with_times_from_zero(tmp_p
     middle = [image[12, 16].astype(int) for _, image in decoded]
     # the stretch starts at 1.5 s, so the colour of the source's third second comes at 0.5 s
     assert np.abs(middle[4] - colours[1]).max() < 12 and np.abs(middle[5] - colours[2]).max() < 12
+
+
+def test_a_real_corpus_says_which_definition_it_was_built_from(tmp_path):
+    """bench_triggers refuses a corpus on disk built from another definition of the clip tables: its figures would
+    not be this corpus's."""
+    import json
+
+    out = make_real_corpus(tmp_path / "real", "test", None)
+    truth = json.loads((out / "ground_truth.json").read_text(encoding="utf-8"))
+    assert truth["definition"] == real_corpus_definition("test") != real_corpus_definition("tune")
