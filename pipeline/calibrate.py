@@ -152,7 +152,8 @@ def fit_change_score(
 
     Starts from `stage` and `select.threshold`; each sweep tries every value of one setting with the
     others fixed and keeps the best (ties keep the current value; see `_rank` for how the limit counts). Returns the
-    best settings, their precision, recall and F1, and the false triggers on the eventless videos.
+    best settings, their precision, recall and F1, and the false triggers on the eventless videos; under "start", the
+    same figures at the settings it started from.
     """
     search = search or SEARCH
     parts_by: dict[tuple, list[dict]] = {}  # by the settings the parts depend on (the rest only weigh them)
@@ -171,7 +172,7 @@ def fit_change_score(
             eventless,
         )
 
-    best = run(current)
+    start = best = run(current)
     # Over the limit, the first change of one setting that gets under it would win whatever it costs in F1: so, while
     # over it, every single change is tried before the one ranked best is taken.
     while _rank(best, max_false_per_hour)[0] == 0:
@@ -197,7 +198,7 @@ def fit_change_score(
                     f"{best['precision']:.3f}, R {best['recall']:.3f}), {_eventless(best)}",
                     flush=True,
                 )
-    return {**best, "settings": {"threshold": select.threshold, **current}}
+    return {**best, "settings": {"threshold": select.threshold, **current}, "start": start}
 
 
 def calibrate_archive(
@@ -221,9 +222,6 @@ def calibrate_archive(
             f'{{"video": "PATH"}} to {annotations_path} for each of them'
         )
     videos = load_calibration_videos(cache_dir, events=events)
-    before = evaluate(
-        videos, [config.change_score.parts(v.inputs) for v in videos], config.change_score, config.triggers, eventless
-    )
     best = fit_change_score(
         videos,
         config.change_score,
@@ -233,6 +231,7 @@ def calibrate_archive(
         eventless=eventless,
         max_false_per_hour=max_false_per_hour,
     )
+    before = best.pop("start")
     settings = dict(best["settings"])
     threshold = settings.pop("threshold")
     fitted = dataclasses.replace(

@@ -223,7 +223,7 @@ class ChangeScoreStage(Stage):
                 # The camera's own motion explains change away only where it does: the smaller of the two.
                 local = np.minimum(local, _local_change(ga - _aligned(gb, ga), self.local_radius, self.local_cells))
             scale = {"feature_change": 1.0 - cos, "color_change": 0.5 * np.abs(hb - ha).sum(1), "local_change": local}
-            if self.light_from < 1:  # light is no event by itself: only the change it does not explain counts
+            if self.light_from < 1:  # light is no event by itself: the more of the change it explains, the less counts
                 light = (_light_share(gb, ga, self.local_radius) - self.light_from) / (1 - self.light_from)
                 scale = {name: part * (1 - np.clip(light, 0, 1)) for name, part in scale.items()}
             for part in scale.values():
