@@ -111,7 +111,7 @@ def _extract_decoder(args: tuple[str, str]) -> tuple[int, float, str]:
     n, how = 0, set()
     for s in range(0, len(plan.frame_index), ec.segment_frames):
         idx = plan.frame_index[s : s + ec.segment_frames]
-        pts, pts_start = plan.pts_around(idx)
+        pts, pts_start = plan.pts_around(idx, since=plan.frame_index[s - 1] if s else None)  # as extract does
         out = stage(
             {
                 "path": path,

@@ -35,6 +35,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ADDRESS", "local")  # never join another job's Ray on this machine
 
+import polars as pl  # noqa: E402
+
+from vtm.cache.store import FeatureCache  # noqa: E402
 from vtm.data.sample_archive import read_ground_truth  # noqa: E402
 from vtm.data.trigger_corpus import (  # noqa: E402
     fetch_big_buck_bunny,
@@ -92,6 +95,13 @@ def prepare(data: Path, corpus: str) -> Path:
         if summary.failed:
             sys.exit(f"extract failed on {summary.failed}")
         (root / "extracted").write_text("ok\n")
+    extracted = FeatureCache.open(cache)
+    first = extracted.manifest().filter(pl.col("status") == "ok")["video_id"][:1].to_list()
+    if first and extracted.read_frame_change(first[0]) is None:
+        sys.exit(
+            f"{cache} was extracted before vtm kept the change between consecutive frames (score version 4's cut "
+            f"part): delete {cache} and {root / 'extracted'}, and run again to extract it anew"
+        )
     return root
 
 

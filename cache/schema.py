@@ -70,6 +70,7 @@ SCORES_SCHEMA = pa.schema(
         pa.field("feature_change", pa.float32(), nullable=False),  # components of change_score
         pa.field("color_change", pa.float32(), nullable=False),
         pa.field("local_change", pa.float32(), nullable=False),
+        pa.field("cut_change", pa.float32()),  # null in scores files written before score version 4
         pa.field("trigger_score", pa.float32()),  # learned trigger score; null without a checkpoint
         pa.field("label", pa.string()),  # annotation label where one exists
     ]
@@ -89,4 +90,8 @@ COLOR_HIST_DIM = HIST_BINS**3  # joint RGB bins
 GRID = 16  # cells per side of the colour grid
 H5_COLOR_HIST = "color_hist"  # (n_frames, COLOR_HIST_DIM) float16: joint RGB histogram, each frame's sums to 1
 H5_COLOR_GRID = "color_grid"  # (n_frames, GRID, GRID, 3) float16: mean colour (0..255) of each grid cell
+# (n_frames, 2) float16: the largest and the median change between consecutive decoded frames shown in each
+# sample's interval (mean absolute luma difference on a GRID x GRID grid, fraction of 255; see
+# vtm.stages.decode.FrameChanges). NaN where the decoder did not see them; absent in caches made before it.
+H5_FRAME_CHANGE = "frame_change"
 H5_CHUNK_FRAMES = 256

@@ -298,6 +298,7 @@ class FeatureCache:
         scores: Mapping[str, np.ndarray],
         color_hist: np.ndarray | None = None,
         color_grid: np.ndarray | None = None,
+        frame_change: np.ndarray | None = None,
     ) -> None:
         """Write one video's features and score rows. Features first: a scores file implies features exist."""
         n = len(timestamps)
@@ -311,7 +312,12 @@ class FeatureCache:
             f.create_dataset(schema.H5_FEATURES, data=features.astype(self.settings.feature_dtype), chunks=chunk)
             f.create_dataset(schema.H5_TIMESTAMPS, data=np.asarray(timestamps, np.float64))
             f.create_dataset(schema.H5_FRAME_INDEX, data=np.asarray(frame_index, np.int64))
-            for name, stat in ((schema.H5_COLOR_HIST, color_hist), (schema.H5_COLOR_GRID, color_grid)):
+            stats = (
+                (schema.H5_COLOR_HIST, color_hist),
+                (schema.H5_COLOR_GRID, color_grid),
+                (schema.H5_FRAME_CHANGE, frame_change),
+            )
+            for name, stat in stats:
                 if stat is not None:
                     f.create_dataset(name, data=np.asarray(stat, np.float16))
             f.attrs["video_id"] = video_id
@@ -347,6 +353,12 @@ class FeatureCache:
         with h5py.File(self.features_path(video_id), "r") as f:
             return f[schema.H5_COLOR_HIST][:], f[schema.H5_COLOR_GRID][:]
 
+    def read_frame_change(self, video_id: str) -> np.ndarray | None:
+        """The change between consecutive decoded frames in each sample's interval (`schema.H5_FRAME_CHANGE`); None
+        for a video extracted before vtm kept it."""
+        with h5py.File(self.features_path(video_id), "r") as f:
+            return f[schema.H5_FRAME_CHANGE][:] if schema.H5_FRAME_CHANGE in f else None
+
     def read_scores(self, video_ids: Iterable[str] | None = None) -> pl.DataFrame:
         ids = (
             list(video_ids)
@@ -356,4 +368,6 @@ class FeatureCache:
         paths = [self.scores_path(v) for v in ids if self.scores_path(v).is_file()]
         if not paths:
             return pl.from_arrow(schema.SCORES_SCHEMA.empty_table())
-        return pl.read_parquet(paths)
+        # In the format's columns: a file written before a column was added gets it as null.
+        columns = pl.from_arrow(schema.SCORES_SCHEMA.empty_table()).schema
+        return pl.read_parquet(paths, schema=columns, missing_columns="insert")

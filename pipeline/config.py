@@ -223,7 +223,15 @@ class Config:
         if t.max_triggers is not None and t.max_triggers < 1:
             raise ConfigError(f"triggers.max_triggers must be >= 1 (or null for no limit), got {t.max_triggers}")
         c = self.change_score
-        for name in ("window_s", "baseline_s", "feature_scale", "color_scale", "local_scale", "local_cells"):
+        for name in (
+            "window_s",
+            "baseline_s",
+            "feature_scale",
+            "color_scale",
+            "local_scale",
+            "local_cells",
+            "cut_scale",
+        ):
             if getattr(c, name, 1) <= 0:
                 raise ConfigError(f"change_score.{name} must be > 0, got {getattr(c, name)}")
         for name in ("slow_window_s", "guard_s", "activity_weight", "spread_weight", "local_radius"):

@@ -406,7 +406,9 @@ class _Extraction:
         v.n_segments = len(starts)
         for seg, s in enumerate(starts):
             idx = v.plan.frame_index[s : s + self.segment_frames]
-            batch = decode_batch(v.file.path, idx, v.plan.rotation, v.plan.decoder, v.plan.pts_around(idx))
+            # From the sample before: the decoder then sees every frame shown since, for the cut measure.
+            around = v.plan.pts_around(idx, since=v.plan.frame_index[s - 1] if s else None)
+            batch = decode_batch(v.file.path, idx, v.plan.rotation, v.plan.decoder, around)
             self.decode.submit(Call(v, (batch,), partial(self._decoded, v, seg)))
 
     def _decoded(self, v: _Video, seg: int, ref) -> None:
@@ -431,7 +433,8 @@ class _Extraction:
     def _finish(self, v: _Video) -> int:
         parts = [v.parts[i] for i in range(v.n_segments)]
         v.parts.clear()
-        joined = {k: np.concatenate([p[k] for p in parts]) for k in ("features", "hist", "grid", "frame_index")}
+        kept = ("features", "hist", "grid", "frame_change", "frame_index")
+        joined = {k: np.concatenate([p[k] for p in parts]) for k in kept}
         plan = v.plan
         decoded = np.concatenate([p.get("decoded", np.ones(len(p["features"]), bool)) for p in parts])
         # The frames decoded may be neighbours of the planned ones (DecodeStage.nearest_frames): store those.
@@ -448,7 +451,12 @@ class _Extraction:
             frame_index, timestamps = frame_index[decoded], timestamps[decoded]
             self.summary.warnings.append((v.row["path"], warning))
         # Scored from the values as stored (float16), so re-scoring from the cache later gives the same scores.
-        dtypes = {"features": self.cache.settings.feature_dtype, "hist": np.float16, "grid": np.float16}
+        dtypes = {
+            "features": self.cache.settings.feature_dtype,
+            "hist": np.float16,
+            "grid": np.float16,
+            "frame_change": np.float16,
+        }
         as_stored = {k: joined[k].astype(dtype).astype(np.float32) for k, dtype in dtypes.items()}
         scored = self.change_score({**as_stored, "timestamps": timestamps})
         if self.trigger_model is not None:
@@ -462,6 +470,7 @@ class _Extraction:
             scored,
             color_hist=joined["hist"],
             color_grid=joined["grid"],
+            frame_change=joined["frame_change"],
         )
         self.rows[v.row["video_id"]] = {
             **v.row,

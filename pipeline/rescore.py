@@ -20,21 +20,23 @@ from tqdm import tqdm
 from vtm.cache import schema
 from vtm.cache.atomic import atomic_path, write_json
 from vtm.cache.store import FeatureCache
-from vtm.stages.change_score import SCORE_VERSION, ChangeScoreStage
+from vtm.stages.change_score import PARTS, SCORE_VERSION, ChangeScoreStage
 
 CHANGE_SCORE_JSON = schema.CHANGE_SCORE_JSON
-_PARTS = ("change_score", "feature_change", "color_change", "local_change")
+_PARTS = ("change_score", *PARTS)
 
 
 def read_change_inputs(cache: FeatureCache, video_id: str) -> dict:
     """One video's change-score inputs as stored in the cache."""
     features, timestamps, _ = cache.read_features(video_id)
     hist, grid = cache.read_color_stats(video_id)
+    frame_change = cache.read_frame_change(video_id)
     return {
         "features": features.astype(np.float32),
         "hist": hist.astype(np.float32),
         "grid": grid.astype(np.float32),
         "timestamps": timestamps,
+        **({"frame_change": frame_change.astype(np.float32)} if frame_change is not None else {}),
     }
 
 
@@ -62,9 +64,12 @@ def ensure_change_scores(cache: FeatureCache, stage: ChangeScoreStage, progress:
         table = pq.read_table(path).sort_by("sample_index")
         scored = stage(read_change_inputs(cache, video_id))
         for name in _PARTS:
-            table = table.set_column(
-                table.schema.get_field_index(name), schema.SCORES_SCHEMA.field(name), [scored[name]]
-            )
+            at = table.schema.get_field_index(name)
+            if at < 0:  # a scores file from before the part existed
+                table = table.append_column(schema.SCORES_SCHEMA.field(name), [scored[name]])
+            else:
+                table = table.set_column(at, schema.SCORES_SCHEMA.field(name), [scored[name]])
+        table = table.select(schema.SCORES_SCHEMA.names)  # the columns in the order of the format
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         done += 1

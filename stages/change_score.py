@@ -63,8 +63,8 @@ from vtm.stages.base import Resources, Stage
 
 # Bump when what the score means changes: caches scored by another version are re-scored from
 # their features (pipeline/rescore.py), never decoded again.
-SCORE_VERSION = 3
-PARTS = ("feature_change", "color_change", "local_change")
+SCORE_VERSION = 4
+PARTS = ("feature_change", "color_change", "local_change", "cut_change")
 # The settings `ChangeScoreStage.parts` depends on; the others only weigh the parts (`score`).
 PARTS_SETTINGS = ("window_s", "slow_window_s", "local_cells", "local_radius", "light_from")
 
@@ -172,6 +172,7 @@ def _aligned(before: np.ndarray, after: np.ndarray, steps: int = 4, reach: float
 @dataclass
 class ChangeScoreStage(Stage):
     reads = ("timestamps", "features", "hist", "grid")
+    optional = ("frame_change",)  # caches made before it was kept lack it: their score has no cut part
     writes = ("change_score", *PARTS)
 
     window_s: float = 0.34  # seconds compared on each side of a boundary (one sample at 3 fps)
@@ -183,6 +184,7 @@ class ChangeScoreStage(Stage):
     local_scale: float = 0.10  # unshared mean-colour change of a grid cell (fraction of 255) that counts as clear
     local_cells: int = 4  # the local change is the mean of this many most-changed cells
     local_radius: int = 2  # cells each way whose median change counts as shared (light, not an object)
+    cut_scale: float = 0.1  # jump between consecutive decoded frames (mean luma change, fraction of 255) that is clear
     light_from: float = 0.75  # share of a moment's change that is smooth light above which it counts less; 1: never
     activity_weight: float = 1.5  # how much the footage's usual level of change raises the bar
     spread_weight: float = 3.0  # how much the footage's usual wobble raises the bar
@@ -195,8 +197,8 @@ class ChangeScoreStage(Stage):
         return {**batch, "change_score": as32(score), **{name: as32(parts[name]) for name in PARTS}}
 
     def parts(self, batch: dict) -> dict:
-        """The three measures of change across each boundary at each time scale, and how many samples each side's window
-        holds."""
+        """The measures of change across each boundary at each time scale, and how many samples each side's window
+        holds; the cut part only at the fast scale (it is measured between frames, not windows)."""
         ts = np.asarray(batch["timestamps"], np.float64)
         n = len(ts)
         if n < 2:
@@ -223,6 +225,8 @@ class ChangeScoreStage(Stage):
                 # The camera's own motion explains change away only where it does: the smaller of the two.
                 local = np.minimum(local, _local_change(ga - _aligned(gb, ga), self.local_radius, self.local_cells))
             scale = {"feature_change": 1.0 - cos, "color_change": 0.5 * np.abs(hb - ha).sum(1), "local_change": local}
+            if not scales:
+                scale["cut_change"] = self._cut_change(batch, n)
             if self.light_from < 1:  # light is no event by itself: the more of the change it explains, the less counts
                 light = (_light_share(gb, ga, self.local_radius) - self.light_from) / (1 - self.light_from)
                 scale = {name: part * (1 - np.clip(light, 0, 1)) for name, part in scale.items()}
@@ -241,12 +245,23 @@ class ChangeScoreStage(Stage):
             "feature_change": self.feature_scale,
             "color_change": self.color_scale,
             "local_change": self.local_scale,
+            "cut_change": self.cut_scale,
         }
         total = np.zeros(n)
         for name, unit in units.items():
-            best = np.max([self.standing(at[name] / unit, at) for at in parts["scales"]], axis=0)
+            best = np.max([self.standing(at[name] / unit, at) for at in parts["scales"] if name in at], axis=0)
             total += np.maximum(best, 0.0) ** 2
         return 1.0 - np.exp2(-np.sqrt(total))
+
+    @staticmethod
+    def _cut_change(batch: dict, n: int) -> np.ndarray:
+        """(n,) how far the largest jump between consecutive decoded frames in each sample's interval stands above the
+        interval's median jump: a cut is one large jump, motion many alike. 0 where the decoder did not see them."""
+        frame_change = batch.get("frame_change")
+        if frame_change is None:
+            return np.zeros(n)
+        frame_change = np.asarray(frame_change, np.float64).reshape(n, 2)
+        return np.nan_to_num(frame_change[:, 0] - frame_change[:, 1])
 
     def standing(self, evidence: np.ndarray, at: dict) -> np.ndarray:
         """Evidence (clear-change units) at one time scale -> how far it stands above this video's own recent

@@ -49,13 +49,15 @@ class VideoPlan:
     timestamps: np.ndarray = field(repr=False)  # their presentation times, seconds
     pts: np.ndarray | None = field(default=None, repr=False)  # presentation time of every frame, seconds
 
-    def pts_around(self, frame_index: np.ndarray) -> tuple[np.ndarray, int]:
-        """The times of the frames from one before the first of `frame_index` to one after its last, and where they
-        start.
+    def pts_around(self, frame_index: np.ndarray, since: int | None = None) -> tuple[np.ndarray, int]:
+        """The times of the frames from one before the first of `frame_index` (or from frame `since`, the sample
+        before them) to one after its last, and where they start.
 
-        What a decode task needs to let a neighbour stand in for a wanted frame (see `_decode_nearest`).
+        What a decode task needs to let a neighbour stand in for a wanted frame (see `_decode_nearest`); from
+        `since`, it also sees every frame shown between that sample and its first (`frame_change_per_sample`).
         """
         start = max(int(frame_index[0]) - 1, 0)
+        start = start if since is None else min(int(since), start)
         return self.pts[start : int(frame_index[-1]) + 2], start
 
 
@@ -470,7 +472,8 @@ def _decode_nearest(
     reference per list (`_x264_stream`) the CPU decoder also skips the reference B-frames no
     sample takes (`_b_frames_to_skip`): the same frames come back, with the same pixels, for less decoding
     ("pyav-bframes"). `pts` holds the presentation times of frames `pts_start`, `pts_start + 1`, ... (the
-    plan's, see `VideoPlan.pts_around`). Returns (frames, frame indices decoded, how they were decoded), or
+    plan's, see `VideoPlan.pts_around`). Returns (frames, frame indices decoded, how they were decoded, the
+    change between consecutive decoded frames in each sample's interval from `pts[0]` on: `FrameChanges`), or
     None where the stream does not allow it (every frame a reference, two neighbours skipped in a row,
     timestamps that do not match the plan's, any decoder error): the caller then decodes exactly.
     """
@@ -528,11 +531,13 @@ def _decode_nearest(
             if x264 and x264.single_reference:
                 ahead, skip, untrusted = _read_ahead_for_b_frames(packets, pts, pts_start, tb, slot, x264.length_size)
             on_gpu = False
+            changes = FrameChanges()
             for frame in _decode_packets(itertools.chain(ahead, packets), skip):
                 if frame.pts is None:
                     continue
                 on_gpu = on_gpu or frame.format.name in CUDA_DOWNLOAD_FORMATS
                 t = frame.pts * tb
+                changes.add(t, frame)
                 j = int(np.searchsorted(pts, t - 1e-4))
                 i = j + pts_start
                 if j < len(pts) and abs(pts[j] - t) < 1e-4 and i in slot:
@@ -557,7 +562,63 @@ def _decode_nearest(
         return None  # two wanted frames would share one decoded frame
     out = np.stack([chosen[k][1] for k in range(len(wanted))])
     k = (rotation // 90) % 4
-    return (np.ascontiguousarray(np.rot90(out, k=k, axes=(1, 2))) if k else out), got, how
+    frame_change = changes.per_sample(pts[got - pts_start], start=float(pts[0]))
+    return (np.ascontiguousarray(np.rot90(out, k=k, axes=(1, 2))) if k else out), got, how, frame_change
+
+
+# Pixel formats whose first plane is 8-bit luma: read in place. Any other is scaled to gray by FFmpeg first.
+_LUMA8_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
+_LATTICE = 6  # pixels sampled per cell side by `luma_cells`
+
+
+def luma_cells(frame) -> np.ndarray:
+    """(GRID, GRID) mean luma (0..255) of the cells of a grid over a decoded PyAV frame, from a sparse lattice of
+    pixels (6x6 a cell): what a cut changes everywhere at once, for ~0.1 ms of a 720p frame."""
+    if frame.format.name in _LUMA8_FORMATS:
+        plane = frame.planes[0]
+        luma = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height).reshape(-1, plane.line_size)
+        h, w = frame.height, frame.width  # rows are padded to line_size
+    else:
+        h = w = GRID * _LATTICE
+        luma = frame.reformat(width=w, height=h, format="gray").to_ndarray()
+    rows = ((np.arange(GRID * _LATTICE) + 0.5) * h / (GRID * _LATTICE)).astype(np.intp)
+    cols = ((np.arange(GRID * _LATTICE) + 0.5) * w / (GRID * _LATTICE)).astype(np.intp)
+    picked = luma[np.ix_(rows, cols)].reshape(GRID, _LATTICE, GRID, _LATTICE)
+    return picked.sum(axis=(1, 3), dtype=np.uint32).astype(np.float32) / (_LATTICE * _LATTICE)
+
+
+class FrameChanges:
+    """The change between each decoded frame and the one decoded before it: the mean absolute difference of their
+    `luma_cells`, as a fraction of 255. A cut changes one such pair a lot; motion changes every pair a little."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.changes: list[float] = []
+        self._previous = None
+
+    def add(self, time_s: float, frame) -> None:
+        cells = luma_cells(frame)
+        if self._previous is not None:
+            self.times.append(time_s)
+            self.changes.append(float(np.abs(cells - self._previous).mean()) / 255.0)
+        self._previous = cells
+
+    def per_sample(self, sample_times: np.ndarray, start: float) -> np.ndarray:
+        """See `frame_change_per_sample`."""
+        return frame_change_per_sample(np.asarray(self.times), np.asarray(self.changes), sample_times, start)
+
+
+def frame_change_per_sample(times: np.ndarray, changes: np.ndarray, sample_times: np.ndarray, start: float):
+    """(n, 2) float32 for n samples: the largest and the median of the `changes` of the frames shown after the
+    sample before (for the first, after `start`) up to and including each sample; NaN where none was decoded."""
+    out = np.full((len(sample_times), 2), np.nan, np.float32)
+    keep = times > start + 1e-6
+    times, changes = times[keep], changes[keep]
+    sample = np.searchsorted(np.asarray(sample_times) + 1e-6, times, side="left")  # (t[k-1], t[k]] -> k
+    for k in np.unique(sample[sample < len(sample_times)]):
+        values = changes[sample == k]
+        out[k] = values.max(), np.median(values)
+    return out
 
 
 def frame_statistics(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -628,12 +689,14 @@ class DecodeStage(Stage):
     needs are never decoded (`_decode_nearest`); its `frame_index` then says which frames came back.
     Without it (describe, infer) the frames asked for are the frames returned. `device="cuda"` decodes
     on the GPU where PyAV can (NVDEC); a stream or machine it cannot serve is decoded on the CPU.
+    `frame_change` (n, 2) is the largest and median change between consecutive decoded frames in each sample's
+    interval (`FrameChanges`), from the nearest-frame decoder only: NaN where another decoder served the batch.
     Every batch also reports how it was decoded (`decoded_with`) and its busy seconds (`timing`).
     """
 
     reads = ("path", "frame_index", "rotation", "decoder")
     optional = ("pts", "pts_start")
-    writes = ("frame_index", "frames", "hist", "grid", "decoded", "decoded_with", "timing")
+    writes = ("frame_index", "frames", "hist", "grid", "frame_change", "decoded", "decoded_with", "timing")
     drops = ("pts", "pts_start")
 
     image_size: int = 224
@@ -650,6 +713,7 @@ class DecodeStage(Stage):
         frame_index = np.asarray(batch["frame_index"], np.int64)
         rotation = int(batch.get("rotation", 0))
         frames = None
+        frame_change = None  # only the nearest-frame decoder sees every decoded frame
         if self.nearest_frames and batch.get("pts") is not None:
             got = _decode_nearest(
                 path,
@@ -661,7 +725,7 @@ class DecodeStage(Stage):
                 getattr(self, "hwaccel", None),
             )
             if got is not None:
-                frames, frame_index, how = got
+                frames, frame_index, how, frame_change = got
         if frames is None and batch.get("decoder", "decord") == "decord":
             try:
                 frames, how = _decode_decord(path, frame_index, self.image_size), "decord"
@@ -672,6 +736,8 @@ class DecodeStage(Stage):
             (frames, decoded), how = _decode_pyav(path, frame_index, self.image_size, rotation), "pyav"
         t1 = time.perf_counter()
         hist, grid = frame_statistics(frames)
+        if frame_change is None:
+            frame_change = np.full((len(frame_index), 2), np.nan, np.float32)
         timing = {
             "decode_s": t1 - t0,
             "stats_s": time.perf_counter() - t1,
@@ -684,6 +750,7 @@ class DecodeStage(Stage):
             "frames": frames,
             "hist": hist,
             "grid": grid,
+            "frame_change": frame_change,
             "decoded": decoded,
             "decoded_with": how,
             "timing": timing,

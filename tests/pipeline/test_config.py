@@ -52,6 +52,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("triggers:\n  max_fraction: 0\n", "max_fraction"),
         ("change_score:\n  activity_weight: -5\n", "change_score.activity_weight must be >= 0"),
         ("change_score:\n  light_from: 1.5\n", "change_score.light_from must be within 0..1"),
+        ("change_score:\n  cut_scale: 0\n", "change_score.cut_scale must be > 0"),
         ("- a list\n", "mapping"),
     ],
 )

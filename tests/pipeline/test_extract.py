@@ -225,6 +225,40 @@ def test_extracted_samples_stay_within_one_frame_of_the_plan(extracted, sample_d
     assert moved > 0  # the H.264 videos have B-frames: some samples did move
 
 
+def test_every_sample_keeps_the_change_between_the_frames_decoded_since_the_one_before(extracted, ground_truth):
+    """The cut measure (`schema.H5_FRAME_CHANGE`): for every sample but a video's first, the largest and median change
+    between consecutive decoded frames since the sample before; at a cut, the largest stands out."""
+    _, cache = extracted
+    for row in cache.manifest().filter(pl.col("status") == "ok").iter_rows(named=True):
+        change = cache.read_frame_change(row["video_id"])
+        assert change.shape == (row["frames_sampled"], 2) and change.dtype == np.float16
+        assert np.isnan(change[0]).all() and np.isfinite(change[1:]).all(), row["path"]
+        assert np.all(change[1:, 0] >= change[1:, 1])
+    street = cache.manifest().filter(pl.col("path") == "cuts/street shots.mp4").row(0, named=True)
+    _, timestamps, _ = cache.read_features(street["video_id"])
+    change = cache.read_frame_change(street["video_id"]).astype(np.float32)
+    jump = change[:, 0] - change[:, 1]
+    at_cuts = sorted({int(np.searchsorted(timestamps, t - 1e-6)) for t in ground_truth["events"][street["path"]]})
+    assert len(at_cuts) >= 3 and jump[at_cuts].min() > 3 * np.delete(jump, [0, *at_cuts]).max()
+
+
+def test_decode_tasks_of_one_sample_each_measure_the_cuts_as_one_task_does(extracted, sample_dir, ray_local, tmp_path):
+    """Each decode task starts from the sample before its first (`VideoPlan.pts_around(since=)`), so the frames between
+    two tasks are measured too: with one sample per task, every cut's jump is about what one task for the whole video
+    measures."""
+    _, whole = extracted
+    data = _small_dataset(sample_dir, tmp_path / "data", names=("cuts/street shots.mp4",))
+    config = load_config(None, {"extract": {"segment_frames": 1}})
+    assert run_extract(data, tmp_path / "cache", config, progress=False).all_ok
+    pieces = FeatureCache.open(tmp_path / "cache")
+    video_id = pieces.manifest()["video_id"][0]
+    one, many = whole.read_frame_change(video_id).astype(np.float32), pieces.read_frame_change(video_id)
+    jump_one, jump_many = one[:, 0] - one[:, 1], many[:, 0].astype(np.float32) - many[:, 1]
+    cuts = np.flatnonzero(jump_one > 0.05)
+    assert len(cuts) >= 3  # the clip's cuts
+    np.testing.assert_allclose(jump_many[cuts], jump_one[cuts], rtol=0.25)
+
+
 def test_a_rerun_with_nothing_to_do_starts_no_ray_loads_no_model_and_writes_nothing(ray_local, tmp_path):
     weights = tmp_path / "lite0.pth"
     shutil.copy2(_efficientnet_lite0_package_weights(), weights)

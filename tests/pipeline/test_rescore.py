@@ -46,3 +46,40 @@ def test_an_old_cache_is_rescored_in_place_and_keeps_its_other_columns(extracted
     other = dataclasses.replace(Config().change_score, spread_weight=Config().change_score.spread_weight + 1.0)
     assert ensure_change_scores(cache, other) > 0
     assert scored_with(cache)["settings"]["spread_weight"] == other.spread_weight
+
+
+def test_a_cache_from_before_the_cut_measure_is_read_rescored_and_scored_from_the_other_parts(extracted, tmp_path):
+    """Score version 4 added the cut part, from a feature (`frame_change`) and a scores column (`cut_change`) that older
+    caches lack. Such a cache, even half rewritten, still reads whole; re-scoring gives its scores files the column
+    (0: nothing to measure), and its scores are those of the other parts."""
+    import h5py
+
+    from vtm.cache import schema
+    from vtm.pipeline.rescore import read_change_inputs
+
+    _, original = extracted
+    shutil.copytree(original.root, tmp_path / "cache")
+    cache = FeatureCache.open(tmp_path / "cache")
+    (cache.root / CHANGE_SCORE_JSON).unlink()
+    for path in sorted((cache.root / "features").glob("*.h5")):
+        with h5py.File(path, "a") as f:
+            del f[schema.H5_FRAME_CHANGE]
+    old = sorted((cache.root / "scores").glob("*.parquet"))[::2]  # half the files as an older vtm wrote them
+    for path in old:
+        pq.write_table(pq.read_table(path).drop_columns(["cut_change"]), path)
+    mixed = _scores(cache)
+    assert mixed.columns == schema.SCORES_SCHEMA.names and mixed["cut_change"].null_count() > 0
+
+    ensure_change_scores(cache, Config().change_score)
+    for path in old:
+        assert pq.read_schema(path).names == schema.SCORES_SCHEMA.names
+    rescored = _scores(cache)
+    assert rescored["cut_change"].null_count() == 0 and (rescored["cut_change"] == 0).all()
+    video_id = rescored["video_id"][0]
+    inputs = read_change_inputs(cache, video_id)
+    assert "frame_change" not in inputs
+    np.testing.assert_allclose(
+        rescored.filter(pl.col("video_id") == video_id)["change_score"].to_numpy(),
+        Config().change_score(inputs)["change_score"],
+        atol=1e-6,
+    )

@@ -216,3 +216,25 @@ def test_the_parts_depend_only_on_the_settings_that_say_so():
             np.testing.assert_array_equal(other[name], base[name], err_msg=field.name)
     changed = ChangeScoreStage(local_radius=3).parts(batch)  # and a listed one does change them
     assert not np.array_equal(changed["local_change"], base["local_change"])
+
+
+def test_a_cut_in_busy_footage_stands_out_in_the_jump_between_frames_and_a_cache_without_it_still_scores():
+    """On footage that changes a lot between samples (a fast camera, action), a cut to a similar-looking shot is no
+    larger between samples than the motion; between consecutive frames it is one jump where motion makes many alike.
+    A cache made before the measure was kept (no `frame_change`), or samples the decoder did not see (NaN), score
+    from the other parts."""
+    rng = np.random.default_rng(6)
+    busy = rng.normal(size=32) + rng.normal(0, 0.35, (N, 32))  # every sample differs from the last
+    frame_change = np.stack([rng.uniform(0.02, 0.04, N), np.full(N, 0.015)], axis=1)  # (largest, median) per interval
+    frame_change[0] = np.nan  # nothing decoded before the first sample
+    without = ChangeScoreStage()(_batch(busy))
+    assert len(_peaks(without)) == 0 and np.all(without["cut_change"] == 0)
+    steady = ChangeScoreStage()({**_batch(busy), "frame_change": frame_change})
+    assert len(_peaks(steady)) == 0  # motion's jumps: the footage's usual
+    frame_change[30] = (0.25, 0.016)  # one pair of frames in the interval before sample 30 changed a lot
+    out = ChangeScoreStage()({**_batch(busy), "frame_change": frame_change})
+    np.testing.assert_allclose(_peaks(out), [10.0])
+    assert out["cut_change"][30] == np.max(out["cut_change"]) and np.isfinite(out["change_score"]).all()
+    frame_change[:] = np.nan  # a decoder that did not see the frames between samples
+    unseen = ChangeScoreStage()({**_batch(busy), "frame_change": frame_change})
+    np.testing.assert_array_equal(unseen["change_score"], without["change_score"])

@@ -366,3 +366,84 @@ def test_a_cut_in_the_last_sample_interval_is_found_by_every_decoder(tmp_path, n
         assert triggers(regular, **decode) == []  # before: no sample ever showed the last shot
     plain, decoded = _decode_pyav(path, plan.frame_index[-2:], 32, 0)  # the plain fallback decodes the last frame too
     assert decoded.all() and np.abs(plain[1].astype(int) - plain[0].astype(int)).mean() > 20
+
+
+def _panning_video_with_a_cut(path, cut_at: int = 38, n_frames: int = 125):
+    """25 fps, a scene panning 1 px a frame (6 s across) (every frame changes), a cut to another scene at `cut_at`."""
+    rng = np.random.default_rng(4)
+    scenes = []
+    for _ in range(2):
+        scene = np.kron(rng.uniform(30, 220, (4, 20, 3)), np.ones((24, 24, 1)))
+        for _ in range(3):  # soft edges, as a lens gives
+            for axis in (0, 1):
+                scene = (scene + np.roll(scene, 3, axis) + np.roll(scene, -3, axis)) / 3
+        scenes.append(scene.astype(np.uint8))
+    frames = [np.roll(scenes[i >= cut_at], i, axis=1)[:, :160] for i in range(n_frames)]
+    write_video(path, frames, fps=25)
+    return probe(path, fps=3.0)
+
+
+def test_the_frame_change_shows_a_cut_between_samples_as_one_jump_that_motion_never_makes(tmp_path):
+    """Between two samples 8 frames apart the pan changes every frame a little; the cut changes one pair of frames a
+    lot. The jump lands on the sample after the cut, and stands far above the pan's."""
+    path = tmp_path / "pan with a cut.mp4"
+    plan = _panning_video_with_a_cut(path)
+    stage = DecodeStage(image_size=32, nearest_frames=True)
+    out = stage(decode_batch(path, plan.frame_index, 0, plan.decoder, plan.pts_around(plan.frame_index)))
+    assert out["decoded_with"].startswith("pyav")
+    change = out["frame_change"]
+    assert change.shape == (len(plan.frame_index), 2) and np.isnan(change[0]).all()  # nothing before the first
+    jump = change[:, 0] - change[:, 1]  # the largest change in each interval over its median one
+    cut = int(np.searchsorted(plan.pts[out["frame_index"]], plan.pts[38]))
+    others = np.delete(jump, [0, cut])
+    assert np.all(np.isfinite(others)) and jump[cut] > 4 * others.max()
+    assert change[cut, 1] < 2 * np.median(change[1:, 1])  # the interval's other frames moved as usual
+
+
+def test_a_segment_decoded_from_the_sample_before_it_sees_the_cut_just_before_its_first_sample(tmp_path):
+    """Extract decodes a video in segments. A segment that starts at the sample after a cut must see the frames between
+    it and the sample before (`pts_around(..., since=)`), or the cut's jump falls between two segments."""
+    path = tmp_path / "pan with a cut.mp4"
+    plan = _panning_video_with_a_cut(path)
+    stage = DecodeStage(image_size=32, nearest_frames=True)
+    whole = stage(decode_batch(path, plan.frame_index, 0, plan.decoder, plan.pts_around(plan.frame_index)))
+    cut = int(np.searchsorted(plan.pts[whole["frame_index"]], plan.pts[38]))
+    idx = plan.frame_index[cut:]
+
+    def first_jump(around) -> float:
+        out = stage(decode_batch(path, idx, 0, plan.decoder, around))
+        assert np.array_equal(out["frame_index"], whole["frame_index"][cut:])
+        return float(np.nan_to_num(out["frame_change"][0, 0] - out["frame_change"][0, 1]))
+
+    since = first_jump(plan.pts_around(idx, since=plan.frame_index[cut - 1]))
+    # About the same jump: which B-frames no sample needs (and so are skipped) depends on the samples a task holds.
+    assert since == pytest.approx(whole["frame_change"][cut, 0] - whole["frame_change"][cut, 1], rel=0.25)
+    assert first_jump(plan.pts_around(idx)) < since / 5  # from the frame before its first sample only: no jump
+
+
+def test_luma_cells_read_in_place_agree_with_ffmpegs_gray():
+    import av
+
+    from vtm.stages.decode import luma_cells
+
+    rng = np.random.default_rng(5)
+    image = np.kron(rng.integers(0, 256, (9, 16, 3)), np.ones((40, 40, 1))).astype(np.uint8)  # 360 x 640
+    rgb = av.VideoFrame.from_ndarray(image, format="rgb24")
+    yuv = rgb.reformat(format="yuv420p")
+    assert yuv.planes[0].line_size >= yuv.width
+    in_place, scaled = luma_cells(yuv), luma_cells(rgb)  # yuv420p: its luma plane; rgb24: FFmpeg's gray first
+    assert in_place.shape == scaled.shape == (16, 16)
+    assert np.ptp(in_place) > 100  # a picture, not a flat one
+    assert np.corrcoef(in_place.ravel(), scaled.ravel())[0, 1] > 0.99  # the same one (luma ranges may differ)
+
+
+def test_frame_change_per_sample_takes_each_interval_after_the_sample_before():
+    from vtm.stages.decode import frame_change_per_sample
+
+    times = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    changes = np.array([9.0, 0.1, 0.2, 0.6, 0.1, 0.3, 0.5])
+    out = frame_change_per_sample(times, changes, sample_times=np.array([0.3, 0.6, 0.9]), start=0.15)
+    np.testing.assert_allclose(out[0], [0.2, 0.15])  # (0.15, 0.3]: 0.1 is before the start
+    np.testing.assert_allclose(out[1], [0.6, 0.3])  # (0.3, 0.6]
+    np.testing.assert_allclose(out[2], [0.5, 0.5])  # (0.6, 0.9]
+    assert np.isnan(frame_change_per_sample(times, changes, np.array([0.05]), start=0.0)).all()  # none decoded
