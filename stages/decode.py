@@ -9,6 +9,7 @@ streamed through PyAV (decord needs a local file), so no scratch copy is ever wr
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -473,7 +474,7 @@ def _decode_nearest(
     sample takes (`_b_frames_to_skip`): the same frames come back, with the same pixels, for less decoding
     ("pyav-bframes"). `pts` holds the presentation times of frames `pts_start`, `pts_start + 1`, ... (the
     plan's, see `VideoPlan.pts_around`). Returns (frames, frame indices decoded, how they were decoded, the
-    change between consecutive decoded frames in each sample's interval from `pts[0]` on: `FrameChanges`), or
+    changes between consecutive decoded frames: `FrameChanges`), or
     None where the stream does not allow it (every frame a reference, two neighbours skipped in a row,
     timestamps that do not match the plan's, any decoder error): the caller then decodes exactly.
     """
@@ -562,8 +563,7 @@ def _decode_nearest(
         return None  # two wanted frames would share one decoded frame
     out = np.stack([chosen[k][1] for k in range(len(wanted))])
     k = (rotation // 90) % 4
-    frame_change = changes.per_sample(pts[got - pts_start], start=float(pts[0]))
-    return (np.ascontiguousarray(np.rot90(out, k=k, axes=(1, 2))) if k else out), got, how, frame_change
+    return (np.ascontiguousarray(np.rot90(out, k=k, axes=(1, 2))) if k else out), got, how, changes
 
 
 # Pixel formats whose first plane is 8-bit luma: read in place. Any other is scaled to gray by FFmpeg first.
@@ -571,20 +571,29 @@ _LUMA8_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj
 _LATTICE = 6  # pixels sampled per cell side by `luma_cells`
 
 
+@functools.lru_cache(maxsize=16)
+def _lattice(height: int, width: int, line_size: int) -> np.ndarray:
+    """Where in a luma plane of rows `line_size` bytes apart `luma_cells` reads its pixels: (GRID*6)^2 offsets."""
+    side = GRID * _LATTICE
+    rows = ((np.arange(side) + 0.5) * (height / side)).astype(np.intp)
+    cols = ((np.arange(side) + 0.5) * (width / side)).astype(np.intp)
+    return rows[:, None] * line_size + cols[None, :]
+
+
 def luma_cells(frame) -> np.ndarray:
     """(GRID, GRID) mean luma (0..255) of the cells of a grid over a decoded PyAV frame, from a sparse lattice of
-    pixels (6x6 a cell): what a cut changes everywhere at once, for ~0.1 ms of a 720p frame."""
+    pixels (6x6 a cell, read in place: a frame just decoded is out of the CPU's caches, and copying its rows would
+    cost more than the rest): what a cut changes everywhere at once."""
+    side = GRID * _LATTICE
     if frame.format.name in _LUMA8_FORMATS:
         plane = frame.planes[0]
-        luma = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height).reshape(-1, plane.line_size)
-        h, w = frame.height, frame.width  # rows are padded to line_size
-    else:
-        h = w = GRID * _LATTICE
-        luma = frame.reformat(width=w, height=h, format="gray").to_ndarray()
-    rows = ((np.arange(GRID * _LATTICE) + 0.5) * h / (GRID * _LATTICE)).astype(np.intp)
-    cols = ((np.arange(GRID * _LATTICE) + 0.5) * w / (GRID * _LATTICE)).astype(np.intp)
-    picked = luma[np.ix_(rows, cols)].reshape(GRID, _LATTICE, GRID, _LATTICE)
-    return picked.sum(axis=(1, 3), dtype=np.uint32).astype(np.float32) / (_LATTICE * _LATTICE)
+        luma = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height)
+        offsets = _lattice(frame.height, frame.width, plane.line_size)
+    else:  # FFmpeg scales any other pixel format to gray first
+        luma = frame.reformat(width=side, height=side, format="gray").to_ndarray().ravel()
+        offsets = _lattice(side, side, side)
+    cells = luma[offsets].reshape(GRID, _LATTICE, GRID, _LATTICE)
+    return cells.sum(axis=(1, 3), dtype=np.uint32).astype(np.float32) / (_LATTICE * _LATTICE)
 
 
 class FrameChanges:
@@ -594,14 +603,17 @@ class FrameChanges:
     def __init__(self) -> None:
         self.times: list[float] = []
         self.changes: list[float] = []
+        self.cpu_s = 0.0  # what measuring cost (for extract's busy times)
         self._previous = None
 
     def add(self, time_s: float, frame) -> None:
+        cpu0 = time.process_time()
         cells = luma_cells(frame)
         if self._previous is not None:
             self.times.append(time_s)
             self.changes.append(float(np.abs(cells - self._previous).mean()) / 255.0)
         self._previous = cells
+        self.cpu_s += time.process_time() - cpu0
 
     def per_sample(self, sample_times: np.ndarray, start: float) -> np.ndarray:
         """See `frame_change_per_sample`."""
@@ -713,7 +725,7 @@ class DecodeStage(Stage):
         frame_index = np.asarray(batch["frame_index"], np.int64)
         rotation = int(batch.get("rotation", 0))
         frames = None
-        frame_change = None  # only the nearest-frame decoder sees every decoded frame
+        frame_change, measure_cpu_s = None, 0.0  # only the nearest-frame decoder sees every decoded frame
         if self.nearest_frames and batch.get("pts") is not None:
             got = _decode_nearest(
                 path,
@@ -725,7 +737,10 @@ class DecodeStage(Stage):
                 getattr(self, "hwaccel", None),
             )
             if got is not None:
-                frames, frame_index, how, frame_change = got
+                frames, frame_index, how, changes = got
+                pts = np.asarray(batch["pts"], np.float64)  # each sample's interval, the first from the batch's start
+                frame_change = changes.per_sample(pts[frame_index - int(batch["pts_start"])], start=float(pts[0]))
+                measure_cpu_s = changes.cpu_s
         if frames is None and batch.get("decoder", "decord") == "decord":
             try:
                 frames, how = _decode_decord(path, frame_index, self.image_size), "decord"
@@ -741,8 +756,9 @@ class DecodeStage(Stage):
         timing = {
             "decode_s": t1 - t0,
             "stats_s": time.perf_counter() - t1,
-            "decode_cpu_s": time.process_time() - cpu0,
-        }  # CPU: both
+            "decode_cpu_s": time.process_time() - cpu0,  # CPU: both
+            "frame_change_cpu_s": measure_cpu_s,  # of which measuring the frames between samples
+        }
         out = {k: v for k, v in batch.items() if k not in ("pts", "pts_start")}
         return {
             **out,

@@ -178,7 +178,8 @@ def test_skipping_unreferenced_frames_returns_neighbours_within_one_frame_decode
     exact, decoded = _decode_pyav(path, got, 64, plan.rotation)
     assert decoded.all()
     assert np.array_equal(out["frames"], exact)
-    assert set(out["timing"]) == {"decode_s", "decode_cpu_s", "stats_s"}
+    assert set(out["timing"]) == {"decode_s", "decode_cpu_s", "stats_s", "frame_change_cpu_s"}
+    assert 0 < out["timing"]["frame_change_cpu_s"] < out["timing"]["decode_cpu_s"]
 
 
 @pytest.mark.parametrize(
