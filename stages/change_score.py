@@ -1,7 +1,8 @@
 """The training-free trigger score: how much a moment stands out from what this video usually does.
 
 1. Evidence. For each sampled frame t we compare the mean of the samples in the `window_s` after the
-   boundary with the mean of those in the `window_s` before it, three ways:
+   boundary with the mean of those in the `window_s` before it, three ways, and add a fourth that the
+   decoder measured between the samples:
 
    - feature_change: cosine distance of the mean encoder features (what is in the picture),
    - color_change: total-variation distance of the mean colour histograms (cuts, dissolves),
@@ -11,6 +12,11 @@
      A moving camera (a shake, a pan) changes every textured cell, so the grid before the boundary is
      first moved by the global shift that best explains the change, and the smaller of the two
      changes counts: the camera's motion explains change away only where it does.
+   - cut_change: the largest change between two consecutive decoded frames shown since the sample
+     before, over the median one (`frame_change`, see vtm.stages.decode.FrameChanges): a cut changes
+     one pair of frames a lot, motion changes every pair a little, so a cut stands out even where the
+     picture moves so fast that consecutive samples differ as much as two shots do. Caches made before
+     it was kept have no `frame_change`: their score has the other three parts.
 
    Light is no event by itself: where most of a moment's change is a smooth field of brightness
    alike in the three colour channels (a headlight's pool sweeping the street, flicker, exposure:
@@ -41,10 +47,10 @@
    The first frame is compared as if it were the second: an encoder's first key frame looks unlike
    the frames after it, which is no event.
 
-3. The parts' standings (the larger of the two windows for each) combine as the root of their
-   summed squares, r, and the score is 1 - 2**-r, in [0, 1): 0.5 means the moment stands one unit
-   above what this footage usually does, on any footage; larger changes stay ordered (no flat tops
-   at 1, which would blur where the peak is).
+3. The parts' standings (the larger of the two windows for each; the cut part has no windows)
+   combine as the root of their summed squares, r, and the score is 1 - 2**-r, in [0, 1): 0.5 means
+   the moment stands one unit above what this footage usually does, on any footage; larger changes
+   stay ordered (no flat tops at 1, which would blur where the peak is).
 
 The scales, weights and windows were fitted on the tune part of the trigger corpus
 (`python bench/bench_triggers.py --fit`, see vtm.data.trigger_corpus) with the threshold held at
