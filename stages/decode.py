@@ -566,14 +566,20 @@ def _decode_nearest(
     return (np.ascontiguousarray(np.rot90(out, k=k, axes=(1, 2))) if k else out), got, how, changes
 
 
-# Pixel formats whose first plane is 8-bit luma: read in place. Any other is scaled to gray by FFmpeg first.
-_LUMA8_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
+# Pixel formats whose first plane is luma, read in place: (sample type, bits below the top 8). Any other is scaled to
+# gray by FFmpeg first. 10-bit: HEVC/VP9/AV1 at 10 bits (low bits of 16), NVDEC's p010 (high bits of 16).
+_LUMA_PLANES = {
+    **{name: (np.dtype(np.uint8), 0) for name in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p")},
+    **{name: (np.dtype(np.uint8), 0) for name in ("nv12", "nv21", "gray")},
+    **{name: (np.dtype("<u2"), 2) for name in ("yuv420p10le", "yuv422p10le", "yuv444p10le", "gray10le")},
+    **{name: (np.dtype("<u2"), 8) for name in ("p010le", "p016le")},
+}
 _LATTICE = 6  # pixels sampled per cell side by `luma_cells`
 
 
 @functools.lru_cache(maxsize=16)
 def _lattice(height: int, width: int, line_size: int) -> np.ndarray:
-    """Where in a luma plane of rows `line_size` bytes apart `luma_cells` reads its pixels: (GRID*6)^2 offsets."""
+    """Where in a luma plane of rows `line_size` samples apart `luma_cells` reads its pixels: (GRID*6)^2 offsets."""
     side = GRID * _LATTICE
     rows = ((np.arange(side) + 0.5) * (height / side)).astype(np.intp)
     cols = ((np.arange(side) + 0.5) * (width / side)).astype(np.intp)
@@ -585,15 +591,17 @@ def luma_cells(frame) -> np.ndarray:
     pixels (6x6 a cell, read in place: a frame just decoded is out of the CPU's caches, and copying its rows would
     cost more than the rest): what a cut changes everywhere at once."""
     side = GRID * _LATTICE
-    if frame.format.name in _LUMA8_FORMATS:
+    dtype, low_bits = _LUMA_PLANES.get(frame.format.name, (None, 0))
+    if dtype is not None:
         plane = frame.planes[0]
-        luma = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height)
-        offsets = _lattice(frame.height, frame.width, plane.line_size)
+        row = plane.line_size // dtype.itemsize  # rows are padded to line_size: the lattice keeps to the width
+        luma = np.frombuffer(plane, dtype, count=row * plane.height)
+        offsets = _lattice(frame.height, frame.width, row)
     else:  # FFmpeg scales any other pixel format to gray first
         luma = frame.reformat(width=side, height=side, format="gray").to_ndarray().ravel()
         offsets = _lattice(side, side, side)
     cells = luma[offsets].reshape(GRID, _LATTICE, GRID, _LATTICE)
-    return cells.sum(axis=(1, 3), dtype=np.uint32).astype(np.float32) / (_LATTICE * _LATTICE)
+    return cells.sum(axis=(1, 3), dtype=np.uint32).astype(np.float32) / (_LATTICE * _LATTICE * 2**low_bits)
 
 
 class FrameChanges:

@@ -436,6 +436,8 @@ def test_luma_cells_read_in_place_agree_with_ffmpegs_gray():
     assert in_place.shape == scaled.shape == (16, 16)
     assert np.ptp(in_place) > 100  # a picture, not a flat one
     assert np.corrcoef(in_place.ravel(), scaled.ravel())[0, 1] > 0.99  # the same one (luma ranges may differ)
+    for ten_bits in ("yuv420p10le", "p010le"):  # 10-bit HEVC/VP9/AV1 in software; NVDEC's 10-bit frames
+        np.testing.assert_allclose(luma_cells(rgb.reformat(format=ten_bits)), in_place, atol=1.0)
 
 
 def test_frame_change_per_sample_takes_each_interval_after_the_sample_before():
