@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import numpy as np
 import polars as pl
@@ -50,12 +51,31 @@ def scored_with(cache: FeatureCache) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def rescore_reason(cache: FeatureCache, stage: ChangeScoreStage) -> str | None:
+    """Why `ensure_change_scores` would re-score `cache` with `stage`, in words; None if it would not."""
+    record, stored = score_record(stage), scored_with(cache)
+    if stored == record:
+        return None
+    if stored is None or stored.get("score_version") != SCORE_VERSION:
+        return f"the change scores in {cache.root} were made by another version of the change score: re-scoring them"
+    before = stored.get("settings", {})
+    changed = [f"{k} {before.get(k)} -> {v}" for k, v in record["settings"].items() if before.get(k) != v]
+    return (
+        f"the change scores in {cache.root} were made with other change_score settings ({', '.join(changed)}): "
+        "re-scoring them with these; pass the --config that made them to keep them"
+    )
+
+
 def ensure_change_scores(cache: FeatureCache, stage: ChangeScoreStage, progress: bool = False) -> int:
-    """Re-score every `ok` video of `cache` whose stored change score was made otherwise; return how many."""
-    record = score_record(stage)
-    if scored_with(cache) == record:
+    """Re-score every `ok` video of `cache` whose stored change score was made otherwise (saying why, with `progress`);
+    return how many."""
+    reason = rescore_reason(cache, stage)
+    if reason is None:
         return 0
+    record = score_record(stage)
     ids = cache.manifest().filter(pl.col("status") == schema.STATUS_OK)["video_id"].to_list()
+    if progress and ids:
+        tqdm.write(reason, file=sys.stderr)
     done = 0
     for video_id in tqdm(ids, desc="re-scoring the change score", unit="video", disable=not progress or not ids):
         path = cache.scores_path(video_id)

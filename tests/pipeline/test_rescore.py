@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from vtm.cache.store import FeatureCache
 from vtm.pipeline.config import Config
-from vtm.pipeline.rescore import CHANGE_SCORE_JSON, ensure_change_scores, scored_with
+from vtm.pipeline.rescore import CHANGE_SCORE_JSON, ensure_change_scores, rescore_reason, scored_with
 from vtm.stages.change_score import SCORE_VERSION
 
 
@@ -36,6 +36,7 @@ def test_an_old_cache_is_rescored_in_place_and_keeps_its_other_columns(extracted
         table = table.set_column(table.schema.get_field_index("label"), "label", [["kept"] * len(table)])
         pq.write_table(table, path)
 
+    assert "another version" in rescore_reason(cache, Config().change_score)
     assert ensure_change_scores(cache, Config().change_score) == len(list((cache.root / "scores").glob("*.parquet")))
     rescored = _scores(cache)
     np.testing.assert_allclose(rescored["change_score"].to_numpy(), expected["change_score"].to_numpy(), atol=1e-6)
@@ -43,7 +44,11 @@ def test_an_old_cache_is_rescored_in_place_and_keeps_its_other_columns(extracted
     assert json.loads((cache.root / CHANGE_SCORE_JSON).read_text())["score_version"] == SCORE_VERSION
     assert ensure_change_scores(cache, Config().change_score) == 0  # nothing left to do
 
+    assert rescore_reason(cache, Config().change_score) is None
     other = dataclasses.replace(Config().change_score, spread_weight=Config().change_score.spread_weight + 1.0)
+    # A command run without the --config that made the scores says so, naming what differs.
+    reason = rescore_reason(cache, other)
+    assert f"(spread_weight {Config().change_score.spread_weight} -> {other.spread_weight})" in reason
     assert ensure_change_scores(cache, other) > 0
     assert scored_with(cache)["settings"]["spread_weight"] == other.spread_weight
 
