@@ -333,6 +333,11 @@ def test_nvdec_decodes_what_the_cpu_decodes(sample_dir, rel):
     assert (
         np.abs(gpu["frames"].astype(int) - cpu["frames"].astype(int)).mean() < 2.0
     )  # NV12 vs YUV420P into the same scaler
+    # The frames between samples are measured on either (NV12's luma plane read in place); the cuts jump out on both.
+    assert np.isfinite(gpu["frame_change"][1:]).all()
+    if rel.startswith("cuts/"):
+        jumps = [np.nan_to_num(out["frame_change"][:, 0] - out["frame_change"][:, 1]) for out in (cpu, gpu)]
+        assert set(np.argsort(jumps[0])[-3:]) == set(np.argsort(jumps[1])[-3:])  # the clip's three cuts
 
 
 @pytest.mark.parametrize("n_frames, cut_at", [(75, 70), (77, 76)])  # last interval: a full one; one frame (0.04 s)
