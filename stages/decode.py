@@ -575,6 +575,7 @@ _LUMA_PLANES = {
     **{name: (np.dtype("<u2"), 8) for name in ("p010le", "p016le")},
 }
 _LATTICE = 6  # pixels sampled per cell side by `luma_cells`
+_SAME_FRAME_S = 1e-4  # a decoded frame's time this close to a planned one is that frame (as `_decode_nearest` matches)
 
 
 @functools.lru_cache(maxsize=16)
@@ -630,11 +631,14 @@ class FrameChanges:
 
 def frame_change_per_sample(times: np.ndarray, changes: np.ndarray, sample_times: np.ndarray, start: float):
     """(n, 2) float32 for n samples: the largest and the median of the `changes` of the frames shown after the
-    sample before (for the first, after `start`) up to and including each sample; NaN where none was decoded."""
+    sample before (for the first, after `start`) up to and including each sample; NaN where none was decoded.
+
+    The decoder's frame times may differ from the plan's (decord's) by up to `_SAME_FRAME_S`: a frame that close to a
+    sample's time is that sample's frame."""
     out = np.full((len(sample_times), 2), np.nan, np.float32)
-    keep = times > start + 1e-6
+    keep = times > start + _SAME_FRAME_S
     times, changes = times[keep], changes[keep]
-    sample = np.searchsorted(np.asarray(sample_times) + 1e-6, times, side="left")  # (t[k-1], t[k]] -> k
+    sample = np.searchsorted(np.asarray(sample_times) + _SAME_FRAME_S, times, side="left")  # (t[k-1], t[k]] -> k
     for k in np.unique(sample[sample < len(sample_times)]):
         values = changes[sample == k]
         out[k] = values.max(), np.median(values)

@@ -455,3 +455,6 @@ def test_frame_change_per_sample_takes_each_interval_after_the_sample_before():
     np.testing.assert_allclose(out[1], [0.6, 0.3])  # (0.3, 0.6]
     np.testing.assert_allclose(out[2], [0.5, 0.5])  # (0.6, 0.9]
     assert np.isnan(frame_change_per_sample(times, changes, np.array([0.05]), start=0.0)).all()  # none decoded
+    # The decoder's time of a sample's own frame may lie a little after the plan's (decord's): still that sample's.
+    late = frame_change_per_sample(times + 5e-5, changes, sample_times=np.array([0.3, 0.6, 0.9]), start=0.15)
+    np.testing.assert_allclose(late, out)
