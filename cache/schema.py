@@ -70,7 +70,8 @@ SCORES_SCHEMA = pa.schema(
         pa.field("feature_change", pa.float32(), nullable=False),  # components of change_score
         pa.field("color_change", pa.float32(), nullable=False),
         pa.field("local_change", pa.float32(), nullable=False),
-        pa.field("cut_change", pa.float32()),  # null in scores files written before score version 4
+        # NaN where the decoder did not measure the frames between samples; null in files from before score version 4
+        pa.field("cut_change", pa.float32()),
         pa.field("trigger_score", pa.float32()),  # learned trigger score; null without a checkpoint
         pa.field("label", pa.string()),  # annotation label where one exists
     ]

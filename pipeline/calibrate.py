@@ -223,11 +223,14 @@ def calibrate_archive(
             f'{{"video": "PATH"}} to {annotations_path} for each of them'
         )
     videos = load_calibration_videos(cache_dir, events=events)
+    search = {"threshold": THRESHOLDS, **SEARCH}
+    if not any("frame_change" in v.inputs for v in videos):  # a cache from before the cut part: nothing to fit
+        search.pop("cut_scale")
     best = fit_change_score(
         videos,
         config.change_score,
         config.triggers,
-        search={"threshold": THRESHOLDS, **SEARCH},
+        search=search,
         progress=progress,
         eventless=eventless,
         max_false_per_hour=max_false_per_hour,

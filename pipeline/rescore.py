@@ -76,13 +76,15 @@ def ensure_change_scores(cache: FeatureCache, stage: ChangeScoreStage, progress:
     ids = cache.manifest().filter(pl.col("status") == schema.STATUS_OK)["video_id"].to_list()
     if progress and ids:
         tqdm.write(reason, file=sys.stderr)
-    done = 0
+    done = unmeasured = 0
     for video_id in tqdm(ids, desc="re-scoring the change score", unit="video", disable=not progress or not ids):
         path = cache.scores_path(video_id)
         if not path.is_file() or not cache.features_path(video_id).is_file():
             continue
         table = pq.read_table(path).sort_by("sample_index")
-        scored = stage(read_change_inputs(cache, video_id))
+        inputs = read_change_inputs(cache, video_id)
+        unmeasured += "frame_change" not in inputs
+        scored = stage(inputs)
         for name in _PARTS:
             at = table.schema.get_field_index(name)
             if at < 0:  # a scores file from before the part existed
@@ -93,5 +95,11 @@ def ensure_change_scores(cache: FeatureCache, stage: ChangeScoreStage, progress:
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         done += 1
+    if progress and unmeasured:
+        tqdm.write(
+            f"{unmeasured} of {done} videos in {cache.root} were extracted before vtm measured the frames between "
+            "samples: their change score has no cut part; `vtm extract --rebuild` decodes them again to add it",
+            file=sys.stderr,
+        )
     write_json(cache.root / CHANGE_SCORE_JSON, record)  # last: a killed re-score is redone next time
     return done

@@ -246,7 +246,7 @@ class ChangeScoreStage(Stage):
     local_scale: float = 0.10  # unshared mean-colour change of a grid cell (fraction of 255) that counts as clear
     local_cells: int = 4  # the local change is the mean of this many most-changed cells
     local_radius: int = 2  # cells each way whose median change counts as shared (light, not an object)
-    cut_scale: float = 0.1  # jump between consecutive decoded frames (mean luma change, fraction of 255) that is clear
+    cut_scale: float = 0.1  # largest minus median jump between consecutive decoded frames (of 255) that is clear
     light_from: float = 0.75  # share of a moment's change that is smooth light above which it counts less; 1: never
     activity_weight: float = 1.5  # how much the footage's usual level of change raises the bar
     spread_weight: float = 3.0  # how much the footage's usual wobble raises the bar
@@ -256,7 +256,10 @@ class ChangeScoreStage(Stage):
         parts = self.parts(batch)
         score = self.score(parts)
         as32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
-        return {**batch, "change_score": as32(score), **{name: as32(parts[name]) for name in PARTS}}
+        out = {**batch, "change_score": as32(score), **{name: as32(parts[name]) for name in PARTS}}
+        # Not measured is not "no jump": NaN where the decoder did not see the frames between samples (it counts as 0).
+        out["cut_change"][~self._cut_measured(batch, len(out["cut_change"]))] = np.nan
+        return out
 
     def parts(self, batch: dict) -> dict:
         """The measures of change across each boundary at each time scale, and how many samples each side's window
@@ -324,6 +327,16 @@ class ChangeScoreStage(Stage):
             return np.zeros(n)
         frame_change = np.asarray(frame_change, np.float64).reshape(n, 2)
         return np.nan_to_num(frame_change[:, 0] - frame_change[:, 1])
+
+    @staticmethod
+    def _cut_measured(batch: dict, n: int) -> np.ndarray:
+        """(n,) whether the decoder measured the frames between the sample before and each sample (not the first's)."""
+        frame_change = batch.get("frame_change")
+        if frame_change is None:
+            return np.zeros(n, bool)
+        measured = np.isfinite(np.asarray(frame_change, np.float64).reshape(n, 2)[:, 0])
+        measured[:1] = True  # the first sample has nothing before it: 0, as for every part
+        return measured
 
     def standing(self, evidence: np.ndarray, at: dict) -> np.ndarray:
         """Evidence (clear-change units) at one time scale -> how far it stands above this video's own recent

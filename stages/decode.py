@@ -454,11 +454,12 @@ def _read_ahead_for_b_frames(packets, pts: np.ndarray, pts_start: int, tb: float
     return ahead, skip, untrusted
 
 
-def _decode_packets(packets, skip_b: set[int]):
-    """Decode packets in order, skipping the B-frames of those at positions `skip_b` and every non-reference
-    frame (FFmpeg reads `skip_frame` anew for each frame it decodes, with one decoder thread)."""
+def _decode_packets(packets, skip_b: set[int], skip: str = "NONREF"):
+    """Decode packets in order, skipping the B-frames of those at positions `skip_b` and the frames `skip` names
+    (FFmpeg's `skip_frame`: every non-reference frame, or none with "DEFAULT"; it is read anew for each frame it
+    decodes, with one decoder thread)."""
     for pos, packet in enumerate(packets):
-        packet.stream.codec_context.skip_frame = "BIDIR" if pos in skip_b else "NONREF"
+        packet.stream.codec_context.skip_frame = "BIDIR" if pos in skip_b else skip
         yield from packet.decode()
 
 
@@ -522,18 +523,21 @@ def _decode_nearest(
             stream = container.streams.video[0]
             ctx = stream.codec_context
             ctx.thread_count = 1  # one decode task per core: threads inside a task only oversubscribe
-            ctx.skip_frame = "NONREF"
+            # Samples on consecutive frames (3 fps of a 5 fps camera): a skipped frame would leave two samples one
+            # neighbour, and there is little to skip. Every frame is decoded and each sample takes its own.
+            every_frame = len(wanted) > 1 and int(np.min(np.diff(wanted))) <= 1
+            ctx.skip_frame = "DEFAULT" if every_frame else "NONREF"
             tb = float(stream.time_base)
             container.seek(int(float(pts[0]) / tb), stream=stream, backward=True)
             packets = container.demux(stream)
             ahead, skip, untrusted = [], set(), set()
             # With one reference per list, read the packets up to the group after the last frame first, to see
             # which are needed.
-            if x264 and x264.single_reference:
+            if x264 and x264.single_reference and not every_frame:
                 ahead, skip, untrusted = _read_ahead_for_b_frames(packets, pts, pts_start, tb, slot, x264.length_size)
             on_gpu = False
             changes = FrameChanges()
-            for frame in _decode_packets(itertools.chain(ahead, packets), skip):
+            for frame in _decode_packets(itertools.chain(ahead, packets), skip, ctx.skip_frame):
                 if frame.pts is None:
                     continue
                 on_gpu = on_gpu or frame.format.name in CUDA_DOWNLOAD_FORMATS
@@ -553,7 +557,8 @@ def _decode_nearest(
                     break
             for k in list(best):
                 settle(k)
-            how = "pyav-nonref-cuda" if ctx.is_hwaccel and on_gpu else "pyav-bframes" if skip else "pyav-nonref"
+            how = "pyav-every-frame" if every_frame else "pyav-bframes" if skip else "pyav-nonref"
+            how += "-cuda" if ctx.is_hwaccel and on_gpu else ""
     except av.FFmpegError:
         return None
     if len(chosen) < len(wanted) or any(chosen[k][0] in untrusted for k in chosen):

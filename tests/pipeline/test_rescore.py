@@ -53,10 +53,12 @@ def test_an_old_cache_is_rescored_in_place_and_keeps_its_other_columns(extracted
     assert scored_with(cache)["settings"]["spread_weight"] == other.spread_weight
 
 
-def test_a_cache_from_before_the_cut_measure_is_read_rescored_and_scored_from_the_other_parts(extracted, tmp_path):
+def test_a_cache_from_before_the_cut_measure_is_read_rescored_and_scored_from_the_other_parts(
+    extracted, tmp_path, capsys
+):
     """Score version 4 added the cut part, from a feature (`frame_change`) and a scores column (`cut_change`) that older
     caches lack. Such a cache, even half rewritten, still reads whole; re-scoring gives its scores files the column
-    (0: nothing to measure), and its scores are those of the other parts."""
+    (NaN: not measured), and its scores are those of the other parts."""
     import h5py
 
     from vtm.cache import schema
@@ -75,11 +77,16 @@ def test_a_cache_from_before_the_cut_measure_is_read_rescored_and_scored_from_th
     mixed = _scores(cache)
     assert mixed.columns == schema.SCORES_SCHEMA.names and mixed["cut_change"].null_count() > 0
 
-    ensure_change_scores(cache, Config().change_score)
+    ensure_change_scores(cache, Config().change_score, progress=True)
+    said = capsys.readouterr().err
+    assert "another version of the change score" in said
+    n = len(list((cache.root / "scores").glob("*.parquet")))
+    assert f"{n} of {n} videos in {cache.root} were extracted before vtm measured the frames between samples" in said
+    assert "vtm extract --rebuild" in said
     for path in old:
         assert pq.read_schema(path).names == schema.SCORES_SCHEMA.names
     rescored = _scores(cache)
-    assert rescored["cut_change"].null_count() == 0 and (rescored["cut_change"] == 0).all()
+    assert rescored["cut_change"].null_count() == 0 and rescored["cut_change"].is_nan().all()
     video_id = rescored["video_id"][0]
     inputs = read_change_inputs(cache, video_id)
     assert "frame_change" not in inputs

@@ -458,3 +458,25 @@ def test_frame_change_per_sample_takes_each_interval_after_the_sample_before():
     # The decoder's time of a sample's own frame may lie a little after the plan's (decord's): still that sample's.
     late = frame_change_per_sample(times + 5e-5, changes, sample_times=np.array([0.3, 0.6, 0.9]), start=0.15)
     np.testing.assert_allclose(late, out)
+
+
+def test_a_low_frame_rate_camera_is_decoded_frame_by_frame_and_measured(tmp_path):
+    """3 samples a second of a 5 fps camera: samples one or two frames apart, where skipping a frame would leave two
+    samples one neighbour. Every frame is decoded, each sample gets its own frame exactly, and the frames between
+    samples are measured: the cut stands out."""
+    rng = np.random.default_rng(7)
+    shots = [rng.integers(0, 256, (1, 1, 3)) + rng.integers(0, 30, (96, 128, 3)) for _ in range(2)]
+    frames = [np.clip(shots[i >= 20], 0, 255).astype(np.uint8) for i in range(40)]
+    path = tmp_path / "camera at 5 fps.mp4"
+    write_video(path, frames, fps=5)
+    plan = probe(path, fps=3.0)
+    out = DecodeStage(image_size=32, nearest_frames=True)(
+        decode_batch(path, plan.frame_index, 0, plan.decoder, plan.pts_around(plan.frame_index))
+    )
+    assert out["decoded_with"] == "pyav-every-frame" and np.array_equal(out["frame_index"], plan.frame_index)
+    exact, decoded = _decode_pyav(path, plan.frame_index, 32, 0)
+    assert decoded.all() and np.array_equal(out["frames"], exact)
+    change = out["frame_change"]
+    assert np.isfinite(change[1:]).all()
+    cut = int(np.searchsorted(plan.frame_index, 20))  # the first sample showing the second shot
+    assert np.nanargmax(change[:, 0]) == cut
