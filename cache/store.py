@@ -121,6 +121,11 @@ class FeatureCache:
         root = Path(root)
         d = read_cache_json(root)
         if d is None:
+            if root.is_dir() and any(root.iterdir()):  # a folder of videos given where the cache was meant
+                raise CacheError(
+                    f"{root} is not a vtm feature cache (no {schema.CACHE_JSON} written by vtm); if it holds the "
+                    f"videos, extract them first (`vtm extract {root} --cache CACHE_DIR`) and give CACHE_DIR here."
+                )
             raise CacheError(
                 f"{root} is not a vtm feature cache (no {schema.CACHE_JSON} written by vtm); run `vtm extract "
                 f"DATASET --cache {root}` first."

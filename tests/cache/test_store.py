@@ -79,8 +79,12 @@ def test_weights_location_alone_does_not_change_the_fingerprint():
 
 
 def test_not_a_cache_says_what_to_do(tmp_path):
-    with pytest.raises(CacheError, match="vtm extract"):
+    with pytest.raises(CacheError, match=r"run `vtm extract DATASET --cache .*` first"):
         FeatureCache.open(tmp_path)
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"")  # the videos given where the cache was meant
+    with pytest.raises(CacheError, match=r"extract them first \(`vtm extract .*videos --cache CACHE_DIR`\)"):
+        FeatureCache.open(tmp_path / "videos")
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path):
