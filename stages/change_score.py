@@ -15,7 +15,7 @@
      the grids are aligned both ways and the grid not moved is smoothed as moving smooths the other,
      which halves what a shake leaves, so an object entering a shaking view stands out.
    - cut_change: the largest change between two consecutive decoded frames shown since the sample
-     before, over the median one (`frame_change`, see vtm.stages.decode.FrameChanges): a cut changes
+     before, minus the median one (`frame_change`, see vtm.stages.decode.FrameChanges): a cut changes
      one pair of frames a lot, motion changes every pair a little, so a cut stands out even where the
      picture moves so fast that consecutive samples differ as much as two shots do. Caches made before
      it was kept have no `frame_change`: their score has the other three parts.
@@ -180,11 +180,6 @@ def _camera_shift(before: np.ndarray, after: np.ndarray, steps: int = 4, reach: 
     return dy, dx
 
 
-def _aligned(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """`before` grids moved by the camera's motion towards `after`."""
-    return _shifted(before, *_camera_shift(before, after))
-
-
 def _interpolation_blur(grid: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     """(n, side, side, 3) grids blurred as much as `_shifted` blurs a grid it moves by (dy, dx) cells: interpolating
     by a fraction f spreads each cell over a variance of f * (1 - f), which [a, 1 - 2a, a] with a = f * (1 - f) / 2
@@ -258,7 +253,7 @@ class ChangeScoreStage(Stage):
         as32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
         out = {**batch, "change_score": as32(score), **{name: as32(parts[name]) for name in PARTS}}
         # Not measured is not "no jump": NaN where the decoder did not see the frames between samples (it counts as 0).
-        out["cut_change"][~self._cut_measured(batch, len(out["cut_change"]))] = np.nan
+        out["cut_change"][np.isnan(self._cut_jump(batch, len(out["cut_change"])))] = np.nan
         return out
 
     def parts(self, batch: dict) -> dict:
@@ -291,7 +286,7 @@ class ChangeScoreStage(Stage):
                 local = np.minimum(local, _aligned_local_change(gb, ga, self.local_radius, self.local_cells))
             scale = {"feature_change": 1.0 - cos, "color_change": 0.5 * np.abs(hb - ha).sum(1), "local_change": local}
             if not scales:
-                scale["cut_change"] = self._cut_change(batch, n)
+                scale["cut_change"] = np.nan_to_num(self._cut_jump(batch, n))  # not measured: no jump
             if self.light_from < 1:  # light is no event by itself: the more of the change it explains, the less counts
                 light = (_light_share(gb, ga, self.local_radius) - self.light_from) / (1 - self.light_from)
                 scale = {name: part * (1 - np.clip(light, 0, 1)) for name, part in scale.items()}
@@ -319,24 +314,17 @@ class ChangeScoreStage(Stage):
         return 1.0 - np.exp2(-np.sqrt(total))
 
     @staticmethod
-    def _cut_change(batch: dict, n: int) -> np.ndarray:
+    def _cut_jump(batch: dict, n: int) -> np.ndarray:
         """(n,) how far the largest jump between consecutive decoded frames in each sample's interval stands above the
-        interval's median jump: a cut is one large jump, motion many alike. 0 where the decoder did not see them."""
+        interval's median jump: a cut is one large jump, motion many alike. NaN where the decoder did not see them
+        (everywhere in a cache made before they were kept); 0 at the first sample, which has nothing before it."""
         frame_change = batch.get("frame_change")
         if frame_change is None:
-            return np.zeros(n)
+            return np.full(n, np.nan)
         frame_change = np.asarray(frame_change, np.float64).reshape(n, 2)
-        return np.nan_to_num(frame_change[:, 0] - frame_change[:, 1])
-
-    @staticmethod
-    def _cut_measured(batch: dict, n: int) -> np.ndarray:
-        """(n,) whether the decoder measured the frames between the sample before and each sample (not the first's)."""
-        frame_change = batch.get("frame_change")
-        if frame_change is None:
-            return np.zeros(n, bool)
-        measured = np.isfinite(np.asarray(frame_change, np.float64).reshape(n, 2)[:, 0])
-        measured[:1] = True  # the first sample has nothing before it: 0, as for every part
-        return measured
+        jump = frame_change[:, 0] - frame_change[:, 1]
+        jump[:1] = 0.0
+        return jump
 
     def standing(self, evidence: np.ndarray, at: dict) -> np.ndarray:
         """Evidence (clear-change units) at one time scale -> how far it stands above this video's own recent

@@ -1,6 +1,13 @@
 import numpy as np
 
-from vtm.stages.change_score import ChangeScoreStage, _aligned, _aligned_local_change, _light_share, _local_change
+from vtm.stages.change_score import (
+    ChangeScoreStage,
+    _aligned_local_change,
+    _camera_shift,
+    _light_share,
+    _local_change,
+    _shifted,
+)
 from vtm.stages.select_windows import SelectWindowsStage
 
 FPS = 3.0
@@ -80,11 +87,11 @@ def test_alignment_takes_the_camera_motion_out_of_the_grid():
     moves = [(6, -8), (-12, 4), (0, 10), (9, 9)]  # pixels; a cell is 20
     before = np.stack([view(0, 0)] * len(moves))
     after = np.stack([view(dy, dx) for dy, dx in moves])
-    moved = _aligned(before, after)
+    moved = _shifted(before, *_camera_shift(before, after))
     inner = (slice(None), slice(1, -1), slice(1, -1))  # what moved in at the edges cannot be known
     left = np.abs(after - moved)[inner].mean(axis=(1, 2, 3))
     assert np.all(left < 0.7 * np.abs(after - before)[inner].mean(axis=(1, 2, 3)))  # cell means: about half is left
-    still = _aligned(before[:1], before[:1])
+    still = _shifted(before[:1], *_camera_shift(before[:1], before[:1]))
     np.testing.assert_allclose(still, before[:1], atol=1e-9)  # nothing moved: nothing to take out
 
 
