@@ -23,6 +23,8 @@ from vtm.cache.storage import StorageError, is_url, open_video, read_ranges, sta
 from vtm.stages.base import Resources, Stage
 
 HIST_BITS = HIST_BINS.bit_length() - 1  # bits kept of each 8-bit channel for the histogram
+# A decoded frame's time this close to a planned frame's (decord's or the packets') is that frame.
+_SAME_FRAME_S = 1e-4
 # what NVDEC frames are in memory; a CPU decoder gives yuv420p & co
 CUDA_DOWNLOAD_FORMATS = (
     "nv12",
@@ -438,17 +440,17 @@ def _read_ahead_for_b_frames(packets, pts: np.ndarray, pts_start: int, tb: float
             break  # the end of the stream
         if latest is None or packet.pts > latest:  # an I/P-frame: it starts a group
             latest = packet.pts
-            anchors_past_end += packet.pts * tb > pts[-1] + 1e-4
+            anchors_past_end += packet.pts * tb > pts[-1] + _SAME_FRAME_S
             if anchors_past_end == 2:
                 break
 
     def frame_of(packet_pts) -> int | None:
         t = packet_pts * tb
-        j = int(np.searchsorted(pts, t - 1e-4))
-        return j + pts_start if j < len(pts) and abs(pts[j] - t) < 1e-4 else None
+        j = int(np.searchsorted(pts, t - _SAME_FRAME_S))
+        return j + pts_start if j < len(pts) and abs(pts[j] - t) < _SAME_FRAME_S else None
 
     timed = [p for p in ahead if p.pts is not None]
-    if any(frame_of(p.pts) is None for p in timed if pts[0] - 1e-4 <= p.pts * tb <= pts[-1] + 1e-4):
+    if any(frame_of(p.pts) is None for p in timed if pts[0] - _SAME_FRAME_S <= p.pts * tb <= pts[-1] + _SAME_FRAME_S):
         return ahead, set(), set()  # timestamps that disagree with the plan: the frames are checked as they come
     skip, untrusted = _b_frames_to_skip(timed, frame_of, slot, length_size)
     return ahead, skip, untrusted
@@ -543,17 +545,17 @@ def _decode_nearest(
                 on_gpu = on_gpu or frame.format.name in CUDA_DOWNLOAD_FORMATS
                 t = frame.pts * tb
                 changes.add(t, frame)
-                j = int(np.searchsorted(pts, t - 1e-4))
+                j = int(np.searchsorted(pts, t - _SAME_FRAME_S))
                 i = j + pts_start
-                if j < len(pts) and abs(pts[j] - t) < 1e-4 and i in slot:
+                if j < len(pts) and abs(pts[j] - t) < _SAME_FRAME_S and i in slot:
                     k, pref = slot[i]
                     if k not in chosen and (k not in best or pref < best[k][0]):
                         best[k] = (pref, i, frame)
                         if pref <= 1:  # the wanted frame itself or the one after it: nothing nearer can follow
                             settle(k)
-                for k in [k for k in best if t > pts[min(wanted[k] + 1, last) - pts_start] + 1e-4]:
+                for k in [k for k in best if t > pts[min(wanted[k] + 1, last) - pts_start] + _SAME_FRAME_S]:
                     settle(k)  # past the frame after it: the previous frame is the nearest there is
-                if t > pts[last - pts_start] + 1e-4:
+                if t > pts[last - pts_start] + _SAME_FRAME_S:
                     break
             for k in list(best):
                 settle(k)
@@ -580,7 +582,6 @@ _LUMA_PLANES = {
     **{name: (np.dtype("<u2"), 8) for name in ("p010le", "p016le")},
 }
 _LATTICE = 6  # pixels sampled per cell side by `luma_cells`
-_SAME_FRAME_S = 1e-4  # a decoded frame's time this close to a planned one is that frame (as `_decode_nearest` matches)
 
 
 @functools.lru_cache(maxsize=16)
