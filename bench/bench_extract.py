@@ -86,13 +86,20 @@ def child_extract(
         marks["actors"], marks["actor_pids"] = actors, actor_pids(actors)
         return actors
 
+    release = extract.release
+
+    def release_after_pids(actors):
+        marks["end_pids"] = actor_pids(actors)  # extract ends its actors with the job: ask them first
+        release(actors)
+
     extract.stage_actors = stage_actors_ready
+    extract.release = release_after_pids
     t_run = time.perf_counter()
     summary = extract.run_extract(dataset, cache, config, progress=False)
     t_end = time.perf_counter()
     # A restarted actor (crashed, or killed by something else on the machine) reloads its model
     # and redoes its calls: a run with one is not a measure of the pipeline.
-    restarted = sum(a != b for a, b in zip(marks["actor_pids"], actor_pids(marks["actors"])))
+    restarted = sum(a != b for a, b in zip(marks["actor_pids"], marks["end_pids"]))
     out = {
         "import_s": import_s,
         "ray_init_s": ray_init_s,
