@@ -6,6 +6,8 @@ pool's calls in flight within its bounds, sends each actor call to the least-loa
 the job's callbacks, records a failure once per item with its reason (the item's other calls are dropped)
 and goes on, flushes the job's manifest every few seconds and keeps the progress bar. Retries are Ray's,
 set in `ray_runner`: a task whose worker dies is retried, a killed actor restarts and its calls are retried.
+Work on the job's own files (scoring and writing a finished video) runs in threads of this process
+(`ThreadPool`), so that the loop keeps Ray's workers fed meanwhile.
 
 Why our own and not Ray Data (`bench/bench_executor.py`, 2-core machine under other load): on the shape of
 extract (CPU tasks making 0.6 MB segments, one actor consuming them, 100 items) Ray Data is no faster
@@ -22,6 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,7 @@ from vtm.cache.storage import StorageError
 from vtm.stages.decode import DecodeError
 
 FLUSH_EVERY_S = 5.0  # a killed run loses at most this much of its manifest
+THREAD_POLL_S = 0.005  # how often Ray's results are looked at while threads work (a thread's end ends no wait)
 
 
 def failure_reason(err: BaseException) -> str:
@@ -157,6 +161,28 @@ class ActorPool(_Pool):
         return super().returned(ref)
 
 
+class ThreadPool(_Pool):
+    """`run(*args)` in `threads` threads of this process: the job's own work between Ray's calls.
+
+    An error here is the job's, not one item's (a full disk, a bug): it ends the run, raised as it was.
+    """
+
+    def __init__(self, run: Callable[..., Any], threads: int):
+        super().__init__(fetch=True)
+        self.run, self.threads = run, threads
+        self.workers = futures.ThreadPoolExecutor(threads, thread_name_prefix="vtm-job")
+
+    def dispatch(self, executor: Executor, nothing_more_comes: bool) -> None:
+        while self.queue and len(self.in_flight) < self.threads:
+            call = self.queue.popleft()
+            if not executor.has_failed(call.item):
+                self.in_flight[self.workers.submit(self.run, *call.args)] = call
+
+    def close(self) -> None:
+        """Wait for the calls running (each ends whole) and drop those queued."""
+        self.workers.shutdown(wait=True, cancel_futures=True)
+
+
 class Executor:
     """Runs items through `pools` (dispatched in this order each round) on Ray; see the module docstring.
 
@@ -205,20 +231,38 @@ class Executor:
                 for pool in self.pools:
                     nothing_more_comes = not waiting and not any(p.backlog for p in self.pools if p is not pool)
                     pool.dispatch(self, nothing_more_comes)
-                refs = [ref for p in self.pools for ref in p.in_flight]
-                if not refs:
+                refs = [ref for p in self.pools if not isinstance(p, ThreadPool) for ref in p.in_flight]
+                threads = [f for p in self.pools if isinstance(p, ThreadPool) for f in p.in_flight]
+                if not refs and not threads:
                     if waiting or any(p.backlog for p in self.pools):
                         raise RuntimeError("executor stalled: calls queued, none running (a bound set to 0?)")
                     break
-                ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
-                for ref in ready:
+                for ref in self._wait(refs, threads):
                     self._returned(ref)
                 if time.perf_counter() - last_flush > FLUSH_EVERY_S:
                     self.flush()
                     last_flush = time.perf_counter()
         finally:
+            for pool in self.pools:
+                if isinstance(pool, ThreadPool):
+                    pool.close()
             self.flush()
             self.bar.close()
+
+    @staticmethod
+    def _wait(refs: list, threads: list) -> list:
+        """Some calls that have returned: Ray's (`refs`) or threads' (`threads`), waiting up to a second."""
+        if not threads:
+            return ray.wait(refs, num_returns=1, timeout=1.0)[0]
+        if not refs:
+            return list(futures.wait(threads, timeout=1.0, return_when=futures.FIRST_COMPLETED).done)
+        deadline = time.perf_counter() + 1.0
+        while time.perf_counter() < deadline:
+            done = [f for f in threads if f.done()]
+            ready = ray.wait(refs, num_returns=1, timeout=0 if done else THREAD_POLL_S)[0]
+            if done or ready:
+                return done + ready
+        return []
 
     def _returned(self, ref) -> None:
         pool = next(p for p in self.pools if ref in p.in_flight)
@@ -227,13 +271,16 @@ class Executor:
         live = [c for c in calls if not self.has_failed(c.item)]
         if not live:
             return
-        try:
-            result = ray.get(ref) if pool.fetch else ref
-        except Exception as e:  # noqa: BLE001 - one item's failure is data; Ray already retried the call
-            reason = failure_reason(e)
-            for call in live:
-                self.fail(call.item, call.failed_as + reason)
-            return
+        if isinstance(pool, ThreadPool):
+            result = ref.result()  # the job's error: raised, it ends the run
+        else:
+            try:
+                result = ray.get(ref) if pool.fetch else ref
+            except Exception as e:  # noqa: BLE001 - one item's failure is data; Ray already retried the call
+                reason = failure_reason(e)
+                for call in live:
+                    self.fail(call.item, call.failed_as + reason)
+                return
         if isinstance(what, list):
             pool.batching.done(calls, result)  # in the batch's order; the job skips items failed meanwhile
         elif what.then is not None:

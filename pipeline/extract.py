@@ -34,7 +34,7 @@ from vtm.cache.windows import frame_inputs
 from vtm.models.visual_encoder import EncoderLoadError, weights_source
 from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
-from vtm.pipeline.executor import ActorPool, Call, Executor, TaskPool
+from vtm.pipeline.executor import ActorPool, Call, Executor, TaskPool, ThreadPool
 from vtm.pipeline.ray_runner import cluster_gpus, get_plain, init_ray, release, stage_actors, stage_task
 from vtm.pipeline.rescore import ensure_change_scores, score_record, scored_with
 from vtm.stages.base import Resources
@@ -73,6 +73,12 @@ class ExtractSummary:
     @property
     def all_ok(self) -> bool:
         return not self.failed
+
+
+# A decode task on NVDEC waits for the GPU about half its time (bench_extract_scale, 16 cores + H100: 267 CPU-s
+# in 523 s of 16 decoding processes), so two share a core.
+NVDEC_TASK_CPUS = 0.5
+WRITE_THREADS = 4  # threads scoring and writing finished videos (numpy, scipy and file writes release the GIL)
 
 
 @dataclass
@@ -236,9 +242,11 @@ def _extract(
             )
             # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave.
             if gpu_decode:
-                gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
+                slots = ray.cluster_resources().get("CPU", 1) / NVDEC_TASK_CPUS
+                gpus = 0.5 * cluster_gpus() / max(1.0, slots)
                 decode_stage = dataclasses.replace(
-                    decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
+                    decode_stage,
+                    resources=Resources(cpus=NVDEC_TASK_CPUS, gpus=max(0.0001, int(gpus * 10_000) / 10_000)),
                 )
         _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(
             todo, early_probes
@@ -364,11 +372,14 @@ class _Extraction:
         self.progress = progress
         self.trigger_model = trigger_model
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.max_decodes = 2 * cpus
+        self.max_decodes = 2 * max(1, int(cpus / max(decode_stage.resources.cpus, 0.01)))  # twice what can run
         # Decoded segments stay in the object store until an encoder takes them (the encoder gets the reference).
         self.encode = ActorPool(encoders, per_actor=2)
         self.decode = TaskPool(stage_task(decode_stage), self.max_decodes, fetch=False, results_wait_in=self.encode)
         self.probe = TaskPool(stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames)), max_in_flight=cpus)
+        # Scoring and writing a finished video takes this process 0.1-0.25 s: done in the loop, it kept 16 cores
+        # half idle (bench_extract_scale on a 16-core machine: 37 of 52 s of work were writes).
+        self.write = ThreadPool(self._score_and_write, WRITE_THREADS)
         self.frames_done, self.t0 = 0, time.perf_counter()
 
     def run(self, todo: list[_Video], early_probes: dict | None = None) -> None:
@@ -378,7 +389,7 @@ class _Extraction:
             if v.file.video_id in early_probes:
                 self.probe.track(early_probes[v.file.video_id], Call(v, (), partial(self._probed, v)))
         self.executor = Executor(
-            [self.probe, self.decode, self.encode],
+            [self.probe, self.decode, self.encode, self.write],
             self._fail,
             lambda: self.cache.write_manifest(self.rows.values()),
             total=len(todo),
@@ -394,7 +405,8 @@ class _Extraction:
                 (v for v in todo if v.file.video_id not in early_probes),
                 lambda v: self.probe.submit(Call(v, ({"path": str(v.file.path)},), partial(self._probed, v))),
                 admit=lambda: self.probe.backlog < self.probe.max_in_flight
-                and len(self.decode.queue) < 4 * self.max_decodes,
+                and len(self.decode.queue) < 4 * self.max_decodes
+                and len(self.write.queue) < 4 * WRITE_THREADS,
             )
         finally:
             self.summary.frames += self.frames_done
@@ -419,37 +431,38 @@ class _Extraction:
         self.summary.busy_s.update(part.get("timing", {}))
         self.summary.decoded_with[part.get("decoded_with", "?")] += 1
         if len(v.parts) == v.n_segments:
-            t_write = time.perf_counter()
-            self.frames_done += self._finish(v)
-            self.summary.busy_s["write_s"] += time.perf_counter() - t_write
-            if not self.executor.has_failed(v):
-                self.executor.done(v)
+            video = self._joined(v)
+            if video is not None:
+                self.write.submit(Call(v, (v.row["video_id"], video), partial(self._written, v, video)))
 
     def _fail(self, v: _Video, reason: str) -> None:
         v.parts.clear()
         self.rows[v.row["video_id"]] = {**v.row, "status": schema.STATUS_FAILED, "error": reason}
         self.summary.failed.append((v.row["path"], reason))
 
-    def _finish(self, v: _Video) -> int:
+    def _joined(self, v: _Video) -> dict | None:
+        """The video's segments joined, the frames that did not decode left out (None: too few decoded)."""
         parts = [v.parts[i] for i in range(v.n_segments)]
         v.parts.clear()
         kept = ("features", "hist", "grid", "frame_change", "frame_index")
         joined = {k: np.concatenate([p[k] for p in parts]) for k in kept}
-        plan = v.plan
         decoded = np.concatenate([p.get("decoded", np.ones(len(p["features"]), bool)) for p in parts])
         # The frames decoded may be neighbours of the planned ones (DecodeStage.nearest_frames): store those.
-        frame_index = joined["frame_index"]
-        timestamps = plan.pts[frame_index] if plan.pts is not None else plan.timestamps
-        warning = None
+        plan = v.plan
+        joined["timestamps"] = plan.pts[joined["frame_index"]] if plan.pts is not None else plan.timestamps
+        joined["warning"] = None
         if not decoded.all():  # a partly corrupt video keeps what decoded, and says what was lost
             try:
-                warning = partial_decode_warning(timestamps, decoded, self.sample_fps)
+                joined["warning"] = partial_decode_warning(joined["timestamps"], decoded, self.sample_fps)
             except DecodeError as e:
                 self.executor.fail(v, str(e))
-                return 0
-            joined = {k: a[decoded] for k, a in joined.items()}
-            frame_index, timestamps = frame_index[decoded], timestamps[decoded]
-            self.summary.warnings.append((v.row["path"], warning))
+                return None
+            joined = {k: a[decoded] if isinstance(a, np.ndarray) else a for k, a in joined.items()}
+        return joined
+
+    def _score_and_write(self, video_id: str, video: dict) -> float:
+        """Score one joined video and write its files (in a writer thread); returns the seconds it took."""
+        t = time.perf_counter()
         # Scored from the values as stored (float16), so re-scoring from the cache later gives the same scores.
         dtypes = {
             "features": self.cache.settings.feature_dtype,
@@ -457,21 +470,28 @@ class _Extraction:
             "grid": np.float16,
             "frame_change": np.float16,
         }
-        as_stored = {k: joined[k].astype(dtype).astype(np.float32) for k, dtype in dtypes.items()}
-        scored = self.change_score({**as_stored, "timestamps": timestamps})
+        as_stored = {k: video[k].astype(dtype).astype(np.float32) for k, dtype in dtypes.items()}
+        scored = self.change_score({**as_stored, "timestamps": video["timestamps"]})
         if self.trigger_model is not None:
-            inputs = frame_inputs(self.trigger_model.config, joined["features"], joined["hist"], joined["grid"])
-            scored["trigger_score"], _ = self.trigger_model.score_video(inputs, timestamps)
+            inputs = frame_inputs(self.trigger_model.config, video["features"], video["hist"], video["grid"])
+            scored["trigger_score"], _ = self.trigger_model.score_video(inputs, video["timestamps"])
         self.cache.write_video(
-            v.row["video_id"],
-            joined["features"],
-            timestamps,
-            frame_index,
+            video_id,
+            video["features"],
+            video["timestamps"],
+            video["frame_index"],
             scored,
-            color_hist=joined["hist"],
-            color_grid=joined["grid"],
-            frame_change=joined["frame_change"],
+            color_hist=video["hist"],
+            color_grid=video["grid"],
+            frame_change=video["frame_change"],
         )
+        return time.perf_counter() - t
+
+    def _written(self, v: _Video, video: dict, seconds: float) -> None:
+        """The video's files are written: its manifest row says so."""
+        plan, warning = v.plan, video["warning"]
+        if warning is not None:
+            self.summary.warnings.append((v.row["path"], warning))
         self.rows[v.row["video_id"]] = {
             **v.row,
             "duration_s": plan.duration_s,
@@ -479,11 +499,13 @@ class _Extraction:
             "width": plan.width,
             "height": plan.height,
             "rotation": plan.rotation,
-            "frames_sampled": len(frame_index),
+            "frames_sampled": len(video["frame_index"]),
             "decoder": plan.decoder,
             "status": schema.STATUS_OK,
             "error": None,
             "warning": warning,
         }
         self.summary.ok += 1
-        return len(frame_index)
+        self.summary.busy_s["write_s"] += seconds
+        self.frames_done += len(video["frame_index"])
+        self.executor.done(v)

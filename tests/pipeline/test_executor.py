@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 
-from vtm.pipeline.executor import ActorPool, Batching, Call, Executor, TaskPool
+from vtm.pipeline.executor import ActorPool, Batching, Call, Executor, TaskPool, ThreadPool
 from vtm.pipeline.ray_runner import stage_actors, stage_task
 from vtm.stages.base import Resources
 from vtm.stages.decode import DecodeError
@@ -138,3 +138,42 @@ def test_a_stall_is_an_error_not_a_hang(ray_local):
     pool = TaskPool(stage_task(_sleep_stage()), max_in_flight=0)
     with pytest.raises(RuntimeError, match="stalled"):
         _executor([pool], [], 1).run([0], lambda x: pool.submit(Call(x, ({"item": x},))))
+
+
+def test_thread_work_runs_beside_the_ray_calls_and_its_error_ends_the_run(ray_local):
+    """A slow job-side write (a ThreadPool call) does not hold up the Ray calls queued behind it; an error in one
+    is the job's: raised as it was, the calls queued after it dropped."""
+    decode = TaskPool(stage_task(_sleep_stage(0.05)), max_in_flight=2)
+    written: list = []
+
+    def write(item):
+        time.sleep(0.6 if item == 0 else 0.0)
+        if item == 9:
+            raise OSError(28, "No space left on device")
+        return time.perf_counter()
+
+    write_pool = ThreadPool(write, threads=2)
+    decoded_at: dict = {}
+
+    def start(item):
+        def decoded(result):
+            decoded_at[item] = time.perf_counter()
+            write_pool.submit(Call(item, (item,), lambda t: (written.append((item, t)), executor.done(item))))
+
+        decode.submit(Call(item, ({"item": item},), decoded))
+
+    failures: list = []
+    executor = _executor([decode, write_pool], failures, 8)
+    t0 = time.perf_counter()
+    executor.run(range(8), start)
+    assert sorted(i for i, _ in written) == list(range(8)) and failures == []
+    first_write_end = dict(written)[0]
+    # every decode after the first was back while item 0's write still ran (the loop did not wait for it)
+    assert max(decoded_at.values()) < first_write_end, (decoded_at, first_write_end - t0)
+
+    write_pool = ThreadPool(write, threads=1)
+    executor = _executor([decode, write_pool], failures, 12)
+    with pytest.raises(OSError, match="No space left"):
+        executor.run(range(12), start)
+    assert 10 not in dict(written) and 11 not in dict(written)
+    assert write_pool.workers._shutdown  # its threads were ended with the run
