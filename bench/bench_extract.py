@@ -56,7 +56,6 @@ def child_extract(
     result: Path,
     probe_threads: bool = False,
     config_file: Path | None = None,
-    nvdec_task_cpus: float | None = None,
 ) -> None:
     """Run extract as a user of the library would, timing its phases from the outside.
 
@@ -64,8 +63,7 @@ def child_extract(
     start-up is timed on its own; and the encoder actors are waited for as soon as they are created,
     so that model load is timed on its own too. Neither changes what extract does. With
     `probe_threads` it also asks Ray, after the run, how many torch threads the encoder actor got.
-    `config_file`: a YAML config instead of the defaults; `nvdec_task_cpus` replaces extract's CPU share of a
-    decode task on NVDEC (to measure what sharing a core brings).
+    `config_file`: a YAML config instead of the defaults.
     """
     t_process = time.perf_counter()
     import ray
@@ -75,8 +73,6 @@ def child_extract(
     from vtm.pipeline.ray_runner import init_ray
 
     import_s = time.perf_counter() - t_process
-    if nvdec_task_cpus is not None:
-        extract.NVDEC_TASK_CPUS = nvdec_task_cpus
     config = load_config(config_file) if config_file else Config()
     t = time.perf_counter()
     init_ray(config.ray.address)
@@ -249,9 +245,6 @@ CHILDREN = {
     "extract_probe_threads": functools.partial(child_extract, probe_threads=True),
     "extract_config": lambda dataset, cache, config_file, result: child_extract(
         dataset, cache, result, config_file=config_file
-    ),
-    "extract_nvdec_task_cpus": lambda dataset, cache, cpus, result: child_extract(
-        dataset, cache, result, nvdec_task_cpus=float(str(cpus))
     ),
     "encoder": child_encoder,
     "scenedetect": child_scenedetect,

@@ -19,8 +19,7 @@ Every number is measured in this run, on this machine, and compared as a ratio:
 5. re-run       `python -m vtm.pipeline.cli extract` again on the finished cache, whole process, as a user
                 runs it, against `python -c "import vtm.pipeline.extract"` (best of 2 each).
 6. nvdec        where a GPU exists: one clip decoded by extract's decoder on the GPU and on the CPU.
-7. where a GPU exists: extract cold again with each NVDEC task given a whole core (extract shares one
-                between two), and with extract.decode_device: cpu, to compare.
+7. CPU decoding where a GPU exists: extract cold again with extract.decode_device: cpu, to compare.
 
 GPU and video-decoder utilisation are sampled with nvidia-smi (where there is one) during every step.
 Results go to DIR/bench_extract_scale.json, rewritten after each step; a failed step is recorded
@@ -285,14 +284,6 @@ def step_extract_cpu_decode(data: dict, work: Path) -> dict:
     return out
 
 
-def step_extract_nvdec_whole_core(data: dict, work: Path) -> dict:
-    """On a GPU machine: the same cold extract with each NVDEC decode task given a whole core (as before it shared
-    one), to show what sharing brings."""
-    out = bench_extract.run_child("extract_nvdec_task_cpus", data["archive"], work / "cache_nvdec_whole_core", 1.0)
-    out["actor"] = out.pop("encode_stage", None)
-    return out
-
-
 def _process_s(cmd: list[str]) -> tuple[float, str]:
     t = time.perf_counter()
     proc = subprocess.run(cmd, env={**os.environ, **CHILD_ENV}, capture_output=True, text=True, timeout=600)
@@ -465,17 +456,11 @@ def summarise(r: dict) -> list[tuple[str, str]]:
                 f"{ratio(ext['work_s'], psd['wall_s']):.2f}",
             )
         )
-    variants = (
-        ("extract_nvdec_whole_core", "extract, NVDEC task per core"),
-        ("extract_cpu_decode", "extract, CPU decoding"),
-    )
-    for key, label in variants:
-        var = steps.get(key, {})
-        if "process_s" not in var:
-            continue
+    var = steps.get("extract_cpu_decode", {})
+    if "process_s" in var:
         rows.append(
             (
-                label,
+                "extract, CPU decoding",
                 f"{var['process_s']:.1f} s = {vhh(var['process_s']):.0f} video-h/h (process); work "
                 f"{var['work_s']:.1f} s{gpu(var)}",
             )
@@ -600,7 +585,6 @@ def main() -> None:
             "extract",
             "rerun",
             "nvdec",
-            "extract_nvdec_whole_core",
             "extract_cpu_decode",
         ],
         help="steps to leave out",
@@ -649,7 +633,6 @@ def main() -> None:
             ("scenedetect", lambda: step_scenedetect(data, cores)),
         ]
         if result["machine"]["gpu"]:
-            steps.append(("extract_nvdec_whole_core", lambda: step_extract_nvdec_whole_core(data, work)))
             steps.append(("extract_cpu_decode", lambda: step_extract_cpu_decode(data, work)))
         for name, run in steps:
             if name in args.skip:

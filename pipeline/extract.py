@@ -75,9 +75,6 @@ class ExtractSummary:
         return not self.failed
 
 
-# A decode task on NVDEC waits for the GPU about half its time (bench_extract_scale, 16 cores + H100: 267 CPU-s
-# in 523 s of 16 decoding processes), so two share a core.
-NVDEC_TASK_CPUS = 0.5
 WRITE_THREADS = 4  # threads scoring and writing finished videos (numpy, scipy and file writes release the GIL)
 
 
@@ -241,12 +238,12 @@ def _extract(
                 image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu"
             )
             # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave.
+            # A decode task on NVDEC waits for the GPU about half its time, yet two sharing a core were slower
+            # (bench_extract_scale, 16 cores + H100: 34.7 s of work against 28.6 s): each takes a whole core.
             if gpu_decode:
-                slots = ray.cluster_resources().get("CPU", 1) / NVDEC_TASK_CPUS
-                gpus = 0.5 * cluster_gpus() / max(1.0, slots)
+                gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
                 decode_stage = dataclasses.replace(
-                    decode_stage,
-                    resources=Resources(cpus=NVDEC_TASK_CPUS, gpus=max(0.0001, int(gpus * 10_000) / 10_000)),
+                    decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
                 )
         _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(
             todo, early_probes
@@ -372,7 +369,7 @@ class _Extraction:
         self.progress = progress
         self.trigger_model = trigger_model
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.max_decodes = 2 * max(1, int(cpus / max(decode_stage.resources.cpus, 0.01)))  # twice what can run
+        self.max_decodes = 2 * cpus
         # Decoded segments stay in the object store until an encoder takes them (the encoder gets the reference).
         self.encode = ActorPool(encoders, per_actor=2)
         self.decode = TaskPool(stage_task(decode_stage), self.max_decodes, fetch=False, results_wait_in=self.encode)
