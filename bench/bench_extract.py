@@ -60,8 +60,9 @@ def child_extract(
     """Run extract as a user of the library would, timing its phases from the outside.
 
     Ray is started here (the same call run_extract makes; it skips its own when Ray is up) so that
-    start-up is timed on its own; and the encoder actors are waited for as soon as they are created,
-    so that model load is timed on its own too. Neither changes what extract does. With
+    start-up is timed on its own; and a thread waits for the encoder actors as soon as they are created,
+    so that model load is timed too ("work" counts from then, though extract starts probing and decoding
+    the first videos while the model loads). Neither changes what extract does. With
     `probe_threads` it also asks Ray, after the run, how many torch threads the encoder actor got.
     `config_file`: a YAML config instead of the defaults.
     """
@@ -83,16 +84,23 @@ def child_extract(
 
     def stage_actors_ready(stage, n, *args, **kwargs):
         actors = make_actors(stage, n, *args, **kwargs)
-        ray.get([a.invoke.remote("encoder_info") for a in actors])
-        marks["encoders_ready"] = time.perf_counter()
         marks["encode_stage"] = dataclasses.asdict(stage)  # the baseline rebuilds exactly this stage
         marks["n_encoders"] = n
-        marks["actors"], marks["actor_pids"] = actors, actor_pids(actors)
+        marks["actors"] = actors
+
+        def wait_for_model():
+            ray.get([a.invoke.remote("encoder_info") for a in actors])
+            marks["encoders_ready"] = time.perf_counter()
+            marks["actor_pids"] = actor_pids(actors)
+
+        marks["waiter"] = threading.Thread(target=wait_for_model, daemon=True)
+        marks["waiter"].start()
         return actors
 
     release = extract.release
 
     def release_after_pids(actors):
+        marks["waiter"].join()
         marks["end_pids"] = actor_pids(actors)  # extract ends its actors with the job: ask them first
         release(actors)
 

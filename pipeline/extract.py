@@ -143,17 +143,27 @@ def _extract(
         # Decoding on the GPU shares it: the encoders take half of each GPU, the decode tasks the rest.
         resources=Resources(cpus=1, gpus=(0.5 if gpu_decode else 1) if use_gpu else 0),
     )
+    if decode_stage is None:
+        decode_stage = DecodeStage(
+            image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu"
+        )
+        # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave.
+        # A decode task on NVDEC waits for the GPU about half its time, yet two sharing a core were slower
+        # (bench_extract_scale, 16 cores + H100: 34.7 s of work against 28.6 s): each takes a whole core.
+        if gpu_decode:
+            gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
+            decode_stage = dataclasses.replace(
+                decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
+            )
     encoders = stage_actors(encode, n_encoders)
     try:
         info_ref = encoders[0].invoke.remote("encoder_info")
-        early_probes = {}
+        early = {}
         if ec.rebuild or not (Path(cache_dir) / schema.CACHE_JSON).is_file():
-            # A new cache skips nothing, so every video will be probed: start while the encoders load their model.
-            probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
-            early_probes = {
-                v.video_id: probe({"path": str(v.path)})
-                for v in videos[: max(1, int(ray.cluster_resources().get("CPU", 1)))]
-            }
+            # A new cache skips nothing, so every video will be probed and decoded: start while the encoders
+            # load their model (10 s on a GPU machine, when 16 cores could decode).
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            early = _start_early(videos[:cpus], ec, decode_stage, info_ref, max_segments=2 * cpus)
         info = get_plain(info_ref, EncoderLoadError)  # a model that cannot load fails here, once
         settings = _cache_settings(info, ec)
         cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
@@ -233,25 +243,55 @@ def _extract(
             }
             todo.append(_Video(v, base))
 
-        if decode_stage is None:
-            decode_stage = DecodeStage(
-                image_size=ec.image_size, nearest_frames=True, device="cuda" if gpu_decode else "cpu"
-            )
-            # Ray shows a task a GPU only if it asks for one: the decode tasks share what the encoders leave.
-            # A decode task on NVDEC waits for the GPU about half its time, yet two sharing a core were slower
-            # (bench_extract_scale, 16 cores + H100: 34.7 s of work against 28.6 s): each takes a whole core.
-            if gpu_decode:
-                gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
-                decode_stage = dataclasses.replace(
-                    decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
-                )
-        _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(
-            todo, early_probes
-        )
+        _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo, early)
         summary.seconds = time.perf_counter() - started
         return summary
     finally:
         release(encoders)  # the actors hold CPUs/GPUs and a model: free them with the job, not when collected
+
+
+@dataclass
+class _Early:
+    """A video started while the encoders load: its probe, and once that is back, its decode tasks."""
+
+    probe: ray.ObjectRef
+    probed: dict | None = None
+    decodes: list = field(default_factory=list)
+
+
+def _start_early(
+    videos: list[VideoFile], ec: ExtractConfig, decode_stage: DecodeStage, info_ref, max_segments: int
+) -> dict[str, _Early]:
+    """Probe `videos`, and decode at most `max_segments` segments of those probed, until `info_ref` (the encoder's
+    model loaded) is ready. A probe that failed is left to the run, which records why."""
+    probe, decode = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames)), stage_task(decode_stage)
+    early = {v.video_id: _Early(probe({"path": str(v.path)})) for v in videos}
+    waiting = {early[v.video_id].probe: v for v in videos}
+    segments = 0
+    while waiting and segments < max_segments:
+        ready, _ = ray.wait([info_ref, *waiting], num_returns=1)
+        if ready[0] == info_ref:
+            break
+        v = waiting.pop(ready[0])
+        try:
+            probed = ray.get(ready[0])
+        except Exception:  # noqa: BLE001 - the run gets the same error from this probe and records it
+            continue
+        batches = _segment_batches(v.path, probed["plan"], ec.segment_frames)
+        early[v.video_id].probed, early[v.video_id].decodes = probed, [decode(b) for b in batches]
+        segments += len(batches)
+    return early
+
+
+def _segment_batches(path, plan: VideoPlan, segment_frames: int) -> list[dict]:
+    """The decode tasks' batches of one video: `segment_frames` samples each."""
+    batches = []
+    for s in range(0, len(plan.frame_index), segment_frames):
+        idx = plan.frame_index[s : s + segment_frames]
+        # From the sample before: the decoder then sees every frame shown since, for the cut measure.
+        around = plan.pts_around(idx, since=plan.frame_index[s - 1] if s else None)
+        batches.append(decode_batch(path, idx, plan.rotation, plan.decoder, around))
+    return batches
 
 
 def _cache_settings(info: dict, ec: ExtractConfig) -> CacheSettings:
@@ -379,12 +419,17 @@ class _Extraction:
         self.write = ThreadPool(self._score_and_write, WRITE_THREADS)
         self.frames_done, self.t0 = 0, time.perf_counter()
 
-    def run(self, todo: list[_Video], early_probes: dict | None = None) -> None:
-        """Extract `todo`; `early_probes` (video id -> probe ref) are probes already started for some of them."""
-        early_probes = early_probes or {}
+    def run(self, todo: list[_Video], early: dict[str, _Early] | None = None) -> None:
+        """Extract `todo`; `early` (video id -> `_Early`) are videos already started while the encoders loaded."""
+        early = early or {}
         for v in todo:
-            if v.file.video_id in early_probes:
-                self.probe.track(early_probes[v.file.video_id], Call(v, (), partial(self._probed, v)))
+            started = early.get(v.file.video_id)
+            if started is None:
+                continue
+            if started.probed is None:
+                self.probe.track(started.probe, Call(v, (), partial(self._probed, v)))
+            else:
+                self._probed(v, started.probed, started.decodes)
         self.executor = Executor(
             [self.probe, self.decode, self.encode, self.write],
             self._fail,
@@ -399,7 +444,7 @@ class _Extraction:
         )
         try:
             self.executor.run(
-                (v for v in todo if v.file.video_id not in early_probes),
+                (v for v in todo if v.file.video_id not in early),
                 lambda v: self.probe.submit(Call(v, ({"path": str(v.file.path)},), partial(self._probed, v))),
                 admit=lambda: self.probe.backlog < self.probe.max_in_flight
                 and len(self.decode.queue) < 4 * self.max_decodes
@@ -408,17 +453,18 @@ class _Extraction:
         finally:
             self.summary.frames += self.frames_done
 
-    def _probed(self, v: _Video, probed: dict) -> None:
+    def _probed(self, v: _Video, probed: dict, decoding: list | None = None) -> None:
+        """`v`'s plan is back: decode its segments (`decoding`: their tasks, where already started)."""
         v.plan = probed["plan"]
         self.summary.busy_s.update(probed.get("timing", {}))
-        starts = range(0, len(v.plan.frame_index), self.segment_frames)
-        v.n_segments = len(starts)
-        for seg, s in enumerate(starts):
-            idx = v.plan.frame_index[s : s + self.segment_frames]
-            # From the sample before: the decoder then sees every frame shown since, for the cut measure.
-            around = v.plan.pts_around(idx, since=v.plan.frame_index[s - 1] if s else None)
-            batch = decode_batch(v.file.path, idx, v.plan.rotation, v.plan.decoder, around)
-            self.decode.submit(Call(v, (batch,), partial(self._decoded, v, seg)))
+        batches = _segment_batches(v.file.path, v.plan, self.segment_frames)
+        v.n_segments = len(batches)
+        for seg, batch in enumerate(batches):
+            call = Call(v, (batch,), partial(self._decoded, v, seg))
+            if decoding:
+                self.decode.track(decoding[seg], call)
+            else:
+                self.decode.submit(call)
 
     def _decoded(self, v: _Video, seg: int, ref) -> None:
         self.encode.submit(Call(v, (ref,), partial(self._encoded, v, seg)))

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -257,6 +258,38 @@ def test_decode_tasks_of_one_sample_each_measure_the_cuts_as_one_task_does(extra
     cuts = np.flatnonzero(jump_one > 0.05)
     assert len(cuts) >= 3  # the clip's cuts
     np.testing.assert_allclose(jump_many[cuts], jump_one[cuts], rtol=0.25)
+
+
+def test_the_first_videos_are_probed_and_decoded_while_the_encoder_loads(sample_dir, ray_local, tmp_path):
+    """A new cache's first videos need no model to be probed and decoded: extract starts them while its encoders
+    load (`_start_early`), within a bound on the segments held, and stops starting them once the model is there."""
+    import ray
+
+    from vtm.pipeline.discover import discover_videos
+    from vtm.pipeline.extract import _start_early
+
+    data = _small_dataset(sample_dir, tmp_path / "data", ("cuts/street shots.mp4", "transitions/dissolve.mp4"))
+    videos, ec = discover_videos(data), Config().extract
+    stage = DecodeStage(image_size=ec.image_size, nearest_frames=True)
+    loading = ray.remote(num_cpus=0)(lambda: time.sleep(60)).remote()  # a model that takes its time
+    try:
+        t = time.perf_counter()
+        early = _start_early(videos, ec, stage, loading, max_segments=100)
+        assert time.perf_counter() - t < 30  # back once every video was started, not when the model loaded
+        for v in videos:
+            started = early[v.video_id]
+            plan = started.probed["plan"]
+            assert len(started.decodes) == -(-len(plan.frame_index) // ec.segment_frames)
+            first = ray.get(started.decodes[0])
+            assert first["frames"].shape[1:] == (ec.image_size, ec.image_size, 3)
+            assert np.abs(first["frame_index"] - plan.frame_index[: len(first["frame_index"])]).max() <= 1
+
+        bounded = _start_early(videos, ec, stage, loading, max_segments=1)
+        assert sum(bool(e.decodes) for e in bounded.values()) == 1  # one video's segments, then no more
+    finally:
+        ray.cancel(loading, force=True)
+    loaded = ray.put("loaded")
+    assert not any(e.decodes for e in _start_early(videos, ec, stage, loaded, max_segments=100).values())
 
 
 def test_a_rerun_with_nothing_to_do_starts_no_ray_loads_no_model_and_writes_nothing(ray_local, tmp_path):
