@@ -302,10 +302,10 @@ def _build(cls, where: str, values: Mapping[str, Any], source: str):
     kwargs = {k: _checked(f"{where}.{k}", hints[k], v, source) for k, v in values.items()}
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as e:  # a value out of range: say which file it was read from
+        raise ConfigError(f"{e}{source}") from None
     except (TypeError, ValueError) as e:  # a model's own config checks its values; the message gets the section's name
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where}: {e}{source}") from None
 
 
 def is_number(value) -> bool:
@@ -388,7 +388,11 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, A
     unknown = set(data) - set(_SECTIONS)
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(sorted(map(str, unknown)))}; known: {', '.join(_SECTIONS)}")
-    return Config(**{name: _build(cls, name, data.get(name) or {}, source) for name, cls in _SECTIONS.items()})
+    sections = {name: _build(cls, name, data.get(name) or {}, source) for name, cls in _SECTIONS.items()}
+    try:
+        return Config(**sections)
+    except ConfigError as e:  # a value out of range across sections: say which file it was read from
+        raise ConfigError(f"{e}{source}") from None
 
 
 def _given(overrides: Mapping) -> dict:

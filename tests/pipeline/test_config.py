@@ -59,8 +59,9 @@ def test_resolved_config_round_trips(tmp_path):
 def test_bad_settings_are_rejected_with_their_name(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as refused:
         load_config(path)
+    assert str(path) in str(refused.value)  # which file to mend
 
 
 def _load(tmp_path, text):
