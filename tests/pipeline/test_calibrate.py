@@ -127,3 +127,37 @@ def test_the_fit_keeps_false_triggers_on_eventless_footage_under_the_limit():
     assert limited["settings"]["threshold"] == thresholds[2]
     assert limited["eventless"] == {"videos": 1, "seconds": 20.0, "false_triggers": 0, "per_hour": 0.0}
     assert limited["precision"] == 1.0 and limited["recall"] == 0.5
+
+
+def test_the_cut_part_is_fitted_only_where_the_cache_has_its_measure(extracted, ground_truth, tmp_path, monkeypatch):
+    """A cache extracted before the decoder measured the frames between samples has no `frame_change`: calibrate
+    leaves `cut_scale` out of its search there (every value would score alike), and searches it elsewhere."""
+    import h5py
+
+    from vtm.pipeline import calibrate
+
+    _, original = extracted
+    annotations = tmp_path / "a.jsonl"
+    annotations.write_text(
+        "".join(
+            json.dumps({"video": p, "start": t, "end": t}) + "\n"
+            for p, ts in ground_truth["events"].items()
+            for t in ts
+        )
+    )
+    searched = []
+
+    def fit(videos, *args, search, **kwargs):
+        searched.append(set(search))
+        return {"settings": {"threshold": 0.5}, "start": {}}
+
+    monkeypatch.setattr(calibrate, "fit_change_score", fit)
+    old = tmp_path / "old"
+    shutil.copytree(original.root, old)
+    for path in (old / "features").glob("*.h5"):
+        with h5py.File(path, "a") as f:
+            del f["frame_change"]
+    for cache in (original.root, old):
+        calibrate.calibrate_archive(cache, annotations, Config())
+    assert "cut_scale" in searched[0] and "cut_scale" not in searched[1]
+    assert searched[0] - {"cut_scale"} == searched[1]  # the other settings are searched alike
