@@ -10,30 +10,12 @@ cells lets a few annotated events teach "red thing anywhere", not "red thing at 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from vtm.models.configs import GridEncoderConfig
+
 CELL_INPUTS = 11  # rgb, rgb - frame mean, rgb - previous frame, (y, x)
-
-
-@dataclass(frozen=True)
-class GridEncoderConfig:
-    size: int = 8  # cells per side of the grid the model sees (the cache's 16 x 16 grid, average-pooled)
-    hidden: int = 32
-
-    def __post_init__(self):
-        if self.size < 1 or self.hidden < 1:
-            raise ValueError(f"grid size and hidden width must be >= 1, got {self.size} and {self.hidden}")
-
-    @property
-    def input_dim(self) -> int:  # flattened (size, size, 3) colours in [0, 1]
-        return self.size * self.size * 3
-
-    @property
-    def output_dim(self) -> int:
-        return 2 * self.hidden
 
 
 class GridEncoder(nn.Module):

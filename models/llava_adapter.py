@@ -12,59 +12,16 @@ text-only fallback): both read `inputs_embeds`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-VIDEO_PLACEHOLDER = "<video>"
-KINDS = ("auto", "llava", "causal_lm")
+from vtm.models.configs import LLM_KINDS, VIDEO_PLACEHOLDER, AdapterConfig, check_prompt
+
 IGNORE_INDEX = -100  # positions the LM loss skips (Hugging Face's convention)
 
 
 class LanguageModelLoadError(RuntimeError):
     """The language model cannot be loaded as asked; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    """The `adapter` section of vtm's configuration (and the "adapter" of a checkpoint's config.json)."""
-
-    llm: str | None = None  # LLaVA (or causal LM) path or hub id; None: no adapter is trained
-    llm_kind: str = "auto"  # auto | llava | causal_lm (the text-only fallback); a checkpoint records the one found
-    input_dim: int | None = field(default=None, metadata={"set_by": "the time-aware encoder's d_model"})
-    num_soft_tokens: int = 4  # soft tokens the adapter feeds the language model
-    hidden_dim: int = 512
-    lora_rank: int = 0  # 0: no LoRA, only the projector trains (the LLM base stays frozen either way)
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")  # module names inside the language model
-    prompt: str = f"USER: {VIDEO_PLACEHOLDER}\nDescribe what happens at this moment. ASSISTANT:"
-    max_new_tokens: int = 64  # per description and for the summary
-
-    def __post_init__(self):
-        object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))  # a list from YAML/JSON
-        _check_prompt(self.prompt)
-        if self.llm_kind not in KINDS:
-            raise ValueError(f"llm_kind must be one of {', '.join(KINDS)}, got {self.llm_kind!r}")
-        for name in ("num_soft_tokens", "hidden_dim", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lora_rank < 0:
-            raise ValueError(f"lora_rank must be 0 (no LoRA) or positive, got {self.lora_rank}")
-        if self.lora_rank and not self.lora_target_modules:
-            raise ValueError("lora_rank > 0 needs lora_target_modules")
-        if self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
-            raise ValueError(
-                f"lora_alpha must be > 0 and lora_dropout within [0, 1), got {self.lora_alpha} and {self.lora_dropout}"
-            )
-
-
-def _check_prompt(prompt: str) -> None:
-    if prompt.count(VIDEO_PLACEHOLDER) != 1:
-        raise ValueError(
-            f"the prompt must contain {VIDEO_PLACEHOLDER} exactly once (where the soft tokens go): {prompt!r}"
-        )
 
 
 class SoftTokenProjector(nn.Module):
@@ -97,8 +54,8 @@ def language_model_kind(name_or_path: str, kind: str = "auto") -> str:
     """ "llava" or "causal_lm" for a checkpoint, read from its config alone (cheap: no weights are loaded)."""
     from transformers import AutoConfig
 
-    if kind not in KINDS:
-        raise ValueError(f"language model kind must be one of {KINDS}, got {kind!r}")
+    if kind not in LLM_KINDS:
+        raise ValueError(f"language model kind must be one of {LLM_KINDS}, got {kind!r}")
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
@@ -247,7 +204,7 @@ class VideoLanguageAdapter(nn.Module):
 
     def _inputs(self, context, mask, prompt, images=None, texts=None) -> dict:
         """inputs_embeds, attention_mask (and labels when texts are given, pixel_values when images are)."""
-        _check_prompt(prompt)
+        check_prompt(prompt)
         batch = context.shape[0]
         embed = self.language_model.get_input_embeddings()
         device = embed.weight.device

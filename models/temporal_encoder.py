@@ -9,49 +9,12 @@ can look both ways, so the Transformer is unmasked in time and the LSTM is bidir
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-@dataclass(frozen=True)
-class TemporalEncoderConfig:
-    """The `model.encoder` section of vtm's configuration; fields with `set_by` metadata are filled from the data."""
-
-    input_dim: int = field(default=1280, metadata={"set_by": "the cache's features and the model's inputs"})
-    d_model: int = 64  # small: the default recipe is for a handful of annotated videos
-    kind: str = "transformer"  # transformer | lstm (both see frame timestamps)
-    num_layers: int = 1
-    num_heads: int = 4
-    dropout: float = 0.1
-    max_period_s: float = 600.0  # longest period of the time encoding
-    use_deltas: bool = True  # also feed each frame's change from the previous one (onsets stand out)
-    # Widths of consecutive input parts (visual features, colour histogram, colour grid) normalised and
-    # projected apart, so that a few dozen colour values are not drowned by a thousand feature values;
-    # () = the inputs as one part.
-    input_groups: tuple[int, ...] = field(
-        default=(), metadata={"set_by": "the cache's features and the model's inputs"}
-    )
-
-    def __post_init__(self):
-        if self.kind not in ("transformer", "lstm"):
-            raise ValueError(f"kind must be transformer or lstm, got {self.kind!r}")
-        for name in ("input_dim", "d_model", "num_layers", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.kind == "transformer" and self.d_model % self.num_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be within [0, 1), got {self.dropout}")
-        if self.max_period_s <= 0:
-            raise ValueError(f"max_period_s must be > 0, got {self.max_period_s}")
-        object.__setattr__(self, "input_groups", tuple(self.input_groups))
-        if self.input_groups and sum(self.input_groups) != self.input_dim:
-            raise ValueError(f"input_groups {self.input_groups} must add up to input_dim ({self.input_dim})")
-        if self.kind == "lstm" and self.d_model % 2:
-            raise ValueError(f"an LSTM's d_model must be even (two directions), got {self.d_model}")
+from vtm.models.configs import TemporalEncoderConfig
 
 
 def time_encoding(seconds: torch.Tensor, dim: int, max_period_s: float) -> torch.Tensor:

@@ -2,88 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 from torch import nn
 
-from vtm.models.grid_encoder import GridEncoder, GridEncoderConfig
-from vtm.models.temporal_encoder import TemporalEncoder, TemporalEncoderConfig
-from vtm.models.trigger_detector import TriggerDetector, TriggerDetectorConfig
-
-
-@dataclass(frozen=True)
-class TriggerModelConfig:
-    """The `model` section of vtm's configuration (and a checkpoint's config.json).
-
-    Its defaults are the training recipe's; fields with `set_by` metadata are not settings but filled from the
-    data when a model is built (see vtm.pipeline.train.build_trigger_model_config).
-    """
-
-    encoder: TemporalEncoderConfig = field(default_factory=TemporalEncoderConfig)
-    detector: TriggerDetectorConfig = field(default_factory=TriggerDetectorConfig)
-    window: int = 16  # frames the model sees at once (clip_window_size)
-    # event class names; index i is detector class i + 1
-    labels: tuple[str, ...] = field(default=("event",), metadata={"set_by": "the annotations' labels"})
-    color_inputs: bool = True  # the cached colour histogram (64 values) is appended to each frame's features
-    # the cached 16x16 colour grid, pooled to grid.size cells a side, is appended too; None: no grid
-    grid: GridEncoderConfig | None = field(default_factory=GridEncoderConfig)
-    # the shortest annotated event trained on, in samples: shorter blips of the score are noise
-    min_event_frames: int = field(default=1, metadata={"set_by": "the annotations' shortest event"})
-
-    def __post_init__(self):
-        if isinstance(self.grid, dict):
-            object.__setattr__(self, "grid", GridEncoderConfig(**self.grid))
-        object.__setattr__(self, "labels", tuple(self.labels))
-        if self.detector.input_dim is None:  # the detector reads the encoder's output
-            object.__setattr__(self, "detector", dataclasses.replace(self.detector, input_dim=self.encoder.d_model))
-        if self.detector.input_dim != self.encoder.d_model:
-            raise ValueError(
-                f"detector.input_dim ({self.detector.input_dim}) must equal encoder.d_model ({self.encoder.d_model})"
-            )
-        if len(self.labels) != self.detector.num_classes:
-            raise ValueError(f"{len(self.labels)} labels for {self.detector.num_classes} detector classes")
-        if self.window < 2:
-            raise ValueError(f"window must be at least 2 frames, got {self.window}")
-
-    @property
-    def grid_size(self) -> int:
-        """Cells per side of the colour grid in the inputs; 0: no grid."""
-        return self.grid.size if self.grid is not None else 0
-
-    @property
-    def input_dim(self) -> int:
-        """Width of one frame's inputs (see vtm.cache.windows.frame_inputs): the grid enters as raw colours."""
-        return self.encoder.input_dim + (self.grid.input_dim - self.grid.output_dim if self.grid is not None else 0)
-
-    @property
-    def input_parts(self) -> tuple[int, ...]:
-        """Widths of the parts of one frame's inputs: features[, colour histogram][, colour grid]."""
-        groups = self.encoder.input_groups or (self.encoder.input_dim,)
-        return groups[:-1] + (self.grid.input_dim,) if self.grid is not None else groups
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TriggerModelConfig:
-        """A checkpoint's config.json "model"; keys older checkpoints lack mean what those were trained without
-        (no colour inputs, no grid)."""
-        det = dict(d["detector"])
-        det["hidden_sizes"] = tuple(det["hidden_sizes"])
-        enc = dict(d["encoder"])
-        enc["input_groups"] = tuple(enc.get("input_groups", ()))
-        return cls(
-            encoder=TemporalEncoderConfig(**enc),
-            detector=TriggerDetectorConfig(**det),
-            window=d["window"],
-            labels=tuple(d["labels"]),
-            color_inputs=d.get("color_inputs", False),
-            grid=d.get("grid"),
-            min_event_frames=d.get("min_event_frames", 1),
-        )
+from vtm.models.configs import TriggerModelConfig
+from vtm.models.grid_encoder import GridEncoder
+from vtm.models.temporal_encoder import TemporalEncoder
+from vtm.models.trigger_detector import TriggerDetector
 
 
 class TriggerModel(nn.Module):

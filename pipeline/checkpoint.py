@@ -20,14 +20,16 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from vtm.cache.atomic import write_json
 from vtm.cache.store import CacheSettings
-from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+from vtm.models.configs import TriggerModelConfig
+
+if TYPE_CHECKING:
+    from vtm.models.trigger_model import TriggerModel
 
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
@@ -181,6 +183,8 @@ def save_checkpoint(
 
     `language_model` (an adapter whose LLM base was fine-tuned) is saved whole under llm/.
     """
+    from safetensors.torch import save_file
+
     directory = Path(directory)
     if directory.exists() and not is_checkpoint(directory):
         # it is replaced below: only ever an older checkpoint, never a folder of someone's files
@@ -245,6 +249,8 @@ def read_json(directory: Path, name: str) -> dict:
 
 
 def _load_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: the checkpoint is incomplete; use another one or train again")
     try:
@@ -269,6 +275,8 @@ def load_trigger_model(
     own config.json are an error (scoring with random weights would be a wrong result). With
     `strict`, any mismatch is an error.
     """
+    from vtm.models.trigger_model import TriggerModel
+
     directory = Path(directory)
     saved = saved_model_config(directory)
     meta = read_meta(directory)
@@ -321,6 +329,8 @@ def _weights_do_not_fit(directory: Path, own: dict, state: dict, fresh: list[str
 
 
 def _save_training_state(directory: Path, state: dict) -> None:
+    from safetensors.torch import save_file
+
     directory.mkdir(parents=True, exist_ok=True)
     tensors, layout = _flatten_optimizer(state["optimizer"])
     tensors["torch_rng"] = state["torch_rng"]
@@ -375,6 +385,8 @@ def load_training_state(directory: Path) -> dict:
 
 
 def capture_rng() -> dict:
+    import torch
+
     return {
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -384,6 +396,8 @@ def capture_rng() -> dict:
 
 
 def restore_rng(state: dict) -> None:
+    import torch
+
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -393,6 +407,8 @@ def restore_rng(state: dict) -> None:
 
 def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
     """torch optimizer state_dict -> (tensors for safetensors, JSON layout)."""
+    import torch
+
     tensors, scalars = {}, {}
     for pid, entry in sd["state"].items():
         for name, value in entry.items():

@@ -17,7 +17,7 @@ from vtm.cache.lock import LockError
 from vtm.cache.output_dir import OutputDirError
 from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheError, FeatureCache
-from vtm.models.visual_encoder import EncoderLoadError
+from vtm.models.encoder_weights import EncoderLoadError
 from vtm.pipeline.checkpoint import CheckpointError
 from vtm.pipeline.config import ConfigError, load_config
 from vtm.pipeline.disk_errors import explain_os_error

@@ -21,9 +21,8 @@ from typing import Any
 
 import yaml
 
-from vtm.models.llava_adapter import AdapterConfig
-from vtm.models.trigger_model import TriggerModelConfig
-from vtm.models.visual_encoder import DEFAULT_ENCODER
+from vtm.models.configs import AdapterConfig, TriggerModelConfig
+from vtm.models.encoder_weights import DEFAULT_ENCODER
 from vtm.stages.change_score import ChangeScoreStage
 from vtm.stages.decode import GRID
 from vtm.stages.describe import SUMMARY_MODES, DescribeStage

@@ -31,7 +31,7 @@ from vtm.cache.atomic import atomic_path, write_json
 from vtm.cache.storage import StorageError, is_url
 from vtm.cache.store import CacheError, CacheSettings, FeatureCache
 from vtm.cache.windows import frame_inputs
-from vtm.models.visual_encoder import EncoderLoadError, weights_source
+from vtm.models.encoder_weights import EncoderLoadError, weights_source
 from vtm.pipeline.config import Config, ConfigError, ExtractConfig, dump_config
 from vtm.pipeline.discover import VideoFile, content_digest, discover_videos
 from vtm.pipeline.executor import ActorPool, Call, Executor, TaskPool, ThreadPool

@@ -36,7 +36,8 @@ from vtm.cache.atomic import atomic_path
 from vtm.cache.output_dir import owned_output_dir
 from vtm.cache.store import FeatureCache
 from vtm.cache.windows import WindowReader, input_parts
-from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+from vtm.models.configs import TriggerModelConfig
+from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline import checkpoint as ckpt
 from vtm.pipeline.annotations import Annotations, load_annotations
 from vtm.pipeline.config import Config, ConfigError, TrainConfig, dump_config, resolve_device

@@ -16,6 +16,7 @@ that runs them on a cluster.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -40,3 +41,17 @@ class Stage:
 
     def __call__(self, batch: dict) -> dict:
         raise NotImplementedError
+
+
+def inference_mode(method):
+    """`torch.inference_mode()` around a stage's method, torch imported when it runs: the configs build stages, and
+    reading a config should not import torch."""
+
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return method(*args, **kwargs)
+
+    return run

@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from vtm.models.llava_adapter import (
-    VIDEO_PLACEHOLDER,
-    AdapterConfig,
-    LanguageModelLoadError,
-    VideoLanguageAdapter,
-    load_language_model,
-)
-from vtm.stages.base import Resources, Stage
+from vtm.models.configs import VIDEO_PLACEHOLDER, AdapterConfig
+from vtm.stages.base import Resources, Stage, inference_mode
 from vtm.stages.detect import DetectObjectsStage
 from vtm.stages.encode import pick_device
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_TOKEN = "<image>"
 DEFAULT_QUESTION = "Describe what happens in this picture."
@@ -74,6 +71,8 @@ def joined_summary(times: list[float], descriptions: list[str], frames_analyzed:
 
 
 def _gpu_dtype() -> torch.dtype:
+    import torch
+
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
@@ -111,7 +110,10 @@ class DescribeStage(Stage):
             raise ValueError("adapter and adapter_weights go together (both from a checkpoint with an adapter)")
 
     def setup(self) -> None:
+        import torch
         from transformers.utils import logging as hf_logging
+
+        from vtm.models.llava_adapter import LanguageModelLoadError, VideoLanguageAdapter, load_language_model
 
         hf_logging.disable_progress_bar()  # a worker's weight-loading bar would cut through the job's own
         if self.threads:
@@ -165,8 +167,10 @@ class DescribeStage(Stage):
             "detector": self.detector.model if self.detector is not None else None,
         }
 
-    @torch.inference_mode()
+    @inference_mode
     def __call__(self, batch: dict) -> dict:
+        import torch
+
         # A writable copy: arrays from Ray's object store are read-only, and torch warns about those on every run.
         frames = np.array(batch["frames"])
         started = time.perf_counter()
@@ -217,13 +221,15 @@ class DescribeStage(Stage):
 
     # --- the video summary ------------------------------------------------------------------------
 
-    @torch.inference_mode()
+    @inference_mode
     def summarize(self, batch: dict) -> dict:
         """Batch {times, descriptions, frames_analyzed} of one video -> {summary, vlm_seconds}.
 
         With summary "llm", one text-only call of the same language model over the timed descriptions
         (as many as fit its context, evenly spread); with none to summarize, or "join", the joined text.
         """
+        import torch
+
         times, descriptions = list(batch["times"]), list(batch["descriptions"])
         if self.summary == "join" or not descriptions:
             return {"summary": joined_summary(times, descriptions, batch.get("frames_analyzed", 0)), "vlm_seconds": 0.0}

@@ -11,9 +11,8 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from vtm.stages.base import Resources, Stage
+from vtm.stages.base import Resources, Stage, inference_mode
 from vtm.stages.encode import pick_device
 
 DEFAULT_DETECTOR = "facebook/detr-resnet-50"
@@ -57,6 +56,7 @@ class DetectObjectsStage(Stage):
     resources: Resources = Resources(cpus=1)
 
     def setup(self) -> None:
+        import torch
         from transformers import AutoConfig, DetrForObjectDetection, DetrImageProcessor
         from transformers.utils import logging as hf_logging
 
@@ -83,7 +83,7 @@ class DetectObjectsStage(Stage):
         # resize and normalise where the model runs: on a GPU, 2.7x the frames/s (bench/)
         self.preprocess_device = self.device
 
-    @torch.inference_mode()
+    @inference_mode
     def __call__(self, batch: dict) -> dict:
         frames = np.asarray(batch["frames"])
         objects: list[list[dict]] = []

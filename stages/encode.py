@@ -7,13 +7,14 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from vtm.models.visual_encoder import DEFAULT_ENCODER, build_visual_encoder
-from vtm.stages.base import Resources, Stage
+from vtm.models.encoder_weights import DEFAULT_ENCODER
+from vtm.stages.base import Resources, Stage, inference_mode
 
 
 def pick_device(device: str = "auto") -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -40,6 +41,10 @@ class EncodeStage(Stage):
     resources: Resources = Resources(cpus=1)
 
     def setup(self) -> None:
+        import torch
+
+        from vtm.models.visual_encoder import build_visual_encoder
+
         self.device = pick_device(self.device)
         if self.max_batch is None:
             # On CPU, activations of 64 frames spill out of cache: 16 encodes ~1.5x faster (bench/).
@@ -54,8 +59,10 @@ class EncodeStage(Stage):
     def encoder_info(self) -> dict:
         return dataclasses.asdict(self.info)
 
-    @torch.inference_mode()
+    @inference_mode
     def __call__(self, batch: dict) -> dict:
+        import torch
+
         t0 = time.perf_counter()
         frames = torch.from_numpy(np.array(batch["frames"]))  # a writable copy: Ray hands out read-only arrays
         t1 = time.perf_counter()

@@ -69,3 +69,18 @@ def test_the_rules_see_every_folder():
     """A new top-level package must get a rule here before it can import anything."""
     packages = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     assert packages == set(MAY_IMPORT)
+
+
+def test_reading_a_config_and_starting_a_command_import_no_torch():
+    """torch takes seconds to import (most of `vtm --help`'s time, and of a re-run with nothing to do): only the code
+    that runs a model imports it, when it runs. The configs live apart from the models for this (models/configs.py,
+    models/encoder_weights.py)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import vtm.pipeline.cli, vtm.pipeline.extract, vtm.pipeline.config, vtm.pipeline.checkpoint; "
+        "print(sorted(m for m in ('torch', 'transformers', 'timm', 'torchvision') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -187,8 +187,8 @@ class Analyser:
             )
         if self._loaded and self._loaded[0] == checkpoint:
             return self._loaded[1]
+        from vtm.models.encoder_weights import EncoderLoadError
         from vtm.models.llava_adapter import LanguageModelLoadError
-        from vtm.models.visual_encoder import EncoderLoadError
         from vtm.pipeline.infer import VideoTriggerModel
         from vtm.stages.detect import ObjectDetectorLoadError
 

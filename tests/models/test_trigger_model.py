@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from vtm.models.temporal_encoder import TemporalEncoderConfig
-from vtm.models.trigger_detector import TriggerDetectorConfig
-from vtm.models.trigger_model import TriggerModel, TriggerModelConfig, smooth_score
+from vtm.models.configs import TemporalEncoderConfig, TriggerDetectorConfig, TriggerModelConfig
+from vtm.models.trigger_model import TriggerModel, smooth_score
 
 
 def _config(kind="transformer", classes=1):

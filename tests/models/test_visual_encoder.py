@@ -3,7 +3,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vtm.models.visual_encoder import EncoderLoadError, build_visual_encoder, weights_digest, weights_source
+from vtm.models.encoder_weights import EncoderLoadError, weights_source
+from vtm.models.visual_encoder import build_visual_encoder, weights_digest
 
 
 def _frames(n=2, size=64, seed=0):

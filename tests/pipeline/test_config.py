@@ -2,9 +2,7 @@ import pytest
 import yaml
 
 from vtm.cache.schema import COLOR_HIST_DIM
-from vtm.models.llava_adapter import AdapterConfig
-from vtm.models.trigger_detector import TriggerDetectorConfig
-from vtm.models.trigger_model import TriggerModelConfig
+from vtm.models.configs import AdapterConfig, TriggerDetectorConfig, TriggerModelConfig
 from vtm.pipeline.config import DEFAULT_CONFIG_FILE, Config, ConfigError, dump_config, load_config
 from vtm.pipeline.train import build_trigger_model_config
 from vtm.stages.describe import DescribeStage

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from vtm.cache.store import CacheError, FeatureCache
 from vtm.data.sample_archive import make_archive
-from vtm.models.visual_encoder import _efficientnet_lite0_package_weights
+from vtm.models.encoder_weights import efficientnet_lite0_package_weights
 from vtm.pipeline.cli import main as cli
 from vtm.pipeline.config import Config, load_config
 from vtm.pipeline.evaluation import event_scores
@@ -294,7 +294,7 @@ def test_the_first_videos_are_probed_and_decoded_while_the_encoder_loads(sample_
 
 def test_a_rerun_with_nothing_to_do_starts_no_ray_loads_no_model_and_writes_nothing(ray_local, tmp_path):
     weights = tmp_path / "lite0.pth"
-    shutil.copy2(_efficientnet_lite0_package_weights(), weights)
+    shutil.copy2(efficientnet_lite0_package_weights(), weights)
     config = load_config(None, {"extract": {"weights": str(weights)}})
     data = make_archive(tmp_path / "data", 2, seconds=2.0, seed=7)
     cache = tmp_path / "cache"

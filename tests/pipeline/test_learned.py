@@ -113,7 +113,7 @@ def test_triggers_and_evaluate_use_the_checkpoints_threshold_unless_given(inview
 def test_one_function_builds_the_inputs_and_the_grid_is_pooled(inview):
     cache = FeatureCache.open(inview / "test_cache")
     vid = cache.manifest()["video_id"][0]
-    from vtm.models.trigger_model import TriggerModelConfig
+    from vtm.models.configs import TriggerModelConfig
     from vtm.pipeline.train import build_trigger_model_config
 
     spec: TriggerModelConfig = build_trigger_model_config(

@@ -205,7 +205,8 @@ def test_contradictory_training_settings_are_refused():
 def test_adapter_trains_with_a_tiny_llava_and_lands_in_the_checkpoint(red, tmp_path):
     import json
 
-    from vtm.models.llava_adapter import AdapterConfig, VideoLanguageAdapter
+    from vtm.models.configs import AdapterConfig
+    from vtm.models.llava_adapter import VideoLanguageAdapter
     from vtm.models.tiny import make_tiny_llava
 
     llava = make_tiny_llava(tmp_path / "tiny-llava")

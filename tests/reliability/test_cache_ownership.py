@@ -109,9 +109,8 @@ def test_an_empty_folder_and_a_new_path_are_fine(tmp_path):
 
 
 def test_training_never_replaces_a_folder_that_is_not_a_checkpoint(tmp_path):
-    from vtm.models.temporal_encoder import TemporalEncoderConfig
-    from vtm.models.trigger_detector import TriggerDetectorConfig
-    from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+    from vtm.models.configs import TemporalEncoderConfig, TriggerDetectorConfig, TriggerModelConfig
+    from vtm.models.trigger_model import TriggerModel
     from vtm.pipeline.checkpoint import CheckpointError, save_checkpoint
 
     config = TriggerModelConfig(

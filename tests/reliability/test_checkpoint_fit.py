@@ -11,9 +11,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from vtm.cache.store import CacheSettings, FeatureCache
-from vtm.models.temporal_encoder import TemporalEncoderConfig
-from vtm.models.trigger_detector import TriggerDetectorConfig
-from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+from vtm.models.configs import TemporalEncoderConfig, TriggerDetectorConfig, TriggerModelConfig
+from vtm.models.trigger_model import TriggerModel
 from vtm.pipeline.checkpoint import CheckpointError, load_trigger_model, save_checkpoint
 from vtm.pipeline.cli import main
 

@@ -54,9 +54,8 @@ def test_extract_keeps_what_decoded_with_a_warning(messy_extract):
 
 
 def test_infer_analyses_what_decoded_and_says_what_was_lost(damaged, caplog):
-    from vtm.models.temporal_encoder import TemporalEncoderConfig
-    from vtm.models.trigger_detector import TriggerDetectorConfig
-    from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+    from vtm.models.configs import TemporalEncoderConfig, TriggerDetectorConfig, TriggerModelConfig
+    from vtm.models.trigger_model import TriggerModel
     from vtm.pipeline.infer import VideoTriggerModel
     from vtm.stages.describe import DescribeStage
     from vtm.stages.encode import EncodeStage

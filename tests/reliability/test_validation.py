@@ -133,9 +133,8 @@ def test_a_negative_start_and_an_end_before_the_start_get_their_own_messages(sma
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    from vtm.models.temporal_encoder import TemporalEncoderConfig
-    from vtm.models.trigger_detector import TriggerDetectorConfig
-    from vtm.models.trigger_model import TriggerModel, TriggerModelConfig
+    from vtm.models.configs import TemporalEncoderConfig, TriggerDetectorConfig, TriggerModelConfig
+    from vtm.models.trigger_model import TriggerModel
     from vtm.pipeline.checkpoint import save_checkpoint
 
     config = TriggerModelConfig(

@@ -11,7 +11,8 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from vtm.models.visual_encoder import EncoderLoadError, _load_state_dict
+from vtm.models.encoder_weights import EncoderLoadError
+from vtm.models.visual_encoder import _load_state_dict
 from vtm.pipeline.cli import main
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vtm.models.llava_adapter import AdapterConfig, LanguageModelLoadError, VideoLanguageAdapter
+from vtm.models.configs import AdapterConfig
+from vtm.models.llava_adapter import LanguageModelLoadError, VideoLanguageAdapter
 from vtm.models.tiny import make_tiny_causal_lm, make_tiny_llava
 from vtm.stages.describe import DescribeStage, adapter_prompt, clean_text, joined_summary, plain_prompt
 
