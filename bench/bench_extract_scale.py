@@ -436,7 +436,7 @@ def summarise(r: dict) -> list[tuple[str, str]]:
                 "re-run, nothing to do",
                 f"{rerun['wall_s']:.2f} s vs import vtm.pipeline.extract {rerun['import_s']:.2f} s: "
                 f"{ratio(rerun['wall_s'], rerun['import_s']):.2f}x "
-                f"(target <= 2) [{rerun['output'][:80]}]",
+                f"(target <= 2) [{rerun['output']}]",
             )
         )
     if "wall_s" in limit and "process_s" in ext:
@@ -515,12 +515,13 @@ def _extract_rows(ext: dict, limit: dict, cores: int) -> list[tuple[str, str]]:
     )
     decode_side = sum(busy.get(k, 0) for k in ("probe_s", "decode_s", "stats_s"))
     decode_cpu = sum(busy.get(k, 0) for k in ("probe_cpu_s", "decode_cpu_s"))  # decode_cpu_s includes the statistics
-    slots = max(1.0, ext["cluster_cpus"] - ext["n_encoders"]) * ext["work_s"]
+    decode_cores = max(1.0, ext["cluster_cpus"] - ext["n_encoders"])
+    slots = decode_cores * ext["work_s"]
     rows.append(
         (
             "idle",
-            f"decode workers busy {100 * decode_side / slots:.0f} % of {slots:.0f} core-s during work; the process "
-            "tree used "
+            f"cores beside the encoder: {decode_cores:.0f}, probing and decoding {100 * decode_side / slots:.0f} % of "
+            f"the work's {ext['work_s']:.1f} s; the process tree used "
             f"{ext['tree_cpu_s'] / ext['process_s']:.1f} of {cores} cores on average",
         )
     )
@@ -543,6 +544,8 @@ def _extract_rows(ext: dict, limit: dict, cores: int) -> list[tuple[str, str]]:
 
 
 def print_rows(rows: list[tuple[str, str]]) -> None:
+    if not rows:
+        return
     width = max(len(k) for k, _ in rows)
     print()
     for k, v in rows:
@@ -634,6 +637,7 @@ def main() -> None:
         ]
         if result["machine"]["gpu"]:
             steps.append(("extract_cpu_decode", lambda: step_extract_cpu_decode(data, work)))
+        shown: set[tuple[str, str]] = set()
         for name, run in steps:
             if name in args.skip:
                 continue
@@ -650,7 +654,9 @@ def main() -> None:
                 f"  {name} done in {time.perf_counter() - t0:.0f} s"
                 + (f": FAILED {out['error'][-500:]}" if "error" in out else "")
             )
-            print_rows(summarise(result))  # the table so far
+            rows = summarise(result)
+            print_rows([row for row in rows if row not in shown])  # what this step added (a cut run keeps it)
+            shown.update(rows)
     finally:
         sampler.stop()
         if args.keep_data:
@@ -658,6 +664,7 @@ def main() -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
     save()
+    print("\nall steps:")
     print_rows(summarise(result))
     print(f"\nwhole benchmark {result['bench_s']:.0f} s; results: {out_dir / 'bench_extract_scale.json'}")
 

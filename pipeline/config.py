@@ -298,13 +298,17 @@ def _build(cls, where: str, values: Mapping[str, Any], source: str):
             f"known in {where}: {', '.join(sorted(known))}"
         )
     hints = typing.get_type_hints(cls)
-    kwargs = {k: _checked(f"{where}.{k}", hints[k], v, source) for k, v in values.items()}
     try:
-        return cls(**kwargs)
-    except ConfigError as e:  # a value out of range: say which file it was read from
-        raise ConfigError(f"{e}{source}") from None
+        return cls(**{k: _checked(f"{where}.{k}", hints[k], v, source) for k, v in values.items()})
+    except ConfigError as e:  # a value of the wrong type or out of range: say which file it was read from
+        raise ConfigError(_naming(str(e), source)) from None
     except (TypeError, ValueError) as e:  # a model's own config checks its values; the message gets the section's name
-        raise ConfigError(f"{where}: {e}{source}") from None
+        raise ConfigError(_naming(f"{where}: {e}", source)) from None
+
+
+def _naming(message: str, source: str) -> str:
+    """`message` ending with where the settings were read (`source`: "" or " in FILE"), said once."""
+    return message if source in message else message + source
 
 
 def is_number(value) -> bool:
@@ -391,7 +395,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, A
     try:
         return Config(**sections)
     except ConfigError as e:  # a value out of range across sections: say which file it was read from
-        raise ConfigError(f"{e}{source}") from None
+        raise ConfigError(_naming(str(e), source)) from None
 
 
 def _given(overrides: Mapping) -> dict:

@@ -51,6 +51,8 @@ def test_resolved_config_round_trips(tmp_path):
         ("change_score:\n  activity_weight: -5\n", "change_score.activity_weight must be >= 0"),
         ("change_score:\n  light_from: 1.5\n", "change_score.light_from must be within 0..1"),
         ("change_score:\n  cut_scale: 0\n", "change_score.cut_scale must be > 0"),
+        ("triggers:\n  threshold: abc\n", "triggers.threshold must be a number"),
+        ("model:\n  encoder: {d_model: ten}\n", "model.encoder.d_model must be a whole number"),
         ("- a list\n", "mapping"),
     ],
 )
