@@ -733,7 +733,8 @@ def export(out_dir, fmt, to_dir, exact, no_progress):
     except ExportError as e:
         _fail(str(e))
     click.echo(
-        f"{summary.moments} moments of {summary.videos} videos -> {len(summary.files)} files in {summary.out_dir}"
+        f"{summary.moments} moments of {summary.videos} videos -> {len(summary.files)} "
+        f"file{'' if len(summary.files) == 1 else 's'} in {summary.out_dir}"
     )
     for video, reason in summary.failed:
         click.secho(f"  failed: {video}: {reason}", fg="red", err=True)
