@@ -26,7 +26,7 @@ SCORES_DIR = "scores"
 FEATURES_DIR = "features"
 EXTRACT_CONFIG = "extract_config.yaml"  # the resolved configuration of the last extract
 ENCODER_SOURCE_JSON = (
-    "encoder_source.json"  # {"source": models.visual_encoder.weights_source(...), "encoder_info": {...}}
+    "encoder_source.json"  # {"source": models.encoder_weights.weights_source(...), "encoder_info": {...}}
 )
 CHANGE_SCORE_JSON = "change_score.json"  # the change score's version and settings that made the stored scores
 
