@@ -124,6 +124,11 @@ def extract(
         _fail(str(e))
     except OSError as e:
         _fail(explain_os_error(e), code=1)
+    except KeyboardInterrupt:
+        _fail(
+            f"interrupted: the videos finished so far are kept in {cache_dir}; the same command goes on from there",
+            code=130,
+        )
     click.echo(
         f"{summary.videos} videos: {summary.ok} extracted, {summary.skipped} already in the cache, "
         f"{len(summary.failed)} failed; {summary.frames} frames in {summary.seconds:.1f} s "

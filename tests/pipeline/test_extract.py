@@ -317,3 +317,19 @@ def test_a_rerun_with_nothing_to_do_starts_no_ray_loads_no_model_and_writes_noth
     torch.save(sd, weights)  # other weights under the same name: the cache must refuse them, not skip
     with pytest.raises(CacheError, match="weights_digest.*--rebuild"):
         run_extract(data, cache, config, progress=False)
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_go_on(tmp_path, monkeypatch):
+    """Ctrl-C during `vtm extract`: one line saying the finished videos are kept and the same command goes on, exit
+    status 130 (interrupted), not click's bare "Aborted!"."""
+    import vtm.pipeline.extract as extract
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract, "run_extract", interrupted)
+    (tmp_path / "videos").mkdir()
+    result = CliRunner().invoke(cli, ["extract", str(tmp_path / "videos"), "--cache", str(tmp_path / "cache")])
+    assert result.exit_code == 130
+    assert "interrupted: the videos finished so far are kept in" in result.output
+    assert "the same command goes on from there" in result.output
