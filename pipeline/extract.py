@@ -155,6 +155,8 @@ def _extract(
             decode_stage = dataclasses.replace(
                 decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
             )
+    # One task function per stage for the whole run, so that a worker sets each stage up once, early calls or not.
+    probe, decode = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames)), stage_task(decode_stage)
     encoders = stage_actors(encode, n_encoders)
     try:
         info_ref = encoders[0].invoke.remote("encoder_info")
@@ -163,7 +165,7 @@ def _extract(
             # A new cache skips nothing, so every video will be probed and decoded: start while the encoders
             # load their model (10 s on a GPU machine, when 16 cores could decode).
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-            early = _start_early(videos[:cpus], ec, decode_stage, info_ref, max_segments=2 * cpus)
+            early = _start_early(videos[:cpus], probe, decode, ec.segment_frames, info_ref, max_segments=2 * cpus)
         info = get_plain(info_ref, EncoderLoadError)  # a model that cannot load fails here, once
         settings = _cache_settings(info, ec)
         cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
@@ -243,7 +245,7 @@ def _extract(
             }
             todo.append(_Video(v, base))
 
-        _Extraction(cache, config, decode_stage, encoders, rows, summary, progress, trigger_model).run(todo, early)
+        _Extraction(cache, config, probe, decode, encoders, rows, summary, progress, trigger_model).run(todo, early)
         summary.seconds = time.perf_counter() - started
         return summary
     finally:
@@ -260,11 +262,11 @@ class _Early:
 
 
 def _start_early(
-    videos: list[VideoFile], ec: ExtractConfig, decode_stage: DecodeStage, info_ref, max_segments: int
+    videos: list[VideoFile], probe, decode, segment_frames: int, info_ref, max_segments: int
 ) -> dict[str, _Early]:
-    """Probe `videos`, and decode at most `max_segments` segments of those probed, until `info_ref` (the encoder's
-    model loaded) is ready. A probe that failed is left to the run, which records why."""
-    probe, decode = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames)), stage_task(decode_stage)
+    """Probe `videos` and decode at most `max_segments` segments of those probed (`probe`, `decode`: the run's
+    `stage_task`s), until `info_ref` (the encoder's model loaded) is ready. A probe that failed is left to the run,
+    which records why."""
     early = {v.video_id: _Early(probe({"path": str(v.path)})) for v in videos}
     waiting = {early[v.video_id].probe: v for v in videos}
     segments = 0
@@ -277,7 +279,7 @@ def _start_early(
             probed = ray.get(ready[0])
         except Exception:  # noqa: BLE001 - the run gets the same error from this probe and records it
             continue
-        batches = _segment_batches(v.path, probed["plan"], ec.segment_frames)
+        batches = _segment_batches(v.path, probed["plan"], segment_frames)
         early[v.video_id].probed, early[v.video_id].decodes = probed, [decode(b) for b in batches]
         segments += len(batches)
     return early
@@ -394,7 +396,8 @@ class _Extraction:
         self,
         cache: FeatureCache,
         config: Config,
-        decode_stage: DecodeStage,
+        probe,
+        decode,
         encoders: list,
         rows: dict,
         summary: ExtractSummary,
@@ -412,8 +415,8 @@ class _Extraction:
         self.max_decodes = 2 * cpus
         # Decoded segments stay in the object store until an encoder takes them (the encoder gets the reference).
         self.encode = ActorPool(encoders, per_actor=2)
-        self.decode = TaskPool(stage_task(decode_stage), self.max_decodes, fetch=False, results_wait_in=self.encode)
-        self.probe = TaskPool(stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames)), max_in_flight=cpus)
+        self.decode = TaskPool(decode, self.max_decodes, fetch=False, results_wait_in=self.encode)
+        self.probe = TaskPool(probe, max_in_flight=cpus)
         # Scoring and writing a finished video takes this process 0.1-0.25 s: done in the loop, it kept 16 cores
         # half idle (bench_extract_scale on a 16-core machine: 37 of 52 s of work were writes).
         self.write = ThreadPool(self._score_and_write, WRITE_THREADS)
@@ -474,17 +477,20 @@ class _Extraction:
         self.summary.busy_s.update(part.get("timing", {}))
         self.summary.decoded_with[part.get("decoded_with", "?")] += 1
         if len(v.parts) == v.n_segments:
-            video = self._joined(v)
-            if video is not None:
-                self.write.submit(Call(v, (v.row["video_id"], video), partial(self._written, v, video)))
+            joined = self._joined(v)
+            if joined is not None:
+                video, warning = joined
+                n = len(video["frame_index"])
+                self.write.submit(Call(v, (v.row["video_id"], video), partial(self._written, v, n, warning)))
 
     def _fail(self, v: _Video, reason: str) -> None:
         v.parts.clear()
         self.rows[v.row["video_id"]] = {**v.row, "status": schema.STATUS_FAILED, "error": reason}
         self.summary.failed.append((v.row["path"], reason))
 
-    def _joined(self, v: _Video) -> dict | None:
-        """The video's segments joined, the frames that did not decode left out (None: too few decoded)."""
+    def _joined(self, v: _Video) -> tuple[dict, str | None] | None:
+        """The video's segments joined, the frames that did not decode left out, and the warning that says so (None:
+        too few decoded)."""
         parts = [v.parts[i] for i in range(v.n_segments)]
         v.parts.clear()
         kept = ("features", "hist", "grid", "frame_change", "frame_index")
@@ -493,15 +499,14 @@ class _Extraction:
         # The frames decoded may be neighbours of the planned ones (DecodeStage.nearest_frames): store those.
         plan = v.plan
         joined["timestamps"] = plan.pts[joined["frame_index"]] if plan.pts is not None else plan.timestamps
-        joined["warning"] = None
-        if not decoded.all():  # a partly corrupt video keeps what decoded, and says what was lost
-            try:
-                joined["warning"] = partial_decode_warning(joined["timestamps"], decoded, self.sample_fps)
-            except DecodeError as e:
-                self.executor.fail(v, str(e))
-                return None
-            joined = {k: a[decoded] if isinstance(a, np.ndarray) else a for k, a in joined.items()}
-        return joined
+        if decoded.all():
+            return joined, None
+        try:  # a partly corrupt video keeps what decoded, and says what was lost
+            warning = partial_decode_warning(joined["timestamps"], decoded, self.sample_fps)
+        except DecodeError as e:
+            self.executor.fail(v, str(e))
+            return None
+        return {k: a[decoded] for k, a in joined.items()}, warning
 
     def _score_and_write(self, video_id: str, video: dict) -> float:
         """Score one joined video and write its files (in a writer thread); returns the seconds it took."""
@@ -530,9 +535,9 @@ class _Extraction:
         )
         return time.perf_counter() - t
 
-    def _written(self, v: _Video, video: dict, seconds: float) -> None:
-        """The video's files are written: its manifest row says so."""
-        plan, warning = v.plan, video["warning"]
+    def _written(self, v: _Video, frames: int, warning: str | None, seconds: float) -> None:
+        """The video's files are written (`frames` samples): its manifest row says so."""
+        plan = v.plan
         if warning is not None:
             self.summary.warnings.append((v.row["path"], warning))
         self.rows[v.row["video_id"]] = {
@@ -542,7 +547,7 @@ class _Extraction:
             "width": plan.width,
             "height": plan.height,
             "rotation": plan.rotation,
-            "frames_sampled": len(video["frame_index"]),
+            "frames_sampled": frames,
             "decoder": plan.decoder,
             "status": schema.STATUS_OK,
             "error": None,
@@ -550,5 +555,5 @@ class _Extraction:
         }
         self.summary.ok += 1
         self.summary.busy_s["write_s"] += seconds
-        self.frames_done += len(video["frame_index"])
+        self.frames_done += frames
         self.executor.done(v)

@@ -267,14 +267,17 @@ def test_the_first_videos_are_probed_and_decoded_while_the_encoder_loads(sample_
 
     from vtm.pipeline.discover import discover_videos
     from vtm.pipeline.extract import _start_early
+    from vtm.pipeline.ray_runner import stage_task
+    from vtm.stages.decode import ProbeStage
 
     data = _small_dataset(sample_dir, tmp_path / "data", ("cuts/street shots.mp4", "transitions/dissolve.mp4"))
     videos, ec = discover_videos(data), Config().extract
-    stage = DecodeStage(image_size=ec.image_size, nearest_frames=True)
+    probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
+    decode = stage_task(DecodeStage(image_size=ec.image_size, nearest_frames=True))
     loading = ray.remote(num_cpus=0)(lambda: time.sleep(60)).remote()  # a model that takes its time
     try:
         t = time.perf_counter()
-        early = _start_early(videos, ec, stage, loading, max_segments=100)
+        early = _start_early(videos, probe, decode, ec.segment_frames, loading, max_segments=100)
         assert time.perf_counter() - t < 30  # back once every video was started, not when the model loaded
         for v in videos:
             started = early[v.video_id]
@@ -284,12 +287,14 @@ def test_the_first_videos_are_probed_and_decoded_while_the_encoder_loads(sample_
             assert first["frames"].shape[1:] == (ec.image_size, ec.image_size, 3)
             assert np.abs(first["frame_index"] - plan.frame_index[: len(first["frame_index"])]).max() <= 1
 
-        bounded = _start_early(videos, ec, stage, loading, max_segments=1)
+        bounded = _start_early(videos, probe, decode, ec.segment_frames, loading, max_segments=1)
         assert sum(bool(e.decodes) for e in bounded.values()) == 1  # one video's segments, then no more
     finally:
         ray.cancel(loading, force=True)
     loaded = ray.put("loaded")
-    assert not any(e.decodes for e in _start_early(videos, ec, stage, loaded, max_segments=100).values())
+    assert not any(
+        e.decodes for e in _start_early(videos, probe, decode, ec.segment_frames, loaded, max_segments=100).values()
+    )
 
 
 def test_a_rerun_with_nothing_to_do_starts_no_ray_loads_no_model_and_writes_nothing(ray_local, tmp_path):
