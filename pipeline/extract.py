@@ -18,7 +18,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -75,6 +75,7 @@ class ExtractSummary:
         return not self.failed
 
 
+EARLY_BYTES = 2**30  # decoded segments held for the encoders while they load, at most
 WRITE_THREADS = 4  # threads scoring and writing finished videos (numpy, scipy and file writes release the GIL)
 
 
@@ -164,8 +165,14 @@ def _extract(
         if ec.rebuild or not (Path(cache_dir) / schema.CACHE_JSON).is_file():
             # A new cache skips nothing, so every video will be probed and decoded: start while the encoders
             # load their model (10 s on a GPU machine, when 16 cores could decode).
-            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-            early = _start_early(videos[:cpus], probe, decode, ec.segment_frames, info_ref, max_segments=2 * cpus)
+            resources = ray.cluster_resources()
+            cpus = max(1, int(resources.get("CPU", 1)))
+            # Decoded segments wait in the object store for the encoders: a quarter of it at most, a GiB at most.
+            held = min(EARLY_BYTES, resources.get("object_store_memory", 0) / 4)
+            max_segments = max(2 * cpus, int(held // (ec.segment_frames * 3 * ec.image_size**2)))
+            early = _start_early(
+                videos, probe, decode, ec.segment_frames, info_ref, max_segments=max_segments, max_in_flight=2 * cpus
+            )
         info = get_plain(info_ref, EncoderLoadError)  # a model that cannot load fails here, once
         settings = _cache_settings(info, ec)
         cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
@@ -262,27 +269,46 @@ class _Early:
 
 
 def _start_early(
-    videos: list[VideoFile], probe, decode, segment_frames: int, info_ref, max_segments: int
+    videos: list[VideoFile], probe, decode, segment_frames: int, info_ref, max_segments: int, max_in_flight: int
 ) -> dict[str, _Early]:
-    """Probe `videos` and decode at most `max_segments` segments of those probed (`probe`, `decode`: the run's
-    `stage_task`s), until `info_ref` (the encoder's model loaded) is ready. A probe that failed is left to the run,
-    which records why."""
-    early = {v.video_id: _Early(probe({"path": str(v.path)})) for v in videos}
-    waiting = {early[v.video_id].probe: v for v in videos}
+    """Probe and decode `videos` in order (`probe`, `decode`: the run's `stage_task`s) until `info_ref` (the
+    encoder's model loaded) is ready: at most `max_in_flight` decodes running or queued in Ray, as many probes as
+    keep them fed, and `max_segments` segments in all (they wait in the object store for the encoders). Returns the
+    videos started, some perhaps still probing or probed with no decode yet; the run takes them from there. A probe
+    that failed is left to the run, which records why."""
+    early: dict[str, _Early] = {}
+    upcoming = iter(videos)
+    probing: dict[ray.ObjectRef, VideoFile] = {}
+    probed: deque[VideoFile] = deque()  # probed, waiting for room to decode
+    decoding: set[ray.ObjectRef] = set()
     segments = 0
-    while waiting and segments < max_segments:
-        ready, _ = ray.wait([info_ref, *waiting], num_returns=1)
+    while True:
+        while probed and len(decoding) < max_in_flight and segments < max_segments:
+            v = probed.popleft()
+            started = early[v.video_id]
+            started.decodes = [decode(b) for b in _segment_batches(v.path, started.probed["plan"], segment_frames)]
+            decoding.update(started.decodes)
+            segments += len(started.decodes)
+        while len(probing) + len(probed) < max(1, max_in_flight // 2) and segments < max_segments:
+            v = next(upcoming, None)
+            if v is None:
+                break
+            ref = probe({"path": str(v.path)})
+            early[v.video_id], probing[ref] = _Early(ref), v
+        if not probing and (not probed or segments >= max_segments):
+            return early  # all started, or as many as may wait: the rest is the run's
+        ready, _ = ray.wait([info_ref, *probing, *decoding], num_returns=1, fetch_local=False)
         if ready[0] == info_ref:
-            break
-        v = waiting.pop(ready[0])
+            return early
+        if ready[0] in decoding:
+            decoding.discard(ready[0])
+            continue
+        v = probing.pop(ready[0])
         try:
-            probed = ray.get(ready[0])
+            early[v.video_id].probed = ray.get(ready[0])
         except Exception:  # noqa: BLE001 - the run gets the same error from this probe and records it
             continue
-        batches = _segment_batches(v.path, probed["plan"], segment_frames)
-        early[v.video_id].probed, early[v.video_id].decodes = probed, [decode(b) for b in batches]
-        segments += len(batches)
-    return early
+        probed.append(v)
 
 
 def _segment_batches(path, plan: VideoPlan, segment_frames: int) -> list[dict]:

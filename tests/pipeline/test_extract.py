@@ -261,8 +261,9 @@ def test_decode_tasks_of_one_sample_each_measure_the_cuts_as_one_task_does(extra
 
 
 def test_the_first_videos_are_probed_and_decoded_while_the_encoder_loads(sample_dir, ray_local, tmp_path):
-    """A new cache's first videos need no model to be probed and decoded: extract starts them while its encoders
-    load (`_start_early`), within a bound on the segments held, and stops starting them once the model is there."""
+    """A new cache's videos need no model to be probed and decoded: extract starts them while its encoders load
+    (`_start_early`), a bounded number of decodes at a time and of segments in all, and stops starting them once
+    the model is there."""
     import ray
 
     from vtm.pipeline.discover import discover_videos
@@ -270,15 +271,24 @@ def test_the_first_videos_are_probed_and_decoded_while_the_encoder_loads(sample_
     from vtm.pipeline.ray_runner import stage_task
     from vtm.stages.decode import ProbeStage
 
-    data = _small_dataset(sample_dir, tmp_path / "data", ("cuts/street shots.mp4", "transitions/dissolve.mp4"))
+    names = ("cuts/street shots.mp4", "transitions/dissolve.mp4", "cámara 1/entrada.mp4")
+    data = _small_dataset(sample_dir, tmp_path / "data", names)
     videos, ec = discover_videos(data), Config().extract
     probe = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames))
-    decode = stage_task(DecodeStage(image_size=ec.image_size, nearest_frames=True))
+    decode_task = stage_task(DecodeStage(image_size=ec.image_size, nearest_frames=True))
+    submitted = []
+
+    def decode(batch):  # one decode at a time (max_in_flight=1): every earlier one is done when the next starts
+        assert not [r for r in submitted if not ray.wait([r], timeout=0, fetch_local=False)[0]]
+        submitted.append(decode_task(batch))
+        return submitted[-1]
+
     loading = ray.remote(num_cpus=0)(lambda: time.sleep(60)).remote()  # a model that takes its time
     try:
         t = time.perf_counter()
-        early = _start_early(videos, probe, decode, ec.segment_frames, loading, max_segments=100)
+        early = _start_early(videos, probe, decode, ec.segment_frames, loading, max_segments=100, max_in_flight=1)
         assert time.perf_counter() - t < 30  # back once every video was started, not when the model loaded
+        assert len(submitted) == len(videos)  # one segment each, one after another
         for v in videos:
             started = early[v.video_id]
             plan = started.probed["plan"]
@@ -287,14 +297,14 @@ def test_the_first_videos_are_probed_and_decoded_while_the_encoder_loads(sample_
             assert first["frames"].shape[1:] == (ec.image_size, ec.image_size, 3)
             assert np.abs(first["frame_index"] - plan.frame_index[: len(first["frame_index"])]).max() <= 1
 
-        bounded = _start_early(videos, probe, decode, ec.segment_frames, loading, max_segments=1)
+        bounded = _start_early(videos, probe, decode_task, ec.segment_frames, loading, max_segments=1, max_in_flight=4)
         assert sum(bool(e.decodes) for e in bounded.values()) == 1  # one video's segments, then no more
+        assert all(e.probed is not None for e in bounded.values())  # the others probed: the run decodes them
     finally:
         ray.cancel(loading, force=True)
     loaded = ray.put("loaded")
-    assert not any(
-        e.decodes for e in _start_early(videos, probe, decode, ec.segment_frames, loaded, max_segments=100).values()
-    )
+    started = _start_early(videos, probe, decode_task, ec.segment_frames, loaded, max_segments=100, max_in_flight=4)
+    assert not any(e.decodes for e in started.values())
 
 
 def test_a_rerun_with_nothing_to_do_starts_no_ray_loads_no_model_and_writes_nothing(ray_local, tmp_path):
