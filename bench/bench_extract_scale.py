@@ -19,7 +19,7 @@ Every number is measured in this run, on this machine, and compared as a ratio:
 5. re-run       `python -m vtm.pipeline.cli extract` again on the finished cache, whole process, as a user
                 runs it, against `python -c "import vtm.pipeline.extract"` (best of 2 each).
 6. nvdec        where a GPU exists: one clip decoded by extract's decoder on the GPU and on the CPU.
-7. CPU decoding where a GPU exists: extract cold again with extract.decode_device: cpu, to compare.
+7. NVDEC        where a GPU exists: extract cold again with extract.decode_device: cuda, to compare.
 
 GPU and video-decoder utilisation are sampled with nvidia-smi (where there is one) during every step.
 Results go to DIR/bench_extract_scale.json, rewritten after each step; a failed step is recorded
@@ -275,11 +275,11 @@ def step_extract(data: dict, work: Path) -> dict:
     return out
 
 
-def step_extract_cpu_decode(data: dict, work: Path) -> dict:
-    """On a GPU machine: the same cold extract with decoding on the CPU (extract.decode_device: cpu)."""
-    config = work / "cpu_decode.yaml"
-    config.write_text("extract:\n  decode_device: cpu\n")
-    out = bench_extract.run_child("extract_config", data["archive"], work / "cache_cpu_decode", config)
+def step_extract_nvdec(data: dict, work: Path) -> dict:
+    """On a GPU machine: the same cold extract with decoding on NVDEC (extract.decode_device: cuda)."""
+    config = work / "nvdec.yaml"
+    config.write_text("extract:\n  decode_device: cuda\n")
+    out = bench_extract.run_child("extract_config", data["archive"], work / "cache_nvdec", config)
     out["actor"] = out.pop("encode_stage", None)
     return out
 
@@ -456,11 +456,11 @@ def summarise(r: dict) -> list[tuple[str, str]]:
                 f"{ratio(ext['work_s'], psd['wall_s']):.2f}",
             )
         )
-    var = steps.get("extract_cpu_decode", {})
+    var = steps.get("extract_nvdec", {})
     if "process_s" in var:
         rows.append(
             (
-                "extract, CPU decoding",
+                "extract, NVDEC decoding",
                 f"{var['process_s']:.1f} s = {vhh(var['process_s']):.0f} video-h/h (process); work "
                 f"{var['work_s']:.1f} s{gpu(var)}",
             )
@@ -588,7 +588,7 @@ def main() -> None:
             "extract",
             "rerun",
             "nvdec",
-            "extract_cpu_decode",
+            "extract_nvdec",
         ],
         help="steps to leave out",
     )
@@ -636,7 +636,7 @@ def main() -> None:
             ("scenedetect", lambda: step_scenedetect(data, cores)),
         ]
         if result["machine"]["gpu"]:
-            steps.append(("extract_cpu_decode", lambda: step_extract_cpu_decode(data, work)))
+            steps.append(("extract_nvdec", lambda: step_extract_nvdec(data, work)))
         shown: set[tuple[str, str]] = set()
         for name, run in steps:
             if name in args.skip:
