@@ -102,14 +102,22 @@ class _Pool:
 
 
 class TaskPool(_Pool):
-    """A stage run as Ray tasks (`ray_runner.stage_task`): at most `max_in_flight` running, counting the results
-    already back that still wait in `results_wait_in`'s queue (so only that many results are ever held)."""
+    """A stage run as Ray tasks (`ray_runner.stage_task`): at most `max_in_flight` running, and at most `max_held`
+    (default `max_in_flight`) running or back and still waiting in `results_wait_in`'s queue, so only that many
+    results are ever held. A larger `max_held` lets a backlog (decoded while a model loaded) drain while new tasks
+    run."""
 
     def __init__(
-        self, run: Callable[..., Any], max_in_flight: int, fetch: bool = True, results_wait_in: _Pool | None = None
+        self,
+        run: Callable[..., Any],
+        max_in_flight: int,
+        fetch: bool = True,
+        results_wait_in: _Pool | None = None,
+        max_held: int | None = None,
     ):
         super().__init__(fetch)
         self.run, self.max_in_flight, self.results_wait_in = run, max_in_flight, results_wait_in
+        self.max_held = max_in_flight if max_held is None else max_held
 
     def track(self, ref, call: Call) -> None:
         """A call started before the executor ran (e.g. while a model loads)."""
@@ -117,7 +125,9 @@ class TaskPool(_Pool):
 
     def dispatch(self, executor: Executor, nothing_more_comes: bool) -> None:
         waiting = self.results_wait_in.queue if self.results_wait_in is not None else ()
-        while self.queue and len(self.in_flight) + len(waiting) < self.max_in_flight:
+        while self.queue:
+            if len(self.in_flight) >= self.max_in_flight or len(self.in_flight) + len(waiting) >= self.max_held:
+                break
             call = self.queue.popleft()
             if not executor.has_failed(call.item):
                 self.in_flight[self.run(*call.args)] = call

@@ -452,6 +452,9 @@ class _Extraction:
     def run(self, todo: list[_Video], early: dict[str, _Early] | None = None) -> None:
         """Extract `todo`; `early` (video id -> `_Early`) are videos already started while the encoders loaded."""
         early = early or {}
+        # The segments decoded while the encoders loaded wait for them on top of the usual bound: new decodes keep
+        # the cores busy while that backlog drains (counted in it, they idled 16 cores for seconds).
+        self.decode.max_held = self.max_decodes + sum(len(e.decodes) for e in early.values())
         for v in todo:
             started = early.get(v.file.video_id)
             if started is None:

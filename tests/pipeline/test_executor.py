@@ -66,6 +66,30 @@ def test_only_the_bounded_number_of_results_is_ever_held(ray_local):
     assert max(held) <= 2 + 1  # decode bound + the one call on the actor; unbounded, the fast decodes pile up
 
 
+def test_a_backlog_of_results_drains_while_new_tasks_run(ray_local):
+    """With `max_held` above `max_in_flight` (a backlog decoded while a model loaded), more results may wait for a
+    slow actor, while no more tasks than `max_in_flight` ever run."""
+    encode = ActorPool(stage_actors(_sleep_stage(0.05), 1), per_actor=1)
+    decode = TaskPool(stage_task(_sleep_stage()), max_in_flight=1, fetch=False, results_wait_in=encode, max_held=4)
+    running, held = [], []
+
+    def encoded(item, result):
+        running.append(len(decode.in_flight))
+        held.append(len(decode.in_flight) + len(encode.queue) + len(encode.in_flight))
+        executor.done(item)
+
+    def start(item):
+        then = lambda ref: encode.submit(Call(item, (ref,), partial(encoded, item)))  # noqa: E731
+        decode.submit(Call(item, ({"item": item},), then))
+
+    failures: list = []
+    executor = _executor([decode, encode], failures, 20)
+    executor.run(range(20), start)
+    assert len(held) == 20 and failures == []
+    assert max(running) <= 1
+    assert 3 <= max(held) <= 4 + 1  # the larger bound is used (+ the one call on the actor), and kept
+
+
 def test_a_failure_is_recorded_once_with_its_reason_and_the_items_other_calls_are_dropped(ray_local):
     decode = TaskPool(stage_task(_sleep_stage()), max_in_flight=1)
     returned: list = []
