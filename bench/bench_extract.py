@@ -87,10 +87,13 @@ def child_extract(
         marks["encode_stage"] = dataclasses.asdict(stage)  # the baseline rebuilds exactly this stage
         marks["n_encoders"] = n
         marks["actors"] = actors
+        created_at = time.time()
 
         def wait_for_model():
             ray.get([a.invoke.remote("encoder_info") for a in actors])
             marks["encoders_ready"] = time.perf_counter()
+            setup = ray.get(actors[0].invoke.remote("setup_timing"))
+            marks["encoder_setup"] = {"actor_start_s": setup.pop("started_at") - created_at, **setup}
             marks["actor_pids"] = actor_pids(actors)
 
         marks["waiter"] = threading.Thread(target=wait_for_model, daemon=True)
@@ -116,6 +119,7 @@ def child_extract(
         "import_s": import_s,
         "ray_init_s": ray_init_s,
         "model_load_s": marks["encoders_ready"] - t_run,  # actor start + encoder setup (+ discovery, tiny)
+        "encoder_setup": marks["encoder_setup"],  # the first actor's: process start, import, build, to device
         "run_extract_s": summary.seconds,  # as reported by extract itself (Ray was already up)
         "work_s": t_end - marks["encoders_ready"],  # encoders loaded -> last video written
         "videos": summary.videos,

@@ -503,6 +503,16 @@ def _extract_rows(ext: dict, limit: dict, cores: int) -> list[tuple[str, str]]:
             f"| Ray shutdown {ext['ray_shutdown_s']:.1f}",
         )
     ]
+    setup = ext.get("encoder_setup")
+    if setup:
+        rows.append(
+            (
+                "model load (s)",
+                f"actor process start {setup['actor_start_s']:.1f} | import torch and the model code "
+                f"{setup['import_s']:.1f} | build with weights {setup['build_s']:.1f} | to device "
+                f"{setup['to_device_s']:.1f}",
+            )
+        )
     names = ("probe_s", "decode_s", "stats_s", "to_encoder_s", "encode_s", "write_s")
     rows.append(
         (

@@ -169,7 +169,8 @@ def _extract(
             resources = ray.cluster_resources()
             cpus = max(1, int(resources.get("CPU", 1)))
             # Decoded segments wait in the object store for the encoders: a quarter of it at most, a GiB at most.
-            held = min(EARLY_BYTES, resources.get("object_store_memory", 0) / 4)
+            # An encoder on the CPU is slower than the decoding anyway: segments decoded further ahead only wait.
+            held = min(EARLY_BYTES, resources.get("object_store_memory", 0) / 4) if use_gpu else 0
             max_segments = max(2 * cpus, int(held // (ec.segment_frames * 3 * ec.image_size**2)))
             early = _start_early(
                 videos, probe, decode, ec.segment_frames, info_ref, max_segments=max_segments, max_in_flight=2 * cpus
@@ -452,8 +453,9 @@ class _Extraction:
     def run(self, todo: list[_Video], early: dict[str, _Early] | None = None) -> None:
         """Extract `todo`; `early` (video id -> `_Early`) are videos already started while the encoders loaded."""
         early = early or {}
-        # The segments decoded while the encoders loaded wait for them on top of the usual bound: new decodes keep
-        # the cores busy while that backlog drains (counted in it, they idled 16 cores for seconds).
+        # The segments decoded while the encoders loaded wait for them on top of the usual bound, which each encoded
+        # segment brings back down (`_encoded`): new decodes keep the cores busy while that backlog drains (counted
+        # in the bound, they idled 16 cores for seconds).
         self.decode.max_held = self.max_decodes + sum(len(e.decodes) for e in early.values())
         for v in todo:
             started = early.get(v.file.video_id)
@@ -503,6 +505,7 @@ class _Extraction:
         self.encode.submit(Call(v, (ref,), partial(self._encoded, v, seg)))
 
     def _encoded(self, v: _Video, seg: int, part: dict) -> None:
+        self.decode.max_held = max(self.max_decodes, self.decode.max_held - 1)
         v.parts[seg] = part
         self.summary.busy_s.update(part.get("timing", {}))
         self.summary.decoded_with[part.get("decoded_with", "?")] += 1

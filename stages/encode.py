@@ -41,10 +41,12 @@ class EncodeStage(Stage):
     resources: Resources = Resources(cpus=1)
 
     def setup(self) -> None:
+        t0 = time.time()  # wall clock: comparable with the driver's on the same machine
         import torch
 
         from vtm.models.visual_encoder import build_visual_encoder
 
+        t1 = time.time()
         self.device = pick_device(self.device)
         if self.max_batch is None:
             # On CPU, activations of 64 frames spill out of cache: 16 encodes ~1.5x faster (bench/).
@@ -52,9 +54,19 @@ class EncodeStage(Stage):
         if self.threads:
             torch.set_num_threads(self.threads)
         model, self.info = build_visual_encoder(self.encoder, self.weights, allow_random=self.allow_random)
+        t2 = time.time()
         # Half precision on GPU doubles throughput; features are stored as float16 anyway.
         dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         self.model = model.to(self.device, dtype)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)
+        t3 = time.time()
+        self._setup_timing = {"started_at": t0, "import_s": t1 - t0, "build_s": t2 - t1, "to_device_s": t3 - t2}
+
+    def setup_timing(self) -> dict:
+        """Where `setup` spent its time: torch and the model code imported, the model built with its weights, moved
+        to its device (a GPU's context is made there); `started_at`: when it began (`time.time()`)."""
+        return dict(self._setup_timing)
 
     def encoder_info(self) -> dict:
         return dataclasses.asdict(self.info)

@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,11 @@ def _frames(n=5):
 
 def test_encode_stage_maps_frames_to_float16_features_and_drops_pixels():
     stage = EncodeStage(device="cpu", max_batch=2)
+    t = time.time()
     stage.setup()
+    setup = stage.setup_timing()  # where a model load's seconds went (bench/bench_extract.py prints them)
+    assert t <= setup["started_at"] and setup["build_s"] > 0
+    assert setup["import_s"] + setup["build_s"] + setup["to_device_s"] <= time.time() - t
     out = stage({"frames": _frames(), "timestamps": np.arange(5.0)})
     assert "frames" not in out and out["timestamps"].tolist() == [0, 1, 2, 3, 4]
     assert out["features"].shape == (5, 1280) and out["features"].dtype == np.float16
