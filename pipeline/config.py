@@ -371,7 +371,8 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Mapping[str, A
     source = f" in {path}" if path is not None else ""
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            with open(path, encoding="utf-8") as f:  # from a file, PyYAML's error marks name it and the line
+                loaded = yaml.safe_load(f) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} not found") from None
         except yaml.YAMLError as e:

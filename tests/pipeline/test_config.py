@@ -54,6 +54,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("triggers:\n  threshold: abc\n", "triggers.threshold must be a number"),
         ("model:\n  encoder: {d_model: ten}\n", "model.encoder.d_model must be a whole number"),
         ("- a list\n", "mapping"),
+        ("extract:\n  fps: 3\n decode_device: cpu\n", r"(?s)not valid YAML.*bad\.yaml\", line 3"),  # where to look
     ],
 )
 def test_bad_settings_are_rejected_with_their_name(tmp_path, text, message):
