@@ -15,6 +15,10 @@ import ray
 from vtm.stages.base import Resources
 
 
+def _not_token_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
 def init_ray(address: str | None = None) -> None:
     """Connect to `address` (or RAY_ADDRESS; "auto" finds a cluster started on this machine), or
     start a local Ray for this process."""
@@ -23,6 +27,10 @@ def init_ray(address: str | None = None) -> None:
     # "local" starts a Ray for this run. Without it ray.init() would attach to whatever cluster
     # /tmp/ray last recorded (a stale `ray start`), which is not what "no address" should mean.
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        # Ray announces that the cluster it starts uses token authentication, its secure default, on every run: to a
+        # vtm user that is noise about a cluster they never chose. Any other word of Ray's still shows.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_not_token_notice)
     # Workers import vtm from the installed package, so no working-directory upload is needed.
     ray.init(
         address=address,

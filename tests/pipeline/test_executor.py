@@ -201,3 +201,20 @@ def test_thread_work_runs_beside_the_ray_calls_and_its_error_ends_the_run(ray_lo
         executor.run(range(12), start)
     assert 10 not in dict(written) and 11 not in dict(written)
     assert write_pool.workers._shutdown  # its threads were ended with the run
+
+
+def test_the_local_ray_starts_without_its_token_notice(tmp_path):
+    """The local Ray that vtm starts for a run does not announce its token authentication (Ray's default, nothing a
+    vtm user chose) on every command; Ray's own run still works under it."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env["HOME"] = str(tmp_path)  # Ray keeps its token under ~/.ray
+    code = (
+        "import ray\nfrom vtm.pipeline.ray_runner import init_ray\n"
+        "init_ray()\nprint(ray.get(ray.remote(lambda: 'ran').remote()))\nray.shutdown()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ran", run.stderr
+    assert "Token authentication" not in run.stderr
