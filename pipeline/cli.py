@@ -494,6 +494,18 @@ def cache_info(cache_dir):
         f"{len(failed)} failed"
         + (f"; {len(gone)} of the ok ones have no source in the dataset any more (kept)" if gone else "")
     )
+    if isinstance(root, Path) and root.is_dir():  # an object store is listed only by extract itself
+        from vtm.pipeline.discover import discover_videos
+
+        found = discover_videos(root)
+        listed = set(m["path"])
+        new = sum(v.relpath not in listed for v in found)
+        if new:
+            click.secho(
+                f"not yet     {new} of the {len(found)} videos in the dataset (an extract that stopped early, or new "
+                f"files): `vtm extract {root} --cache {c.root}` adds them",
+                fg="yellow",
+            )
     for row in ok.filter(pl.col("warning").is_not_null()).sort("path").iter_rows(named=True):
         click.secho(f"  warning: {row['path']}: {row['warning']}", fg="yellow")
     for path in gone:

@@ -36,3 +36,23 @@ def test_extract_and_cache_info_say_which_cached_videos_lost_their_source(tmp_pa
         and "; 2 of the ok ones have no source in the dataset any more (kept)" in info.output
     ), info.output
     assert "  source gone: b.mp4 (features kept)\n  source gone: sub/c.mp4 (features kept)\n" in info.output
+
+
+def test_cache_info_says_which_videos_of_the_dataset_an_extract_has_not_reached(tmp_path, ray_local):
+    """After an extract stopped early (Ctrl-C, a killed job) or new files arrived, `vtm cache info` listed only what
+    the cache held, with no word that the dataset holds more."""
+    videos, cache = tmp_path / "videos", tmp_path / "cache"
+    for name in ("a.mp4", "b.mp4"):
+        write_video(videos / name, seconds=1)
+    extract = ["extract", str(videos), "--cache", str(cache), "--encoder", "resnet18", "--no-progress"]
+    assert CliRunner().invoke(main, extract).exit_code == 0
+    info = CliRunner().invoke(main, ["cache", "info", str(cache)])
+    assert info.exit_code == 0 and "not yet" not in info.output, info.output
+
+    for name in ("c.mp4", "sub/d.mp4"):
+        write_video(videos / name, seconds=1)
+    info = CliRunner().invoke(main, ["cache", "info", str(cache)])
+    assert (
+        f"not yet     2 of the 4 videos in the dataset (an extract that stopped early, or new files): `vtm "
+        f"extract {videos} --cache {cache}` adds them" in info.output
+    ), info.output
