@@ -501,9 +501,11 @@ def cache_info(cache_dir):
         listed = set(m["path"])
         new = sum(v.relpath not in listed for v in found)
         if new:
+            settings = c.root / schema.EXTRACT_CONFIG  # the last extract's settings, which the cache holds to
+            again = f" --config {settings}" if settings.is_file() else ""
             click.secho(
                 f"not yet     {new} of the {len(found)} videos in the dataset (an extract that stopped early, or new "
-                f"files): `vtm extract {root} --cache {c.root}` adds them",
+                f"files): `vtm extract {root} --cache {c.root}{again}` adds them",
                 fg="yellow",
             )
     for row in ok.filter(pl.col("warning").is_not_null()).sort("path").iter_rows(named=True):

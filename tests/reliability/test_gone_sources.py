@@ -54,5 +54,8 @@ def test_cache_info_says_which_videos_of_the_dataset_an_extract_has_not_reached(
     info = CliRunner().invoke(main, ["cache", "info", str(cache)])
     assert (
         f"not yet     2 of the 4 videos in the dataset (an extract that stopped early, or new files): `vtm "
-        f"extract {videos} --cache {cache}` adds them" in info.output
+        f"extract {videos} --cache {cache} --config {cache / 'extract_config.yaml'}` adds them" in info.output
     ), info.output
+    # That command goes on with the settings the cache was built with (resnet18 here, not the default encoder).
+    rerun = CliRunner().invoke(main, [*extract[:4], "--no-progress", "--config", str(cache / "extract_config.yaml")])
+    assert rerun.exit_code == 0 and "4 videos: 2 extracted, 2 already in the cache" in rerun.output, rerun.output
