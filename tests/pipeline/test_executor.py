@@ -43,13 +43,15 @@ def _executor(pools, failures: list, total: int) -> Executor:
     return Executor(pools, lambda item, reason: failures.append((item, reason)), lambda: None, total, "test", False)
 
 
-def test_only_the_bounded_number_of_results_is_ever_held(ray_local):
-    """Fast decodes feeding a slow actor: results wait in the actor's queue, never more than the decode bound."""
+def _fast_decodes_into_a_slow_actor(max_in_flight: int, max_held: int | None = None) -> tuple[list, list]:
+    """20 items through instant decode tasks into an actor taking 0.05 s a call: at each result, the decode tasks
+    running and the results held (running, waiting for the actor or on it)."""
     encode = ActorPool(stage_actors(_sleep_stage(0.05), 1), per_actor=1)
-    decode = TaskPool(stage_task(_sleep_stage()), max_in_flight=2, fetch=False, results_wait_in=encode)
-    held, done = [], []
+    decode = TaskPool(stage_task(_sleep_stage()), max_in_flight, fetch=False, results_wait_in=encode, max_held=max_held)
+    running, held, done = [], [], []
 
     def encoded(item, result):
+        running.append(len(decode.in_flight))
         held.append(len(decode.in_flight) + len(encode.queue) + len(encode.in_flight))
         assert result["item"] == item
         executor.done(item)
@@ -63,29 +65,19 @@ def test_only_the_bounded_number_of_results_is_ever_held(ray_local):
     executor = _executor([decode, encode], failures, 20)
     executor.run(range(20), start)
     assert sorted(done) == list(range(20)) and failures == []
+    return running, held
+
+
+def test_only_the_bounded_number_of_results_is_ever_held(ray_local):
+    """Fast decodes feeding a slow actor: results wait in the actor's queue, never more than the decode bound."""
+    _, held = _fast_decodes_into_a_slow_actor(max_in_flight=2)
     assert max(held) <= 2 + 1  # decode bound + the one call on the actor; unbounded, the fast decodes pile up
 
 
 def test_a_backlog_of_results_drains_while_new_tasks_run(ray_local):
     """With `max_held` above `max_in_flight` (a backlog decoded while a model loaded), more results may wait for a
     slow actor, while no more tasks than `max_in_flight` ever run."""
-    encode = ActorPool(stage_actors(_sleep_stage(0.05), 1), per_actor=1)
-    decode = TaskPool(stage_task(_sleep_stage()), max_in_flight=1, fetch=False, results_wait_in=encode, max_held=4)
-    running, held = [], []
-
-    def encoded(item, result):
-        running.append(len(decode.in_flight))
-        held.append(len(decode.in_flight) + len(encode.queue) + len(encode.in_flight))
-        executor.done(item)
-
-    def start(item):
-        then = lambda ref: encode.submit(Call(item, (ref,), partial(encoded, item)))  # noqa: E731
-        decode.submit(Call(item, ({"item": item},), then))
-
-    failures: list = []
-    executor = _executor([decode, encode], failures, 20)
-    executor.run(range(20), start)
-    assert len(held) == 20 and failures == []
+    running, held = _fast_decodes_into_a_slow_actor(max_in_flight=1, max_held=4)
     assert max(running) <= 1
     assert 3 <= max(held) <= 4 + 1  # the larger bound is used (+ the one call on the actor), and kept
 
