@@ -19,7 +19,8 @@ Every number is measured in this run, on this machine, and compared as a ratio:
 5. re-run       `python -m vtm.pipeline.cli extract` again on the finished cache, whole process, as a user
                 runs it, against `python -c "import vtm.pipeline.extract"` (best of 2 each).
 6. nvdec        where a GPU exists: one clip decoded by extract's decoder on the GPU and on the CPU.
-7. NVDEC        where a GPU exists: extract cold again with extract.decode_device: cuda, to compare.
+7. GPU decoding where a GPU exists: extract cold again with extract.decode_device: cuda (NVDEC through PyAV),
+                and with nvdec (PyNvVideoCodec beside the cores; fails where it is not installed), to compare.
 
 GPU and video-decoder utilisation are sampled with nvidia-smi (where there is one) during every step.
 Results go to DIR/bench_extract_scale.json, rewritten after each step; a failed step is recorded
@@ -39,6 +40,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -275,11 +277,18 @@ def step_extract(data: dict, work: Path) -> dict:
     return out
 
 
-def step_extract_nvdec(data: dict, work: Path) -> dict:
-    """On a GPU machine: the same cold extract with decoding on NVDEC (extract.decode_device: cuda)."""
-    config = work / "nvdec.yaml"
-    config.write_text("extract:\n  decode_device: cuda\n")
-    out = bench_extract.run_child("extract_config", data["archive"], work / "cache_nvdec", config)
+# On a GPU machine, the same cold extract decoding on the GPU: step name -> (extract.decode_device, what it is).
+GPU_DECODING = {
+    "extract_nvdec": ("cuda", "NVDEC through PyAV"),
+    "extract_pynvvideocodec": ("nvdec", "PyNvVideoCodec beside the cores"),
+}
+
+
+def step_extract_gpu_decoding(data: dict, work: Path, step: str) -> dict:
+    """The cold extract with `GPU_DECODING[step]`'s decode_device."""
+    config = work / f"{step}.yaml"
+    config.write_text(f"extract:\n  decode_device: {GPU_DECODING[step][0]}\n")
+    out = bench_extract.run_child("extract_config", data["archive"], work / f"cache_{step}", config)
     out["actor"] = out.pop("encode_stage", None)
     return out
 
@@ -456,11 +465,13 @@ def summarise(r: dict) -> list[tuple[str, str]]:
                 f"{ratio(ext['work_s'], psd['wall_s']):.2f}",
             )
         )
-    var = steps.get("extract_nvdec", {})
-    if "process_s" in var:
+    for step, (_, what) in GPU_DECODING.items():
+        var = steps.get(step, {})
+        if "process_s" not in var:
+            continue
         rows.append(
             (
-                "extract, NVDEC decoding",
+                f"extract, {what}",
                 f"{var['process_s']:.1f} s = {vhh(var['process_s']):.0f} video-h/h (process); work "
                 f"{var['work_s']:.1f} s{gpu(var)}",
             )
@@ -598,7 +609,7 @@ def main() -> None:
             "extract",
             "rerun",
             "nvdec",
-            "extract_nvdec",
+            *GPU_DECODING,
         ],
         help="steps to leave out",
     )
@@ -646,7 +657,7 @@ def main() -> None:
             ("scenedetect", lambda: step_scenedetect(data, cores)),
         ]
         if result["machine"]["gpu"]:
-            steps.append(("extract_nvdec", lambda: step_extract_nvdec(data, work)))
+            steps += [(s, partial(step_extract_gpu_decoding, data, work, s)) for s in GPU_DECODING]
         shown: set[tuple[str, str]] = set()
         for name, run in steps:
             if name in args.skip:

@@ -48,6 +48,8 @@ class ExtractConfig:
     segment_frames: int = 64  # sampled frames per decode task (and per encoder call)
     device: str = "auto"  # auto | cpu | cuda
     decode_device: str = "auto"  # auto (= cpu: faster than NVDEC on a 16-core GPU machine) | cpu | cuda (NVDEC)
+    # | nvdec: nvdec_streams decode tasks at a time on the GPU's decoders with PyNvVideoCodec, the rest on the cores
+    nvdec_streams: int = 8
     num_encoders: int | None = None  # encoder actors; default one per GPU, or one on CPU
     rebuild: bool = False  # delete an existing cache built with other settings
     trigger_checkpoint: str | None = None  # a trained checkpoint: its learned trigger score is stored too
@@ -64,8 +66,10 @@ class ExtractConfig:
         _check_device("extract", self.device)
         if self.num_encoders is not None and self.num_encoders < 1:
             raise ConfigError(f"extract.num_encoders must be >= 1, got {self.num_encoders}")
-        if self.decode_device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"extract.decode_device must be auto, cpu or cuda, got {self.decode_device!r}")
+        if self.decode_device not in ("auto", "cpu", "cuda", "nvdec"):
+            raise ConfigError(f"extract.decode_device must be auto, cpu, cuda or nvdec, got {self.decode_device!r}")
+        if self.nvdec_streams < 1:
+            raise ConfigError(f"extract.nvdec_streams must be >= 1, got {self.nvdec_streams}")
 
 
 @dataclass(frozen=True)

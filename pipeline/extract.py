@@ -15,6 +15,7 @@ and a re-run with nothing to do answers from the cache alone, without Ray or the
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import time
@@ -128,10 +129,10 @@ def _extract(
     init_ray(config.ray.address)
 
     use_gpu = ec.device != "cpu" and cluster_gpus() > 0
-    if ec.decode_device == "cuda" and not use_gpu:
+    if ec.decode_device in ("cuda", "nvdec") and not use_gpu:
         raise ConfigError(
-            "extract.decode_device is cuda, but the encoder runs on no GPU (no GPU in the Ray cluster, or "
-            "extract.device is cpu)"
+            f"extract.decode_device is {ec.decode_device}, but the encoder runs on no GPU (no GPU in the Ray cluster, "
+            "or extract.device is cpu)"
         )
     # Only when asked: on 16 cores + H100, NVDEC through PyAV spared 40 % of the decoding CPU but finished later than
     # the cores (bench_extract_scale: work 24.5 s against 19.3 s). Each decode task falls back to its CPU.
@@ -143,7 +144,7 @@ def _extract(
         device="cuda" if use_gpu else "cpu",
         allow_random=ec.allow_random_weights,
         # Decoding on the GPU shares it: the encoders take half of each GPU, the decode tasks the rest.
-        resources=Resources(cpus=1, gpus=(0.5 if gpu_decode else 1) if use_gpu else 0),
+        resources=Resources(cpus=1, gpus=(0.5 if gpu_decode or ec.decode_device == "nvdec" else 1) if use_gpu else 0),
     )
     if decode_stage is None:
         decode_stage = DecodeStage(
@@ -159,6 +160,8 @@ def _extract(
             )
     # One task function per stage for the whole run, so that a worker sets each stage up once, early calls or not.
     probe, decode = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames)), stage_task(decode_stage)
+    if ec.decode_device == "nvdec" and use_gpu:
+        decode = _nvdec_beside(decode, decode_stage, ec.nvdec_streams)
     encoders = stage_actors(encode, n_encoders)
     try:
         info_ref = encoders[0].invoke.remote("encoder_info")
@@ -261,6 +264,38 @@ def _extract(
         release(encoders)  # the actors hold CPUs/GPUs and a model: free them with the job, not when collected
 
 
+class SplitDecodes:
+    """Decode tasks to the GPU's video decoders while fewer than `slots` of them run there, the others to the cores:
+    the decoders alone give fewer frames per second than 16 cores, beside them they add about 75 % (16-core + H100,
+    bench/bench_gpu_decoders.py). A callable like a `stage_task`: batch -> ObjectRef."""
+
+    def __init__(self, on_cpu, on_gpu, slots: int):
+        self.on_cpu, self.on_gpu, self.slots = on_cpu, on_gpu, slots
+        self.running: set[ray.ObjectRef] = set()  # on the GPU
+
+    def __call__(self, batch: dict) -> ray.ObjectRef:
+        if self.running:
+            done, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=0, fetch_local=False)
+            self.running.difference_update(done)
+        if len(self.running) >= self.slots:
+            return self.on_cpu(batch)
+        ref = self.on_gpu(batch)
+        self.running.add(ref)
+        return ref
+
+
+def _nvdec_beside(on_cpu, cpu_stage: DecodeStage, streams: int) -> SplitDecodes:
+    """`extract.decode_device: nvdec`: `streams` decode tasks at a time with PyNvVideoCodec beside the CPU ones."""
+    if importlib.util.find_spec("PyNvVideoCodec") is None:
+        raise ConfigError(
+            "extract.decode_device is nvdec, which needs PyNvVideoCodec: pip install pynvvideocodec (or use cpu)"
+        )
+    # A quarter of a core each (they mostly wait for the GPU), and a share of what the encoders leave of the GPUs.
+    gpus = max(0.0001, int(0.5 * cluster_gpus() / streams * 10_000) / 10_000)
+    stage = dataclasses.replace(cpu_stage, device="nvdec", resources=Resources(cpus=0.25, gpus=gpus))
+    return SplitDecodes(on_cpu, stage_task(stage), streams)
+
+
 @dataclass
 class _Early:
     """A video started while the encoders load: its probe, and once that is back, its decode tasks."""
@@ -320,7 +355,7 @@ def _segment_batches(path, plan: VideoPlan, segment_frames: int) -> list[dict]:
         idx = plan.frame_index[s : s + segment_frames]
         # From the sample before: the decoder then sees every frame shown since, for the cut measure.
         around = plan.pts_around(idx, since=plan.frame_index[s - 1] if s else None)
-        batches.append(decode_batch(path, idx, plan.rotation, plan.decoder, around))
+        batches.append(decode_batch(path, idx, plan.rotation, plan.decoder, around, plan.n_frames))
     return batches
 
 

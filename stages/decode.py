@@ -21,6 +21,7 @@ import numpy as np
 from vtm.cache.schema import COLOR_HIST_DIM, GRID, HIST_BINS
 from vtm.cache.storage import StorageError, is_url, open_video, read_ranges, stat_object
 from vtm.stages.base import Resources, Stage
+from vtm.stages.nvdec import decode_nvdec, nvdec_available
 
 HIST_BITS = HIST_BINS.bit_length() - 1  # bits kept of each 8-bit channel for the histogram
 # A decoded frame's time this close to a planned frame's (decord's or the packets') is that frame.
@@ -699,13 +700,17 @@ def decode_batch(
     rotation: int,
     decoder: str,
     pts_around: tuple[np.ndarray, int] | None = None,
+    n_frames: int | None = None,
 ) -> dict:
     """The batch `DecodeStage` reads: which frames of which video (a path or URL), its display rotation and the
     decoder that opens it (as the probe found them); with `pts_around` (`VideoPlan.pts_around`), also the times
-    around the frames, so that a stage with `nearest_frames` may decode a neighbour in place of a wanted frame."""
+    around the frames, so that a stage with `nearest_frames` may decode a neighbour in place of a wanted frame, and
+    with `n_frames` the video's frame count (NVDEC checks its own against it)."""
     batch = {"path": str(path), "frame_index": frame_index, "rotation": rotation, "decoder": decoder}
     if pts_around is not None:
         batch["pts"], batch["pts_start"] = pts_around
+    if n_frames is not None:
+        batch["n_frames"] = int(n_frames)
     return batch
 
 
@@ -718,20 +723,22 @@ class DecodeStage(Stage):
     may get a neighbour within one frame interval in place of a wanted frame, so that frames no sample
     needs are never decoded (`_decode_nearest`); its `frame_index` then says which frames came back.
     Without it (describe, infer) the frames asked for are the frames returned. `device="cuda"` decodes
-    on the GPU where PyAV can (NVDEC); a stream or machine it cannot serve is decoded on the CPU.
+    on the GPU where PyAV can (NVDEC); `device="nvdec"` decodes there with PyNvVideoCodec, keeping the frames on the
+    GPU (`stages.nvdec`, with `nearest_frames` and `n_frames` only); a stream or machine they cannot serve is decoded
+    on the CPU.
     `frame_change` (n, 2) is the largest and median change between consecutive decoded frames in each sample's
     interval (`FrameChanges`), from the nearest-frame decoder only: NaN where another decoder served the batch.
     Every batch also reports how it was decoded (`decoded_with`) and its busy seconds (`timing`).
     """
 
     reads = ("path", "frame_index", "rotation", "decoder")
-    optional = ("pts", "pts_start")
+    optional = ("pts", "pts_start", "n_frames")
     writes = ("frame_index", "frames", "hist", "grid", "frame_change", "decoded", "decoded_with", "timing")
-    drops = ("pts", "pts_start")
+    drops = ("pts", "pts_start", "n_frames")
 
     image_size: int = 224
     nearest_frames: bool = False
-    device: str = "cpu"  # cpu | cuda
+    device: str = "cpu"  # cpu | cuda (PyAV's NVDEC) | nvdec (PyNvVideoCodec)
     resources: Resources = Resources(cpus=1)
 
     def setup(self) -> None:
@@ -743,8 +750,18 @@ class DecodeStage(Stage):
         frame_index = np.asarray(batch["frame_index"], np.int64)
         rotation = int(batch.get("rotation", 0))
         frames = None
-        frame_change, measure_cpu_s = None, 0.0  # only the nearest-frame decoder sees every decoded frame
-        if self.nearest_frames and batch.get("pts") is not None:
+        frame_change, measure_cpu_s = None, 0.0  # only the nearest-frame decoders see every decoded frame
+        nvdec = self.device == "nvdec" and self.nearest_frames and batch.get("n_frames") and not is_url(path)
+        if nvdec and nvdec_available():
+            pts = np.asarray(batch["pts"], np.float64)
+            got = decode_nvdec(
+                path, frame_index, pts, int(batch["pts_start"]), batch["n_frames"], self.image_size, rotation
+            )
+            if got is not None:
+                frames, frame_index, how, times, changes = got
+                sample_times = pts[frame_index - int(batch["pts_start"])]
+                frame_change = frame_change_per_sample(times, changes, sample_times, start=float(pts[0]))
+        if frames is None and self.nearest_frames and batch.get("pts") is not None:
             got = _decode_nearest(
                 path,
                 frame_index,
@@ -777,7 +794,7 @@ class DecodeStage(Stage):
             "decode_cpu_s": time.process_time() - cpu0,  # CPU: both
             "frame_change_cpu_s": measure_cpu_s,  # of which measuring the frames between samples
         }
-        out = {k: v for k, v in batch.items() if k not in ("pts", "pts_start")}
+        out = {k: v for k, v in batch.items() if k not in self.drops}
         return {
             **out,
             "frame_index": frame_index,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from vtm.cache.store import CacheError, FeatureCache
 from vtm.data.sample_archive import make_archive
 from vtm.models.encoder_weights import efficientnet_lite0_package_weights
 from vtm.pipeline.cli import main as cli
-from vtm.pipeline.config import Config, load_config
+from vtm.pipeline.config import Config, ConfigError, load_config
 from vtm.pipeline.evaluation import event_scores
 from vtm.pipeline.extract import run_extract
 from vtm.pipeline.triggers import find_triggers
@@ -305,6 +306,32 @@ def test_the_first_videos_are_probed_and_decoded_while_the_encoder_loads(sample_
     loaded = ray.put("loaded")
     started = _start_early(videos, probe, decode_task, ec.segment_frames, loaded, max_segments=100, max_in_flight=4)
     assert not any(e.decodes for e in started.values())
+
+
+def test_nvdec_decodes_take_the_gpus_slots_and_the_cores_the_rest(ray_local):
+    """`decode_device: nvdec`: a decode goes to the GPU's decoders while fewer than `slots` run there, else to a core;
+    a slot is free again once its decode is done."""
+    import ray
+
+    from vtm.pipeline.extract import SplitDecodes
+
+    @ray.remote(num_cpus=0)
+    def decode(batch, where, seconds):
+        time.sleep(seconds)
+        return where
+
+    split = SplitDecodes(lambda b: decode.remote(b, "cpu", 0.0), lambda b: decode.remote(b, "gpu", 2.0), slots=2)
+    first = [split({"segment": i}) for i in range(5)]
+    assert ray.get(first) == ["gpu", "gpu", "cpu", "cpu", "cpu"]
+    assert ray.get(split({"segment": 5})) == "gpu"  # the first two are done: their slots are free
+
+
+@pytest.mark.skipif(importlib.util.find_spec("PyNvVideoCodec") is not None, reason="PyNvVideoCodec is installed here")
+def test_nvdec_without_pynvvideocodec_says_how_to_get_it():
+    from vtm.pipeline.extract import _nvdec_beside
+
+    with pytest.raises(ConfigError, match="decode_device is nvdec, which needs PyNvVideoCodec: pip install pynvvideo"):
+        _nvdec_beside(None, DecodeStage(nearest_frames=True), streams=8)
 
 
 def test_a_rerun_with_nothing_to_do_starts_no_ray_loads_no_model_and_writes_nothing(ray_local, tmp_path):
