@@ -97,8 +97,9 @@ def decode_nvdec(
         decoder = nvc.SimpleDecoder(
             str(path), gpu_id=gpu, use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE
         )
-        if len(decoder) != n_frames:
+        if len(decoder) != n_frames:  # also where the container does not say (WebM, MKV): those go to the CPU
             return None
+        height = decoder.get_stream_metadata().height
         decoder.seek_to_index(int(pts_start))
         cells, picked = [], []
         got = pts_start
@@ -109,6 +110,8 @@ def decode_nvdec(
             if any(not str(f.format).endswith("NV12") for f in batch):
                 return None  # 10-bit or 4:4:4 output: the CPU decoder reads those
             nv12 = torch.stack([torch.from_dlpack(f) for f in batch])
+            if nv12.dtype != torch.uint8 or nv12.shape[1] != height * 3 // 2:
+                return None  # padded or deeper surfaces: not the layout read below
             cells.append(nv12_luma_cells(nv12[:, : nv12.shape[1] * 2 // 3]))
             here = np.arange(got, got + len(batch))
             keep = np.isin(here, wanted)

@@ -56,10 +56,11 @@ def test_nvdec_without_pynvvideocodec_or_a_gpu_decodes_on_the_cpu(sample_dir):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("rel", ["cuts/street shots.mp4", "phone/portrait.mp4", "cámara 3/parking lot.webm"])
+@pytest.mark.parametrize("rel", ["cuts/street shots.mp4", "phone/portrait.mp4", "cámara 1/entrada.mp4"])
 def test_nvdec_decodes_what_the_cpu_decodes(sample_dir, rel):
     """On a GPU machine with PyNvVideoCodec: the sampled frames (rotated as displayed), their places and the cut
-    measure match the CPU decoder's (which may take a neighbour frame where NVDEC returns the frame itself)."""
+    measure match the CPU decoder's (which may take a neighbour frame where NVDEC returns the frame itself). MP4s
+    only: a WebM's container does not give the frame count checked against the plan, so it decodes on the CPU."""
     if not nvdec_available():
         pytest.skip("needs PyNvVideoCodec (pip install pynvvideocodec) and a CUDA GPU")
     path = sample_dir / rel
