@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def main(verbose: bool) -> None:
 @click.option("--max-frames", type=int, help="Cap on sampled frames per video.")
 @click.option("--device", help="auto | cpu | cuda.")
 @click.option("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray).")
-@click.option("--rebuild", is_flag=True, default=None, help="Delete a cache built with other settings and start over.")
+@click.option(
+    "--rebuild", is_flag=True, default=None, help="Delete what the cache holds and start over (for other settings)."
+)
 @click.option(
     "--trigger-checkpoint",
     type=click.Path(exists=True, file_okay=False),
@@ -103,6 +106,7 @@ def extract(
     """
     from vtm.pipeline.extract import run_extract
 
+    cfg = None
     try:
         cfg = load_config(
             config_path,
@@ -125,10 +129,10 @@ def extract(
     except OSError as e:
         _fail(explain_os_error(e), code=1)
     except KeyboardInterrupt:
-        _fail(
-            f"interrupted: the videos finished so far are kept in {cache_dir}; the same command goes on from there",
-            code=130,
-        )
+        if not (cache_dir / schema.CACHE_JSON).is_file():
+            _fail(f"interrupted before any video was finished: nothing kept in {cache_dir}", code=130)
+        again = "the same command without --rebuild" if cfg and cfg.extract.rebuild else "the same command"
+        _fail(f"interrupted: the videos finished so far are kept in {cache_dir}; {again} goes on from there", code=130)
     click.echo(
         f"{summary.videos} videos: {summary.ok} extracted, {summary.skipped} already in the cache, "
         f"{len(summary.failed)} failed; {summary.frames} frames in {summary.seconds:.1f} s "
@@ -475,7 +479,10 @@ def cache_info(cache_dir):
     ok = m.filter(pl.col("status") == schema.STATUS_OK)
     failed = m.filter(pl.col("status") == schema.STATUS_FAILED)
     click.echo(f"cache       {c.root}")
-    click.echo(f"dataset     {c.dataset_root}")
+    missing = isinstance(c.dataset_root, Path) and not c.dataset_root.is_dir()
+    click.echo(
+        f"dataset     {c.dataset_root}" + (" (not there any more: moved or deleted; features kept)" if missing else "")
+    )
     click.echo(
         f"encoder     {s.encoder} ({'pretrained' if s.pretrained else 'RANDOM weights'}: {s.weights}), "
         f"{s.feature_dim}-d {s.feature_dtype}"
@@ -487,8 +494,9 @@ def cache_info(cache_dir):
     click.echo(f"fingerprint {s.fingerprint}")
     hours = (ok["duration_s"].sum() or 0) / 3600
     root = c.dataset_root
-    # one stat per video
-    gone = [] if root is None or isinstance(root, str) else sorted(p for p in ok["path"] if not (root / p).exists())
+    # one stat per video, unless the whole dataset is gone (said above)
+    local = isinstance(root, Path) and not missing
+    gone = sorted(p for p in ok["path"] if not (root / p).exists()) if local else []
     click.echo(
         f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), "
         f"{len(failed)} failed"
@@ -498,14 +506,20 @@ def cache_info(cache_dir):
         from vtm.pipeline.discover import discover_videos
 
         found = discover_videos(root)
+        as_extracted = {r["path"]: (r["size_bytes"], r["mtime_ns"]) for r in ok.iter_rows(named=True)}
         listed = set(m["path"])
         new = sum(v.relpath not in listed for v in found)
-        if new:
+        now = {v.relpath: (v.size_bytes, v.mtime_ns) for v in found}
+        changed = sum(now[path] != then for path, then in as_extracted.items() if path in now)
+        if new or changed:
             settings = c.root / schema.EXTRACT_CONFIG  # the last extract's settings, which the cache holds to
-            again = f" --config {settings}" if settings.is_file() else ""
+            command = ["vtm", "extract", str(root), "--cache", str(c.root)]
+            command += ["--config", str(settings)] if settings.is_file() else []
+            which = [f"{new} not in the cache (an extract that stopped early, or new files)"] if new else []
+            which += [f"{changed} modified since extracted"] if changed else []
             click.secho(
-                f"not yet     {new} of the {len(found)} videos in the dataset (an extract that stopped early, or new "
-                f"files): `vtm extract {root} --cache {c.root}{again}` adds them",
+                f"not yet     {new + changed} of the {len(found)} videos in the dataset: {', '.join(which)}; "
+                f"`{shlex.join(command)}` brings them in",
                 fg="yellow",
             )
     for row in ok.filter(pl.col("warning").is_not_null()).sort("path").iter_rows(named=True):

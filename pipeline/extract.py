@@ -182,7 +182,7 @@ def _extract(
         settings = _cache_settings(info, ec)
         cache = FeatureCache.create(cache_dir, settings, rebuild=ec.rebuild, dataset_root=dataset_dir)
         with atomic_path(cache.root / schema.EXTRACT_CONFIG) as tmp:
-            tmp.write_text(dump_config(config))
+            tmp.write_text(_recorded_config(config))
         if source is not None and _same_weights(source, info):
             write_json(cache.root / schema.ENCODER_SOURCE_JSON, {"source": source, "encoder_info": info})
 
@@ -359,6 +359,13 @@ def _segment_batches(path, plan: VideoPlan, segment_frames: int) -> list[dict]:
     return batches
 
 
+def _recorded_config(config: Config) -> str:
+    """The configuration a cache keeps of the run that wrote it (`extract_config.yaml`), to run again with `--config`:
+    `rebuild` is what that run did to the cache, not a setting of it, so it is kept false (true, the same command
+    would delete what the cache holds, e.g. after the run was interrupted)."""
+    return dump_config(dataclasses.replace(config, extract=dataclasses.replace(config.extract, rebuild=False)))
+
+
 def _cache_settings(info: dict, ec: ExtractConfig) -> CacheSettings:
     """The cache settings of a run: what its encoder is (`EncodeStage.encoder_info`) and how it samples."""
     return CacheSettings(
@@ -440,7 +447,7 @@ def _nothing_to_do(
         digest = _recorded_digest(prior, v)
         if digest is None or not _already_extracted(prior, digest, settings.fingerprint, cache):
             return None
-    resolved = dump_config(config)
+    resolved = _recorded_config(config)
     config_file = cache.root / schema.EXTRACT_CONFIG
     if not config_file.is_file() or config_file.read_text() != resolved:
         with atomic_path(config_file) as tmp:

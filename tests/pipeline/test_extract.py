@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from vtm.cache.store import CacheError, FeatureCache
@@ -362,8 +363,9 @@ def test_a_rerun_with_nothing_to_do_starts_no_ray_loads_no_model_and_writes_noth
 
 
 def test_ctrl_c_says_what_is_kept_and_how_to_go_on(tmp_path, monkeypatch):
-    """Ctrl-C during `vtm extract`: one line saying the finished videos are kept and the same command goes on, exit
-    status 130 (interrupted), not click's bare "Aborted!"."""
+    """Ctrl-C during `vtm extract`: one line saying what is kept and which command goes on, exit status 130
+    (interrupted), not click's bare "Aborted!"; not "the same command" where that was a --rebuild, which would
+    delete what is kept."""
     import vtm.pipeline.extract as extract
 
     def interrupted(*args, **kwargs):
@@ -371,7 +373,25 @@ def test_ctrl_c_says_what_is_kept_and_how_to_go_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(extract, "run_extract", interrupted)
     (tmp_path / "videos").mkdir()
-    result = CliRunner().invoke(cli, ["extract", str(tmp_path / "videos"), "--cache", str(tmp_path / "cache")])
+    command = ["extract", str(tmp_path / "videos"), "--cache", str(tmp_path / "cache")]
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 130
+    assert "interrupted before any video was finished: nothing kept in" in result.output  # no cache was made
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "cache.json").write_text("{}")
+    result = CliRunner().invoke(cli, command)
     assert result.exit_code == 130
     assert "interrupted: the videos finished so far are kept in" in result.output
     assert "the same command goes on from there" in result.output
+    result = CliRunner().invoke(cli, [*command, "--rebuild"])
+    assert "; the same command without --rebuild goes on from there" in result.output
+
+
+def test_the_config_a_cache_keeps_never_says_rebuild():
+    """extract_config.yaml is what `--config` runs again (`vtm cache info` prints that command): a run with --rebuild
+    is recorded without it, else running it again would delete what the cache holds."""
+    from vtm.pipeline.extract import _recorded_config
+
+    recorded = yaml.safe_load(_recorded_config(load_config(None, {"extract": {"rebuild": True, "fps": 2.0}})))
+    assert recorded["extract"]["rebuild"] is False and recorded["extract"]["fps"] == 2.0

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from click.testing import CliRunner
 
 from vtm.pipeline.cli import main
@@ -41,7 +43,7 @@ def test_extract_and_cache_info_say_which_cached_videos_lost_their_source(tmp_pa
 def test_cache_info_says_which_videos_of_the_dataset_an_extract_has_not_reached(tmp_path, ray_local):
     """After an extract stopped early (Ctrl-C, a killed job) or new files arrived, `vtm cache info` listed only what
     the cache held, with no word that the dataset holds more."""
-    videos, cache = tmp_path / "videos", tmp_path / "cache"
+    videos, cache = tmp_path / "videos", tmp_path / "my cache"  # the command it prints is quoted for a shell
     for name in ("a.mp4", "b.mp4"):
         write_video(videos / name, seconds=1)
     extract = ["extract", str(videos), "--cache", str(cache), "--encoder", "resnet18", "--no-progress"]
@@ -51,11 +53,18 @@ def test_cache_info_says_which_videos_of_the_dataset_an_extract_has_not_reached(
 
     for name in ("c.mp4", "sub/d.mp4"):
         write_video(videos / name, seconds=1)
+    write_video(videos / "a.mp4", seconds=2)  # new content under an extracted name
     info = CliRunner().invoke(main, ["cache", "info", str(cache)])
+    command = shlex.join(["vtm", *extract[:4], "--config", str(cache / "extract_config.yaml")])
     assert (
-        f"not yet     2 of the 4 videos in the dataset (an extract that stopped early, or new files): `vtm "
-        f"extract {videos} --cache {cache} --config {cache / 'extract_config.yaml'}` adds them" in info.output
+        "not yet     3 of the 4 videos in the dataset: 2 not in the cache (an extract that stopped early, or new "
+        f"files), 1 modified since extracted; `{command}` brings them in" in info.output
     ), info.output
     # That command goes on with the settings the cache was built with (resnet18 here, not the default encoder).
-    rerun = CliRunner().invoke(main, [*extract[:4], "--no-progress", "--config", str(cache / "extract_config.yaml")])
-    assert rerun.exit_code == 0 and "4 videos: 2 extracted, 2 already in the cache" in rerun.output, rerun.output
+    rerun = CliRunner().invoke(main, [*shlex.split(command)[1:], "--no-progress"])
+    assert rerun.exit_code == 0 and "4 videos: 3 extracted, 1 already in the cache" in rerun.output, rerun.output
+
+    videos.rename(tmp_path / "moved")  # the whole dataset: said once, not once per video
+    info = CliRunner().invoke(main, ["cache", "info", str(cache)])
+    assert "(not there any more: moved or deleted; features kept)" in info.output, info.output
+    assert "source gone" not in info.output and "not yet" not in info.output
