@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import uuid
 from collections import OrderedDict
 
@@ -39,6 +41,18 @@ def init_ray(address: str | None = None) -> None:
         log_to_driver=True,
         configure_logging=True,
     )
+    if threading.current_thread() is threading.main_thread():
+        # Ray's core answers SIGTERM (kill, timeout, docker stop) by dumping a stack and dying without Python's
+        # cleanup: no word of what was kept, Ray's agents left running. Both signals now end a job as Ctrl-C does,
+        # once: a second one while it cleans up would only break that cleanup.
+        signal.signal(signal.SIGINT, _interrupt_once)
+        signal.signal(signal.SIGTERM, _interrupt_once)
+
+
+def _interrupt_once(signum, frame) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def cluster_gpus() -> int:

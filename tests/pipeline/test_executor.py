@@ -210,3 +210,23 @@ def test_the_local_ray_starts_without_its_token_notice(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "ran", run.stderr
     assert "Token authentication" not in run.stderr
+
+
+def test_sigterm_ends_a_job_as_ctrl_c_does_once(tmp_path):
+    """Ray's core answers SIGTERM by dying on the spot (no word of what was kept, its agents left running). Once vtm
+    has started Ray, SIGTERM raises KeyboardInterrupt as Ctrl-C does, and a second signal during the cleanup is
+    ignored."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time, ray\nfrom vtm.pipeline.ray_runner import init_ray\ninit_ray()\n"
+        "try:\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n"
+        "except KeyboardInterrupt:\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(0.5)\n"
+        "    print('cleaned up')\n"
+        "ray.shutdown()\n"
+    )
+    env = {**os.environ, "RAY_ADDRESS": "local"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "cleaned up", run.stderr
+    assert "SIGTERM received" not in run.stderr
