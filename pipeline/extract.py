@@ -18,6 +18,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -126,13 +127,15 @@ def _extract(
     if done is not None:
         done.seconds = time.perf_counter() - started
         return done
+    if progress:  # Ray's start and the model load take a while before the first video is done
+        print(f"extract: {len(videos)} videos; starting Ray and loading {ec.encoder} ...", file=sys.stderr, flush=True)
     init_ray(config.ray.address)
 
     use_gpu = ec.device != "cpu" and cluster_gpus() > 0
     if ec.decode_device in ("cuda", "nvdec") and not use_gpu:
         raise ConfigError(
             f"extract.decode_device is {ec.decode_device}, but the encoder runs on no GPU (no GPU in the Ray cluster, "
-            "or extract.device is cpu)"
+            "or extract.device is cpu): set extract.decode_device to auto or cpu, or run where Ray has a GPU"
         )
     # Only when asked: on 16 cores + H100, NVDEC through PyAV spared 40 % of the decoding CPU but finished later than
     # the cores (bench_extract_scale: work 24.5 s against 19.3 s). Each decode task falls back to its CPU.
