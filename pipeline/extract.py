@@ -166,6 +166,7 @@ def _extract(
     if ec.decode_device == "nvdec" and use_gpu:
         decode = _nvdec_beside(decode, decode_stage, ec.nvdec_streams)
     encoders = stage_actors(encode, n_encoders)
+    extraction = None
     try:
         info_ref = encoders[0].invoke.remote("encoder_info")
         early = {}
@@ -260,10 +261,14 @@ def _extract(
             }
             todo.append(_Video(v, base))
 
-        _Extraction(cache, config, probe, decode, encoders, rows, summary, progress, trigger_model).run(todo, early)
+        extraction = _Extraction(cache, config, probe, decode, encoders, rows, summary, progress, trigger_model)
+        extraction.run(todo, early)
         summary.seconds = time.perf_counter() - started
         return summary
     finally:
+        if extraction is not None:  # calls still queued on the encoders end here, not retried on their way out
+            for ref in extraction.encode.in_flight:
+                ray.cancel(ref)
         release(encoders)  # the actors hold CPUs/GPUs and a model: free them with the job, not when collected
 
 

@@ -185,6 +185,23 @@ def test_killed_run_resumes_to_the_same_cache_as_an_uninterrupted_one(ray_local,
     assert differing == []
 
 
+def test_ctrl_c_mid_run_ends_with_vtms_word_and_no_rays(tmp_path):
+    """SIGINT while videos are being encoded: exit 130 with vtm's one line of what is kept, and no "Task
+    StageActor.call failed ... will be retried" from Ray after it (the encoders' queued calls are cancelled before
+    the actors are ended, not retried on their way out)."""
+    data = make_archive(tmp_path / "data", 30, seconds=4.0, seed=9)
+    cache = tmp_path / "cache"
+    run = _extract_subprocess(data, cache)
+    deadline = time.monotonic() + 120
+    while not list((cache / "scores").glob("*.parquet")) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 130, out
+    assert f"interrupted: the videos finished so far are kept in {cache}" in out
+    assert "retried" not in out and "Traceback" not in out, out
+
+
 def test_cli_extract_triggers_and_info(sample_dir, ray_local, tmp_path):
     data = _small_dataset(sample_dir, tmp_path / "data")
     cache = tmp_path / "cache"
