@@ -21,7 +21,6 @@ import numpy as np
 from vtm.cache.schema import COLOR_HIST_DIM, GRID, HIST_BINS
 from vtm.cache.storage import StorageError, is_url, open_video, read_ranges, stat_object
 from vtm.stages.base import Resources, Stage
-from vtm.stages.nvdec import decode_nvdec, nvdec_available
 
 HIST_BITS = HIST_BINS.bit_length() - 1  # bits kept of each 8-bit channel for the histogram
 # A decoded frame's time this close to a planned frame's (decord's or the packets') is that frame.
@@ -582,15 +581,22 @@ _LUMA_PLANES = {
     **{name: (np.dtype("<u2"), 2) for name in ("yuv420p10le", "yuv422p10le", "yuv444p10le", "gray10le")},
     **{name: (np.dtype("<u2"), 8) for name in ("p010le", "p016le")},
 }
-_LATTICE = 6  # pixels sampled per cell side by `luma_cells`
+LUMA_LATTICE = 6  # pixels sampled per cell side by `luma_cells` (and by `nvdec.nv12_luma_cells` on the GPU)
+
+
+@functools.lru_cache(maxsize=16)
+def lattice_axes(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and the columns of a height x width luma plane that `luma_cells` reads: GRID*6 of each."""
+    side = GRID * LUMA_LATTICE
+    rows = ((np.arange(side) + 0.5) * (height / side)).astype(np.intp)
+    cols = ((np.arange(side) + 0.5) * (width / side)).astype(np.intp)
+    return rows, cols
 
 
 @functools.lru_cache(maxsize=16)
 def _lattice(height: int, width: int, line_size: int) -> np.ndarray:
     """Where in a luma plane of rows `line_size` samples apart `luma_cells` reads its pixels: (GRID*6)^2 offsets."""
-    side = GRID * _LATTICE
-    rows = ((np.arange(side) + 0.5) * (height / side)).astype(np.intp)
-    cols = ((np.arange(side) + 0.5) * (width / side)).astype(np.intp)
+    rows, cols = lattice_axes(height, width)
     return rows[:, None] * line_size + cols[None, :]
 
 
@@ -598,7 +604,7 @@ def luma_cells(frame) -> np.ndarray:
     """(GRID, GRID) mean luma (0..255) of the cells of a grid over a decoded PyAV frame, from a sparse lattice of
     pixels (6x6 a cell, read in place: a frame just decoded is out of the CPU's caches, and copying its rows would
     cost more than the rest): what a cut changes everywhere at once."""
-    side = GRID * _LATTICE
+    side = GRID * LUMA_LATTICE
     dtype, low_bits = _LUMA_PLANES.get(frame.format.name, (None, 0))
     if dtype is not None:
         plane = frame.planes[0]
@@ -608,8 +614,8 @@ def luma_cells(frame) -> np.ndarray:
     else:  # FFmpeg scales any other pixel format to gray first
         luma = frame.reformat(width=side, height=side, format="gray").to_ndarray().ravel()
         offsets = _lattice(side, side, side)
-    cells = luma[offsets].reshape(GRID, _LATTICE, GRID, _LATTICE)
-    return cells.sum(axis=(1, 3), dtype=np.uint32).astype(np.float32) / (_LATTICE * _LATTICE * 2**low_bits)
+    cells = luma[offsets].reshape(GRID, LUMA_LATTICE, GRID, LUMA_LATTICE)
+    return cells.sum(axis=(1, 3), dtype=np.uint32).astype(np.float32) / (LUMA_LATTICE * LUMA_LATTICE * 2**low_bits)
 
 
 class FrameChanges:
@@ -751,15 +757,17 @@ class DecodeStage(Stage):
         rotation = int(batch.get("rotation", 0))
         frames = None
         frame_change, measure_cpu_s = None, 0.0  # only the nearest-frame decoders see every decoded frame
-        nvdec = self.device == "nvdec" and self.nearest_frames and batch.get("n_frames") and not is_url(path)
-        if nvdec and nvdec_available():
+        if self.device == "nvdec" and self.nearest_frames and batch.get("n_frames") and not is_url(path):
+            from vtm.stages.nvdec import decode_nvdec, nvdec_available  # it builds on this module
+
             pts = np.asarray(batch["pts"], np.float64)
-            got = decode_nvdec(
-                path, frame_index, pts, int(batch["pts_start"]), batch["n_frames"], self.image_size, rotation
-            )
+            start, n_frames = int(batch["pts_start"]), batch["n_frames"]
+            got = None
+            if nvdec_available():
+                got = decode_nvdec(path, frame_index, pts, start, n_frames, self.image_size, rotation)
             if got is not None:
                 frames, frame_index, how, times, changes = got
-                sample_times = pts[frame_index - int(batch["pts_start"])]
+                sample_times = pts[frame_index - start]
                 frame_change = frame_change_per_sample(times, changes, sample_times, start=float(pts[0]))
         if frames is None and self.nearest_frames and batch.get("pts") is not None:
             got = _decode_nearest(

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vtm.cache.schema import GRID
-
-_LATTICE = 6  # pixels per cell side, as `decode.luma_cells` reads them
+from vtm.stages.decode import LUMA_LATTICE, lattice_axes
 
 # BT.601, limited range (what FFmpeg's scaler assumes for untagged video, as PyAV's `to_ndarray` does on the CPU):
 # RGB = M @ (Y - 16, U - 128, V - 128).
@@ -43,13 +42,10 @@ def nv12_luma_cells(luma):
     lattice of pixels as `decode.luma_cells` reads on the CPU (equal values for the same decoded frames)."""
     import torch
 
-    _, h, w = luma.shape
-    side = GRID * _LATTICE
-    rows = ((torch.arange(side, dtype=torch.float64) + 0.5) * (h / side)).long().to(luma.device)
-    cols = ((torch.arange(side, dtype=torch.float64) + 0.5) * (w / side)).long().to(luma.device)
+    rows, cols = (torch.from_numpy(axis).to(luma.device) for axis in lattice_axes(*luma.shape[1:]))
     picked = luma.index_select(1, rows).index_select(2, cols).to(torch.int32)
-    cells = picked.reshape(-1, GRID, _LATTICE, GRID, _LATTICE).sum(dim=(2, 4))
-    return cells.to(torch.float32) / (_LATTICE * _LATTICE)
+    cells = picked.reshape(-1, GRID, LUMA_LATTICE, GRID, LUMA_LATTICE).sum(dim=(2, 4))
+    return cells.to(torch.float32) / (LUMA_LATTICE * LUMA_LATTICE)
 
 
 def nv12_to_rgb(nv12, size: int):
