@@ -157,13 +157,13 @@ def _extract(
         # A decode task on NVDEC waits for the GPU about half its time, yet two sharing a core were slower
         # (bench_extract_scale, 16 cores + H100: 34.7 s of work against 28.6 s): each takes a whole core.
         if gpu_decode:
-            gpus = 0.5 * cluster_gpus() / max(1.0, ray.cluster_resources().get("CPU", 1))
+            tasks = max(1.0, ray.cluster_resources().get("CPU", 1))
             decode_stage = dataclasses.replace(
-                decode_stage, resources=Resources(cpus=1, gpus=max(0.0001, int(gpus * 10_000) / 10_000))
+                decode_stage, resources=Resources(cpus=1, gpus=_decoders_gpu_share(tasks))
             )
     # One task function per stage for the whole run, so that a worker sets each stage up once, early calls or not.
     probe, decode = stage_task(ProbeStage(fps=ec.fps, max_frames=ec.max_frames)), stage_task(decode_stage)
-    if ec.decode_device == "nvdec" and use_gpu:
+    if ec.decode_device == "nvdec":  # with a GPU: checked above
         decode = _nvdec_beside(decode, decode_stage, ec.nvdec_streams)
     encoders = stage_actors(encode, n_encoders)
     extraction = None
@@ -292,15 +292,22 @@ class SplitDecodes:
         return ref
 
 
+def _decoders_gpu_share(tasks: float) -> float:
+    """Each of `tasks` decode tasks' share of what the encoders leave of the cluster's GPUs (half), in the 4 decimals
+    Ray takes, never 0 (Ray shows a task a GPU only if it asks for one)."""
+    return max(0.0001, int(0.5 * cluster_gpus() / tasks * 10_000) / 10_000)
+
+
 def _nvdec_beside(on_cpu, cpu_stage: DecodeStage, streams: int) -> SplitDecodes:
     """`extract.decode_device: nvdec`: `streams` decode tasks at a time with PyNvVideoCodec beside the CPU ones."""
     if importlib.util.find_spec("PyNvVideoCodec") is None:
         raise ConfigError(
             "extract.decode_device is nvdec, which needs PyNvVideoCodec: pip install pynvvideocodec (or use cpu)"
         )
-    # A quarter of a core each (they mostly wait for the GPU), and a share of what the encoders leave of the GPUs.
-    gpus = max(0.0001, int(0.5 * cluster_gpus() / streams * 10_000) / 10_000)
-    stage = dataclasses.replace(cpu_stage, device="nvdec", resources=Resources(cpus=0.25, gpus=gpus))
+    # A quarter of a core each: they mostly wait for the GPU.
+    stage = dataclasses.replace(
+        cpu_stage, device="nvdec", resources=Resources(cpus=0.25, gpus=_decoders_gpu_share(streams))
+    )
     return SplitDecodes(on_cpu, stage_task(stage), streams)
 
 
