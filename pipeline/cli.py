@@ -494,22 +494,26 @@ def cache_info(cache_dir):
     click.echo(f"fingerprint {s.fingerprint}")
     hours = (ok["duration_s"].sum() or 0) / 3600
     root = c.dataset_root
-    # one stat per video, unless the whole dataset is gone (said above)
+    # One listing of a local dataset (an object store is listed only by extract itself), unless it is gone (said
+    # above): which cached videos lost their source, and which of its videos the cache does not hold as they are.
     local = isinstance(root, Path) and not missing
-    gone = sorted(p for p in ok["path"] if not (root / p).exists()) if local else []
+    if local:
+        from vtm.pipeline.discover import discover_videos
+
+        found = discover_videos(root)
+    else:
+        found = []
+    now = {v.relpath: (v.size_bytes, v.mtime_ns) for v in found if v.error is None}
+    gone = sorted(p for p in ok["path"] if p not in now) if local else []
     click.echo(
         f"videos      {len(m)}: {len(ok)} ok ({hours:.2f} h, {ok['frames_sampled'].sum() or 0} frames), "
         f"{len(failed)} failed"
         + (f"; {len(gone)} of the ok ones have no source in the dataset any more (kept)" if gone else "")
     )
-    if isinstance(root, Path) and root.is_dir():  # an object store is listed only by extract itself
-        from vtm.pipeline.discover import discover_videos
-
-        found = discover_videos(root)
+    if local:
         as_extracted = {r["path"]: (r["size_bytes"], r["mtime_ns"]) for r in ok.iter_rows(named=True)}
         listed = set(m["path"])
         new = sum(v.relpath not in listed for v in found)
-        now = {v.relpath: (v.size_bytes, v.mtime_ns) for v in found}
         changed = sum(now[path] != then for path, then in as_extracted.items() if path in now)
         if new or changed:
             settings = c.root / schema.EXTRACT_CONFIG  # the last extract's settings, which the cache holds to
